@@ -1,0 +1,204 @@
+import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
+import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
+import { functionTestEnv } from "../../scripts/test_env.ts";
+
+const env = await functionTestEnv({ env: { FEED_RATE_LIMIT_PER_MIN: "100000" } });
+await seed(env.db.sql, { users: 80, posts: 900, seed: 7 });
+const { app } = await import("./app.ts");
+const { cacheStats } = await import("../../shared/cache.ts");
+const { sql: appSql } = await import("../../shared/db.ts");
+const demoToken = await env.keys.mint(DEMO_USER_ID);
+
+interface Item {
+  id: string;
+  created_at: string;
+  like_count: number;
+  liked_by_me: boolean;
+  author: { id: string; username: string };
+}
+interface Page {
+  items: Item[];
+  next_cursor: string | null;
+}
+
+function get(query: string, token: string | null = demoToken, headers: Record<string, string> = {}) {
+  return app.request(`/feed${query}`, {
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+  });
+}
+
+/** Statements the request ran, from its Server-Timing `db;desc="N calls"`. */
+function dbStatements(res: Response): number {
+  const match = res.headers.get("server-timing")?.match(/db;dur=[\d.]+;desc="(\d+) calls"/);
+  assert(match, `no db metric in ${res.headers.get("server-timing")}`);
+  return Number(match[1]);
+}
+
+async function walk(kind: string, limit: number, token = demoToken): Promise<Item[]> {
+  const all: Item[] = [];
+  let cursor: string | null = null;
+  for (let pages = 0; pages < 1000; pages++) {
+    const res = await get(
+      `?kind=${kind}&limit=${limit}${cursor ? `&cursor=${cursor}` : ""}`,
+      token,
+    );
+    assertEquals(res.status, 200, await res.clone().text());
+    const page: Page = await res.json();
+    all.push(...page.items);
+    cursor = page.next_cursor;
+    if (!cursor) return all;
+  }
+  throw new Error("too many pages");
+}
+
+const it = (name: string, fn: () => Promise<void>) =>
+  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
+
+it("for-you walks every published post exactly once, hottest first", async () => {
+  const items = await walk("for-you", 37);
+  const [{ count }] = await env.db.sql`select count(*)::int from posts where status = 'published'`;
+  assertEquals(items.length, count);
+  assertEquals(new Set(items.map((i) => i.id)).size, count);
+  const scores = await env.db.sql`select id, hot_score from posts where status = 'published'`;
+  const score = new Map(scores.map((r) => [r.id, r.hot_score]));
+  for (let i = 1; i < items.length; i++) {
+    assert(score.get(items[i - 1].id) >= score.get(items[i].id), "out of order");
+  }
+});
+
+it("following walks the followees' posts exactly once, also when many share created_at", async () => {
+  const [followee] = await env.db.sql`
+    select followee_id as id from follows where follower_id = ${DEMO_USER_ID} limit 1`;
+  await env.db.sql`
+    insert into posts (author_id, body, created_at)
+    select ${followee.id}, 'same instant ' || g, '2026-11-20 12:00:00.123456+00'
+    from generate_series(1, 40) g`;
+  const items = await walk("following", 7);
+  const expected = await env.db.sql`
+    select p.id from posts p join follows f on f.followee_id = p.author_id
+    where f.follower_id = ${DEMO_USER_ID} and p.status = 'published'`;
+  assertEquals(items.length, expected.length);
+  assertEquals(new Set(items.map((i) => i.id)), new Set(expected.map((r) => r.id)));
+  for (let i = 1; i < items.length; i++) {
+    assert(items[i - 1].created_at >= items[i].created_at, "not newest first");
+  }
+});
+
+it("liked_by_me reflects the caller's likes on the shared for-you page", async () => {
+  const page: Page = await (await get("?kind=for-you&limit=50")).json();
+  const liked = await env.db.sql`
+    select post_id from likes where user_id = ${DEMO_USER_ID}
+    and post_id = any(${page.items.map((i) => i.id)}::uuid[])`;
+  const likedIds = new Set(liked.map((r) => r.post_id));
+  for (const item of page.items) assertEquals(item.liked_by_me, likedIds.has(item.id));
+  assert(likedIds.size > 0 || page.items.every((i) => !i.liked_by_me));
+});
+
+it("one statement per following page; for-you costs one shared query per cache miss plus one per request", async () => {
+  const following = await get("?kind=following&limit=11");
+  assertEquals(following.status, 200);
+  assertEquals(dbStatements(following), 1);
+  const cold = await get("?kind=for-you&limit=11");
+  assertEquals(dbStatements(cold), 2); // the shared page, then the caller's likes
+  const warm = await get("?kind=for-you&limit=11");
+  assertEquals(dbStatements(warm), 1); // the caller's likes only
+});
+
+it("50 concurrent identical for-you requests cause one feed query", async () => {
+  const before = cacheStats.misses;
+  const responses = await Promise.all(Array.from({ length: 50 }, () => get("?limit=23")));
+  assertEquals(responses.map((r) => r.status), Array(50).fill(200));
+  assertEquals(cacheStats.misses - before, 1);
+  // 50 likes lookups + 1 shared page
+  assertEquals(responses.reduce((n, r) => n + dbStatements(r), 0), 51);
+});
+
+it("limit above the maximum is clamped to 50", async () => {
+  const page: Page = await (await get("?limit=500")).json();
+  assertEquals(page.items.length, 50);
+});
+
+it("ETag on every page, If-None-Match answers 304", async () => {
+  const first = await get("?kind=following&limit=5");
+  const tag = first.headers.get("etag");
+  assert(tag, "no etag");
+  const again = await get("?kind=following&limit=5", demoToken, { "if-none-match": tag });
+  assertEquals(again.status, 304);
+});
+
+for (
+  const [query, param] of [
+    ["?limit=abc", "limit"],
+    ["?limit=-1", "limit"],
+    ["?limit=0", "limit"],
+    ["?limit=2.5", "limit"],
+    ["?kind=popular", "kind"],
+    ["?cursor=%%%garbage", "cursor"],
+    ["?cursor=bm90IGEgY3Vyc29y", "cursor"],
+    [`?kind=for-you&cursor=${btoa("following\n2026-01-01 00:00:00+00\n00000000-0000-4000-8000-000000000001").replaceAll("=", "")}`, "cursor"],
+    [`?kind=following&cursor=${btoa("following\nDROP TABLE posts\n00000000-0000-4000-8000-000000000001").replaceAll("=", "")}`, "cursor"],
+  ] as const
+) {
+  it(`bad input ${query} → 400 naming ${param}`, async () => {
+    const res = await get(query);
+    assertEquals(res.status, 400);
+    assertEquals(res.headers.get("content-type"), "application/problem+json");
+    const problem = await res.json();
+    assertEquals(problem.status, 400);
+    assertEquals(problem.code, "invalid_parameter");
+    assertEquals(problem.invalid_params[0].name, param);
+    assert(problem.request_id, "request_id missing");
+  });
+}
+
+it("401 for a missing, malformed, expired or foreign token", async () => {
+  const { createDevKeys } = await import("../../scripts/dev_auth.ts");
+  const other = await createDevKeys();
+  const cases: [string | null, RegExp][] = [
+    [null, /bearer access token is required/],
+    ["not-a-jwt", /malformed/],
+    [await env.keys.mint(DEMO_USER_ID, { ttlS: -10 }), /expired/],
+    [await other.mint(DEMO_USER_ID), /signature|not valid/],
+  ];
+  for (const [token, detail] of cases) {
+    const res = await get("", token);
+    assertEquals(res.status, 401);
+    assertEquals(res.headers.get("content-type"), "application/problem+json");
+    assertMatch((await res.json()).detail, detail);
+  }
+});
+
+it("every response carries x-request-id and Server-Timing", async () => {
+  const res = await get("?limit=3");
+  assertMatch(res.headers.get("x-request-id") ?? "", /^[\w-]+$/);
+  assertMatch(res.headers.get("server-timing") ?? "", /db;dur=.*redis;dur=.*upstream;dur=/);
+  const bad = await get("?limit=x");
+  assert(bad.headers.get("x-request-id"));
+});
+
+it("405 with Allow for a wrong method, problem+json 404 for an unknown path", async () => {
+  const post = await app.request("/feed", { method: "POST", headers: { authorization: `Bearer ${demoToken}` } });
+  assertEquals(post.status, 405);
+  assertEquals(post.headers.get("allow"), "GET");
+  const missing = await app.request("/feed/nope");
+  assertEquals(missing.status, 404);
+  assertEquals(missing.headers.get("content-type"), "application/problem+json");
+});
+
+it("OpenAPI document", async () => {
+  const res = await app.request("/feed/openapi.json");
+  assertEquals(res.status, 200);
+  const doc = await res.json();
+  assert(doc.paths["/feed"], JSON.stringify(Object.keys(doc.paths)));
+});
+
+it("rate limit headers on an allowed response", async () => {
+  const res = await get("?limit=2");
+  assertMatch(res.headers.get("ratelimit-policy") ?? "", /^"feed";q=100000;w=60$/);
+  assertMatch(res.headers.get("ratelimit") ?? "", /^"feed";r=\d+;t=\d+$/);
+});
+
+it("teardown", async () => {
+  await appSql.end();
+  await env.close();
+});

@@ -1,0 +1,98 @@
+/**
+ * `npm start`: the whole stack on one machine, in the foreground. Postgres from
+ * DATABASE_URL or an embedded one (data under .local/), Redis from UPSTASH_REDIS_REST_URL /
+ * TOKEN, or REDIS_URL behind the local REST bridge, or in-process stores; migrations with
+ * the Supabase CLI; demo data when the database is empty; every function behind the local
+ * gateway. Ctrl-C stops everything.
+ *
+ * @module
+ */
+import postgres from "postgres";
+import { bootstrap, migrate } from "./db.ts";
+import { loadOrCreateDevKeys } from "./dev_auth.ts";
+import { type LocalService, repoRoot, startEmbeddedPostgres } from "./local_services.ts";
+import { startRedisBridge } from "./redis_bridge.ts";
+import { DEMO_USER_ID, isEmpty, seed } from "./seed.ts";
+
+const env = Deno.env;
+const port = Number(env.get("PORT") ?? 54321);
+const baseUrl = `http://127.0.0.1:${port}`;
+const stops: (() => Promise<void>)[] = [];
+const log = (msg: string) => console.log(`[rockout] ${msg}`);
+
+async function shutdown(code: number): Promise<never> {
+  for (const stop of stops.reverse()) await stop().catch((err) => console.error(err));
+  Deno.exit(code);
+}
+let stopping = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: stopping`);
+    shutdown(0);
+  });
+}
+
+try {
+  const keys = await loadOrCreateDevKeys(`${repoRoot}/.local/jwt-signing-key.json`);
+  env.set("SUPABASE_JWKS", JSON.stringify(keys.jwks));
+  if (!env.get("SUPABASE_URL")) env.set("SUPABASE_URL", baseUrl);
+
+  let databaseUrl = env.get("DATABASE_URL");
+  if (!databaseUrl) {
+    log("DATABASE_URL not set: starting embedded Postgres (data in .local/postgres)");
+    const pg: LocalService = await startEmbeddedPostgres(`${repoRoot}/.local/postgres`, 54322);
+    stops.push(pg.stop);
+    databaseUrl = pg.url;
+    env.set("DATABASE_URL", databaseUrl);
+  }
+  await bootstrap(databaseUrl);
+  log("applying migrations with the Supabase CLI");
+  await migrate(databaseUrl);
+  const admin = postgres(databaseUrl, { max: 2, onnotice: () => {} });
+  if (await isEmpty(admin)) {
+    const users = Number(env.get("SEED_USERS") ?? 500);
+    const posts = Number(env.get("SEED_POSTS") ?? 5000);
+    const result = await seed(admin, { users, posts });
+    log(`seeded demo data: ${result.users} users, ${result.posts} posts in ${result.ms} ms`);
+  }
+  await admin.end();
+
+  if (env.get("UPSTASH_REDIS_REST_URL")) {
+    log(`Redis: Upstash at ${env.get("UPSTASH_REDIS_REST_URL")}`);
+  } else if (env.get("REDIS_URL")) {
+    const bridge = await startRedisBridge({
+      redisUrl: env.get("REDIS_URL")!,
+      token: crypto.randomUUID(),
+      port: 0,
+    });
+    stops.push(bridge.close);
+    env.set("UPSTASH_REDIS_REST_URL", bridge.url);
+    env.set("UPSTASH_REDIS_REST_TOKEN", bridge.token);
+    log(`Redis: ${env.get("REDIS_URL")} through the Upstash REST bridge at ${bridge.url}`);
+  } else {
+    console.warn(
+      "[rockout] WARNING: no UPSTASH_REDIS_REST_URL or REDIS_URL: rate limits, breakers and caches are in-process (per process, not shared)",
+    );
+  }
+
+  const { createGateway } = await import("./gateway.ts");
+  const gateway = await createGateway({ jwks: keys.jwks });
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port, onListen: () => {} },
+    gateway.fetch,
+  );
+  stops.push(() => server.shutdown());
+
+  const token = await keys.mint(DEMO_USER_ID, { email: "demo@rockout.local", issuer: `${baseUrl}/auth/v1` });
+  console.log(`\nrockout-edge is running at ${baseUrl}\n`);
+  for (const slug of gateway.slugs) console.log(`  ${baseUrl}/functions/v1/${slug}`);
+  console.log(`\ndemo user ${DEMO_USER_ID}, access token (1 h; npm run token for a new one):\n\n${token}\n`);
+  console.log(`try:\n  curl -H "Authorization: Bearer $TOKEN" ${baseUrl}/functions/v1/feed\n`);
+  console.log("Ctrl-C stops everything.");
+  await server.finished;
+} catch (err) {
+  console.error(`[rockout] start failed: ${err instanceof Error ? err.message : err}`);
+  await shutdown(1);
+}

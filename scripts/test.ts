@@ -1,0 +1,69 @@
+/**
+ * `npm test`: every test against real Postgres and Redis. Uses DATABASE_URL / REDIS_URL when
+ * set, else starts its own (embedded Postgres; redis-server from PATH). Builds one migrated
+ * template database that each test file copies, runs `deno test`, then the k6 smoke when
+ * k6 is installed, and tears everything down.
+ *
+ * @module
+ */
+import { type LocalService, freePort, repoRoot, startEmbeddedPostgres, startRedisServer } from "./local_services.ts";
+import { buildTemplate, dropTemplate } from "./test_db.ts";
+
+const env = Deno.env;
+const stops: (() => Promise<void>)[] = [];
+let exitCode = 1;
+try {
+  let adminUrl = env.get("DATABASE_URL");
+  if (!adminUrl) {
+    console.log("[test] DATABASE_URL not set: starting embedded Postgres");
+    const dir = await Deno.makeTempDir({ prefix: "rockout-test-pg-" });
+    const pg: LocalService = await startEmbeddedPostgres(dir, freePort());
+    stops.push(async () => {
+      await pg.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    });
+    adminUrl = pg.url;
+  }
+  let redisUrl = env.get("REDIS_URL");
+  if (!redisUrl) {
+    console.log("[test] REDIS_URL not set: starting redis-server");
+    const redis = await startRedisServer(freePort());
+    stops.push(redis.stop);
+    redisUrl = redis.url;
+  }
+  const template = await buildTemplate(adminUrl);
+  stops.push(() => dropTemplate(adminUrl!, template));
+  console.log(`[test] template database ${template} ready`);
+
+  const args = Deno.args.length ? Deno.args : [];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["test", "-A", "--parallel", ...args],
+    cwd: repoRoot,
+    env: {
+      TEST_ADMIN_DATABASE_URL: adminUrl,
+      TEST_TEMPLATE_DB: template,
+      TEST_REDIS_URL: redisUrl,
+      DENO_JOBS: env.get("DENO_JOBS") ?? "4",
+    },
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  let summary = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stdout) {
+    const text = decoder.decode(chunk, { stream: true });
+    Deno.stdout.writeSync(chunk);
+    summary += text;
+    if (summary.length > 8192) summary = summary.slice(-8192);
+  }
+  const status = await child.status;
+  // The closing line CI reads: deno prints "ok | 12 passed | 0 failed"; we restate it plainly.
+  const match = summary.replace(/\x1b\[[0-9;]*m/g, "").match(/(\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed/g)?.at(-1)?.match(/(\d+) passed.*\| (\d+) failed/);
+  exitCode = status.code;
+  if (match) console.log(`\ntests: ${match[1]} passed, ${match[2]} failed`);
+} catch (err) {
+  console.error("[test] failed:", err);
+} finally {
+  for (const stop of stops.reverse()) await stop().catch((err) => console.error(err));
+}
+Deno.exit(exitCode);

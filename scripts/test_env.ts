@@ -1,0 +1,64 @@
+/**
+ * Environment for a function's integration tests: its own migrated database, its own Redis
+ * key prefix behind the Upstash REST bridge, and a signing key for access tokens. Call it
+ * before importing the function's app (config is read at module load).
+ *
+ * @module
+ */
+import { Redis } from "@upstash/redis";
+import { createDevKeys, type DevKeys } from "./dev_auth.ts";
+import { startRedisBridge } from "./redis_bridge.ts";
+import { testDatabase } from "./test_db.ts";
+
+/** What a function test gets. */
+export interface FunctionTestEnv {
+  db: Awaited<ReturnType<typeof testDatabase>>;
+  keys: DevKeys;
+  bridge: Awaited<ReturnType<typeof startRedisBridge>> | null;
+  redisPrefix: string;
+  close(): Promise<void>;
+}
+
+/** Sets DATABASE_URL, SUPABASE_JWKS, UPSTASH_REDIS_REST_* (unless `redis: false`) and more. */
+export async function functionTestEnv(
+  options: { redis?: boolean; env?: Record<string, string> } = {},
+): Promise<FunctionTestEnv> {
+  const db = await testDatabase();
+  const keys = await createDevKeys();
+  const redisPrefix = `test:${crypto.randomUUID().slice(0, 8)}:`;
+  const bridge = options.redis === false ? null : await startRedisBridge({
+    redisUrl: Deno.env.get("TEST_REDIS_URL") ?? Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379",
+    token: crypto.randomUUID(),
+    port: 0,
+  });
+  Deno.env.set("DATABASE_URL", db.url);
+  Deno.env.set("SUPABASE_JWKS", JSON.stringify(keys.jwks));
+  Deno.env.set("REDIS_PREFIX", redisPrefix);
+  if (bridge) {
+    Deno.env.set("UPSTASH_REDIS_REST_URL", bridge.url);
+    Deno.env.set("UPSTASH_REDIS_REST_TOKEN", bridge.token);
+  } else {
+    Deno.env.delete("UPSTASH_REDIS_REST_URL");
+    Deno.env.delete("UPSTASH_REDIS_REST_TOKEN");
+  }
+  for (const [k, v] of Object.entries(options.env ?? {})) Deno.env.set(k, v);
+  return {
+    db,
+    keys,
+    bridge,
+    redisPrefix,
+    async close() {
+      if (bridge) {
+        const redis = new Redis({ url: bridge.url, token: bridge.token, enableTelemetry: false });
+        let cursor = "0";
+        do {
+          const [next, keys] = await redis.scan(cursor, { match: `${redisPrefix}*`, count: 500 });
+          if (keys.length) await redis.del(...keys);
+          cursor = String(next);
+        } while (cursor !== "0");
+        await bridge.close();
+      }
+      await db[Symbol.asyncDispose]();
+    },
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * Environment, parsed once with zod at module scope. A bad or missing value fails at boot
+ * with a message naming the variable, instead of a confusing error on the first request.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+const int = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+const flag = (fallback: boolean) =>
+  z.enum(["true", "false", "1", "0"]).default(fallback ? "true" : "false").transform((v) =>
+    v === "true" || v === "1"
+  );
+const jwks = z.string().transform((text, ctx) => {
+  try {
+    const parsed = JSON.parse(text);
+    if (Array.isArray(parsed?.keys)) return parsed as { keys: Record<string, unknown>[] };
+  } catch {
+    // reported below
+  }
+  ctx.addIssue({ code: "custom", message: 'must be a JSON Web Key Set: {"keys": [...]}' });
+  return z.NEVER;
+});
+
+const envSchema = z.object({
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+  SUPABASE_DB_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+  DB_POOL_MAX: int(4),
+  DB_STATEMENT_TIMEOUT_MS: int(5000),
+  UPSTASH_REDIS_REST_URL: z.url().optional(),
+  UPSTASH_REDIS_REST_TOKEN: z.string().min(1).optional(),
+  REDIS_PREFIX: z.string().default("rockout:"),
+  REDIS_TIMEOUT_MS: int(1000),
+  SUPABASE_URL: z.url().optional(),
+  SUPABASE_JWKS: jwks.optional(),
+  SUPABASE_JWKS_URL: z.url().optional(),
+  /** Legacy HS256 shared secret; only for projects that have not moved to signing keys. */
+  JWT_SECRET: z.string().min(32).optional(),
+  SUPABASE_SECRET_KEYS: z.string().optional(),
+  CORS_ORIGINS: z.string().default("*"),
+  MAX_BODY_BYTES: int(1024 * 1024),
+  REQUEST_BUDGET_MS: int(10_000),
+  FEED_RATE_LIMIT_PER_MIN: int(120),
+  FEED_FOR_YOU_TTL_S: int(30),
+  FEED_FOLLOWING_TTL_S: int(15),
+  CACHE_DISABLED: flag(false),
+  APP_VERSION: z.string().default("0.1.0"),
+});
+
+/** The parsed configuration every module reads. */
+export type Config = ReturnType<typeof loadConfig>;
+
+/**
+ * Parses an environment. Throws an Error whose message names every bad variable.
+ * Exported so tests can check the messages without touching the process env.
+ */
+export function loadConfig(env: Record<string, string | undefined>) {
+  const result = envSchema.safeParse(env);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `  ${i.path.join(".")}: ${i.message}`);
+    throw new Error(`invalid environment:\n${lines.join("\n")}`);
+  }
+  const e = result.data;
+  const databaseUrl = e.DATABASE_URL ?? e.SUPABASE_DB_URL;
+  if (!databaseUrl) {
+    throw new Error("invalid environment:\n  DATABASE_URL: required (or SUPABASE_DB_URL)");
+  }
+  if (!!e.UPSTASH_REDIS_REST_URL !== !!e.UPSTASH_REDIS_REST_TOKEN) {
+    throw new Error(
+      "invalid environment:\n  UPSTASH_REDIS_REST_TOKEN: UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN go together",
+    );
+  }
+  const jwksUrl = e.SUPABASE_JWKS_URL ??
+    (e.SUPABASE_URL ? new URL("/auth/v1/.well-known/jwks.json", e.SUPABASE_URL).href : undefined);
+  if (!e.SUPABASE_JWKS && !jwksUrl && !e.JWT_SECRET) {
+    throw new Error(
+      "invalid environment:\n  SUPABASE_JWKS: required to verify access tokens (or SUPABASE_JWKS_URL, SUPABASE_URL, JWT_SECRET)",
+    );
+  }
+  return {
+    databaseUrl,
+    dbPoolMax: e.DB_POOL_MAX,
+    dbStatementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
+    redis: e.UPSTASH_REDIS_REST_URL
+      ? { url: e.UPSTASH_REDIS_REST_URL, token: e.UPSTASH_REDIS_REST_TOKEN! }
+      : null,
+    redisPrefix: e.REDIS_PREFIX,
+    redisTimeoutMs: e.REDIS_TIMEOUT_MS,
+    auth: { jwks: e.SUPABASE_JWKS ?? null, jwksUrl: jwksUrl ?? null, jwtSecret: e.JWT_SECRET ?? null },
+    secretKeys: parseKeySet(e.SUPABASE_SECRET_KEYS),
+    corsOrigins: e.CORS_ORIGINS === "*" ? "*" : e.CORS_ORIGINS.split(",").map((o) => o.trim()),
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    requestBudgetMs: e.REQUEST_BUDGET_MS,
+    feed: {
+      rateLimitPerMin: e.FEED_RATE_LIMIT_PER_MIN,
+      forYouTtlS: e.FEED_FOR_YOU_TTL_S,
+      followingTtlS: e.FEED_FOLLOWING_TTL_S,
+    },
+    cacheDisabled: e.CACHE_DISABLED,
+    version: e.APP_VERSION,
+  };
+}
+
+/** `SUPABASE_SECRET_KEYS` is a JSON object of name → `sb_secret_…` key. */
+function parseKeySet(text: string | undefined): Map<string, string> {
+  if (!text) return new Map();
+  try {
+    return new Map(Object.entries(JSON.parse(text) as Record<string, string>));
+  } catch {
+    throw new Error(
+      'invalid environment:\n  SUPABASE_SECRET_KEYS: must be a JSON object {"default": "sb_secret_…"}',
+    );
+  }
+}
+
+/** The process configuration, parsed once per isolate. */
+export const config: Config = loadConfig(Deno.env.toObject());

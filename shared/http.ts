@@ -1,0 +1,129 @@
+/**
+ * The app factory every function uses: request id, Server-Timing, CORS, body limit, a hard
+ * time budget, problem+json errors (including 404/405 and validation failures), and the
+ * function's OpenAPI document at `/<slug>/openapi.json`.
+ *
+ * @module
+ */
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { contextStorage } from "hono/context-storage";
+import { cors } from "hono/cors";
+import { requestId } from "hono/request-id";
+import { timing } from "hono/timing";
+import type { AuthVariables } from "./auth.ts";
+import { type Budget, withBudget } from "./budget.ts";
+import { config } from "./config.ts";
+import { ProblemError, problemResponse, toProblem } from "./problem.ts";
+import { type RequestUsage, usageTiming } from "./timing.ts";
+
+/** The Hono environment of every function. */
+export type AppEnv = {
+  Variables: AuthVariables & { requestId: string; budget: Budget; usage: RequestUsage };
+};
+
+/** A function's app. */
+export type App = OpenAPIHono<AppEnv>;
+
+/** Options of one function. */
+export interface AppOptions {
+  /** Total time budget per request (ms); defaults to `REQUEST_BUDGET_MS`. */
+  budgetMs?: number;
+  /** Largest accepted request body (bytes); defaults to `MAX_BODY_BYTES`. */
+  maxBodyBytes?: number;
+  /** OpenAPI document title. */
+  title?: string;
+}
+
+/** Builds the Hono app of the function `slug`, mounted at `/<slug>`. */
+export function createApp(slug: string, options: AppOptions = {}): App {
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result) => {
+      if (!result.success) throw validationProblem(result.error.issues, result.target);
+    },
+  }).basePath(`/${slug}`) as unknown as App;
+
+  app.use(contextStorage());
+  app.use(requestId());
+  app.use(timing({ totalDescription: "total", crossOrigin: true }));
+  app.use(usageTiming());
+  app.use(
+    cors({
+      origin: config.corsOrigins,
+      allowHeaders: ["authorization", "x-client-info", "apikey", "content-type", "if-none-match", "idempotency-key"],
+      allowMethods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+      exposeHeaders: ["x-request-id", "server-timing", "etag", "retry-after", "ratelimit", "ratelimit-policy"],
+      maxAge: 86400,
+    }),
+  );
+  app.use(
+    bodyLimit({
+      maxSize: options.maxBodyBytes ?? config.maxBodyBytes,
+      onError: () => {
+        throw new ProblemError(413, "payload_too_large", `the request body exceeds ${options.maxBodyBytes ?? config.maxBodyBytes} bytes`);
+      },
+    }),
+  );
+  app.use(withBudget(options.budgetMs ?? config.requestBudgetMs));
+
+  app.onError((err, c) => {
+    const problem = toProblem(err);
+    if (problem.status >= 500) {
+      console.error(JSON.stringify({
+        msg: "request failed",
+        request_id: c.get("requestId"),
+        path: c.req.path,
+        error: String(problem.options.cause ?? err),
+      }));
+    }
+    return problemResponse(c, problem);
+  });
+  app.notFound((c) => {
+    const allowed = allowedMethods(app, c);
+    if (allowed.length) {
+      c.header("allow", allowed.join(", "));
+      return problemResponse(c, new ProblemError(405, "method_not_allowed", `${c.req.method} is not allowed here; use ${allowed.join(", ")}`));
+    }
+    return problemResponse(c, new ProblemError(404, "not_found", `no route for ${c.req.method} ${c.req.path}`));
+  });
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: { title: options.title ?? `rockout-edge ${slug}`, version: config.version },
+  });
+  return app;
+}
+
+/** Methods with a route matching this path (for 405 + Allow). */
+function allowedMethods(app: App, c: Context): string[] {
+  const methods = new Set<string>();
+  for (const route of app.routes) {
+    if (route.method === "ALL" || route.method === c.req.method) continue;
+    const pattern = new RegExp(
+      "^" + route.path.replace(/\/:[^/]+/g, "/[^/]+").replace(/\*/g, ".*") + "$",
+    );
+    if (pattern.test(c.req.path)) methods.add(route.method);
+  }
+  return [...methods].sort();
+}
+
+interface Issue {
+  path: PropertyKey[];
+  message: string;
+}
+
+/** A 400 naming every invalid field of a request part (`query`, `json`, `param`…). */
+function validationProblem(issues: readonly Issue[], target: string): ProblemError {
+  const params = issues.map((i) => ({
+    name: i.path.length ? i.path.map(String).join(".") : target,
+    reason: i.message,
+  }));
+  const detail = params.map((p) => `${p.name}: ${p.reason}`).join("; ");
+  return new ProblemError(400, "invalid_parameter", detail, { extensions: { invalid_params: params } });
+}
+
+/** The client IP for anonymous rate limits (the platform's gateway sets x-forwarded-for). */
+export function clientIp(c: Context): string {
+  return c.req.header("x-forwarded-for")?.split(",")[0].trim() ?? c.req.header("x-real-ip") ??
+    "unknown";
+}

@@ -1,0 +1,116 @@
+/**
+ * RFC 9457 problem details: the one error shape every function answers with.
+ *
+ * @module
+ */
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+
+/** Stable machine-readable codes, one per kind of problem. */
+export type ProblemCode =
+  | "invalid_parameter"
+  | "malformed_body"
+  | "unauthorized"
+  | "forbidden"
+  | "not_found"
+  | "method_not_allowed"
+  | "conflict"
+  | "payload_too_large"
+  | "unsupported_media_type"
+  | "rate_limited"
+  | "internal"
+  | "unavailable"
+  | "timeout";
+
+const titles: Record<ProblemCode, string> = {
+  invalid_parameter: "Invalid parameter",
+  malformed_body: "Malformed request body",
+  unauthorized: "Unauthorized",
+  forbidden: "Forbidden",
+  not_found: "Not found",
+  method_not_allowed: "Method not allowed",
+  conflict: "Conflict",
+  payload_too_large: "Payload too large",
+  unsupported_media_type: "Unsupported media type",
+  rate_limited: "Too many requests",
+  internal: "Internal error",
+  unavailable: "Service unavailable",
+  timeout: "Request took too long",
+};
+
+/** An invalid field, as in RFC 9457's `invalid-params` example. */
+export interface InvalidParam {
+  name: string;
+  reason: string;
+}
+
+/** Thrown anywhere in a request; the app's error handler turns it into problem+json. */
+export class ProblemError extends Error {
+  constructor(
+    readonly status: ContentfulStatusCode,
+    readonly code: ProblemCode,
+    readonly detail: string,
+    readonly options: {
+      headers?: Record<string, string>;
+      extensions?: Record<string, unknown>;
+      cause?: unknown;
+    } = {},
+  ) {
+    super(detail, { cause: options.cause });
+    this.name = "ProblemError";
+  }
+}
+
+/** 400 naming the offending parameter. */
+export function invalidParameter(name: string, reason: string): ProblemError {
+  return new ProblemError(400, "invalid_parameter", `${name}: ${reason}`, {
+    extensions: { invalid_params: [{ name, reason }] },
+  });
+}
+
+/** 404 that never reveals whether something exists for somebody else. */
+export function notFound(what = "resource"): ProblemError {
+  return new ProblemError(404, "not_found", `${what} not found`);
+}
+
+const httpCodes: Partial<Record<number, ProblemCode>> = {
+  400: "malformed_body",
+  401: "unauthorized",
+  403: "forbidden",
+  404: "not_found",
+  405: "method_not_allowed",
+  409: "conflict",
+  413: "payload_too_large",
+  415: "unsupported_media_type",
+  429: "rate_limited",
+  503: "unavailable",
+  504: "timeout",
+};
+
+/** Maps anything thrown to a ProblemError; unknown errors become an opaque 500. */
+export function toProblem(err: unknown): ProblemError {
+  if (err instanceof ProblemError) return err;
+  if (err instanceof HTTPException) {
+    const status = err.status as ContentfulStatusCode;
+    const code = httpCodes[status] ?? (status >= 500 ? "internal" : "malformed_body");
+    return new ProblemError(status, code, err.message || titles[code], { cause: err });
+  }
+  return new ProblemError(500, "internal", "an unexpected error occurred", { cause: err });
+}
+
+/** Renders a problem as an `application/problem+json` response. */
+export function problemResponse(c: Context, problem: ProblemError): Response {
+  const body = {
+    type: `urn:problem:rockout:${problem.code}`,
+    title: titles[problem.code],
+    status: problem.status,
+    detail: problem.detail,
+    code: problem.code,
+    request_id: c.get("requestId") ?? null,
+    ...problem.options.extensions,
+  };
+  for (const [k, v] of Object.entries(problem.options.headers ?? {})) c.header(k, v);
+  c.header("content-type", "application/problem+json");
+  return c.body(JSON.stringify(body), problem.status);
+}
