@@ -23,5 +23,6 @@ export function assertMatch(actual: string, pattern: RegExp, message?: string): 
 
 /** `fn` rejects (optionally with a message matching `pattern`). */
 export async function assertRejects(fn: () => Promise<unknown>, pattern?: RegExp): Promise<void> {
-  await nodeAssert.rejects(fn, pattern ? { message: pattern } : undefined);
+  if (pattern) await nodeAssert.rejects(fn, { message: pattern });
+  else await nodeAssert.rejects(fn);
 }

@@ -11,7 +11,10 @@ import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
 export interface DevKeys {
   jwks: { keys: JWK[] };
   /** Mints a Supabase-shaped access token for `userId`. */
-  mint(userId: string, options?: { email?: string; ttlS?: number; issuer?: string }): Promise<string>;
+  mint(
+    userId: string,
+    options?: { email?: string; ttlS?: number; issuer?: string },
+  ): Promise<string>;
 }
 
 /** A fresh in-memory key pair (tests). */

@@ -33,7 +33,9 @@ export function functionSlugs(): string[] {
 /** Builds the gateway's fetch handler. */
 export async function createGateway(
   options: { jwks?: unknown } = {},
-): Promise<{ fetch: (req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response>; slugs: string[] }> {
+): Promise<
+  { fetch: (req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response>; slugs: string[] }
+> {
   const toml = parse(await Deno.readTextFile(`${repoRoot}/supabase/config.toml`)) as {
     functions?: Record<string, { verify_jwt?: boolean }>;
   };
@@ -70,7 +72,9 @@ export async function createGateway(
     if (info && "hostname" in info.remoteAddr) {
       headers.set("x-forwarded-for", info.remoteAddr.hostname);
     }
-    return await fn.fetch(new Request(url, { method: req.method, headers, body: req.body, signal: req.signal }));
+    return await fn.fetch(
+      new Request(url, { method: req.method, headers, body: req.body, signal: req.signal }),
+    );
   }
   return { fetch, slugs: [...mounted.keys()] };
 }

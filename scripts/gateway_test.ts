@@ -30,11 +30,18 @@ it("an app reads its feed through supabase-js functions.invoke", async () => {
   assertEquals(error, null);
   assertEquals(data.items.length, 5);
   assert(typeof data.next_cursor === "string");
-  const next = await client(token).functions.invoke(`feed?kind=following&limit=5&cursor=${data.next_cursor}`, {
-    method: "GET",
-  });
+  const next = await client(token).functions.invoke(
+    `feed?kind=following&limit=5&cursor=${data.next_cursor}`,
+    {
+      method: "GET",
+    },
+  );
   assertEquals(next.error, null);
-  assert(next.data.items.every((i: { id: string }) => !data.items.some((j: { id: string }) => j.id === i.id)));
+  assert(
+    next.data.items.every((i: { id: string }) =>
+      !data.items.some((j: { id: string }) => j.id === i.id)
+    ),
+  );
 });
 
 it("the gateway answers 401 before the function runs (verify_jwt = true)", async () => {

@@ -85,10 +85,15 @@ try {
   );
   stops.push(() => server.shutdown());
 
-  const token = await keys.mint(DEMO_USER_ID, { email: "demo@rockout.local", issuer: `${baseUrl}/auth/v1` });
+  const token = await keys.mint(DEMO_USER_ID, {
+    email: "demo@rockout.local",
+    issuer: `${baseUrl}/auth/v1`,
+  });
   console.log(`\nrockout-edge is running at ${baseUrl}\n`);
   for (const slug of gateway.slugs) console.log(`  ${baseUrl}/functions/v1/${slug}`);
-  console.log(`\ndemo user ${DEMO_USER_ID}, access token (1 h; npm run token for a new one):\n\n${token}\n`);
+  console.log(
+    `\ndemo user ${DEMO_USER_ID}, access token (1 h; npm run token for a new one):\n\n${token}\n`,
+  );
   console.log(`try:\n  curl -H "Authorization: Bearer $TOKEN" ${baseUrl}/functions/v1/feed\n`);
   console.log("Ctrl-C stops everything.");
   await server.finished;

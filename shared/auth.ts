@@ -61,7 +61,9 @@ export async function verifyJwt(token: string, audience?: string): Promise<JWTPa
     throw unauthorized("the access token is malformed");
   }
   const useSecret = header.alg === "HS256" && sharedSecret !== null;
-  if (!useSecret && !keySet) throw unauthorized(`tokens signed with ${header.alg} are not accepted`);
+  if (!useSecret && !keySet) {
+    throw unauthorized(`tokens signed with ${header.alg} are not accepted`);
+  }
   try {
     const options = { audience, algorithms: useSecret ? ["HS256"] : ["ES256", "RS256"] };
     return useSecret

@@ -86,7 +86,11 @@ export function loadConfig(env: Record<string, string | undefined>) {
       : null,
     redisPrefix: e.REDIS_PREFIX,
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
-    auth: { jwks: e.SUPABASE_JWKS ?? null, jwksUrl: jwksUrl ?? null, jwtSecret: e.JWT_SECRET ?? null },
+    auth: {
+      jwks: e.SUPABASE_JWKS ?? null,
+      jwksUrl: jwksUrl ?? null,
+      jwtSecret: e.JWT_SECRET ?? null,
+    },
     secretKeys: parseKeySet(e.SUPABASE_SECRET_KEYS),
     corsOrigins: e.CORS_ORIGINS === "*" ? "*" : e.CORS_ORIGINS.split(",").map((o) => o.trim()),
     maxBodyBytes: e.MAX_BODY_BYTES,

@@ -51,9 +51,23 @@ export function createApp(slug: string, options: AppOptions = {}): App {
   app.use(
     cors({
       origin: config.corsOrigins,
-      allowHeaders: ["authorization", "x-client-info", "apikey", "content-type", "if-none-match", "idempotency-key"],
+      allowHeaders: [
+        "authorization",
+        "x-client-info",
+        "apikey",
+        "content-type",
+        "if-none-match",
+        "idempotency-key",
+      ],
       allowMethods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-      exposeHeaders: ["x-request-id", "server-timing", "etag", "retry-after", "ratelimit", "ratelimit-policy"],
+      exposeHeaders: [
+        "x-request-id",
+        "server-timing",
+        "etag",
+        "retry-after",
+        "ratelimit",
+        "ratelimit-policy",
+      ],
       maxAge: 86400,
     }),
   );
@@ -61,7 +75,11 @@ export function createApp(slug: string, options: AppOptions = {}): App {
     bodyLimit({
       maxSize: options.maxBodyBytes ?? config.maxBodyBytes,
       onError: () => {
-        throw new ProblemError(413, "payload_too_large", `the request body exceeds ${options.maxBodyBytes ?? config.maxBodyBytes} bytes`);
+        throw new ProblemError(
+          413,
+          "payload_too_large",
+          `the request body exceeds ${options.maxBodyBytes ?? config.maxBodyBytes} bytes`,
+        );
       },
     }),
   );
@@ -83,9 +101,19 @@ export function createApp(slug: string, options: AppOptions = {}): App {
     const allowed = allowedMethods(app, c);
     if (allowed.length) {
       c.header("allow", allowed.join(", "));
-      return problemResponse(c, new ProblemError(405, "method_not_allowed", `${c.req.method} is not allowed here; use ${allowed.join(", ")}`));
+      return problemResponse(
+        c,
+        new ProblemError(
+          405,
+          "method_not_allowed",
+          `${c.req.method} is not allowed here; use ${allowed.join(", ")}`,
+        ),
+      );
     }
-    return problemResponse(c, new ProblemError(404, "not_found", `no route for ${c.req.method} ${c.req.path}`));
+    return problemResponse(
+      c,
+      new ProblemError(404, "not_found", `no route for ${c.req.method} ${c.req.path}`),
+    );
   });
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
@@ -119,7 +147,9 @@ function validationProblem(issues: readonly Issue[], target: string): ProblemErr
     reason: i.message,
   }));
   const detail = params.map((p) => `${p.name}: ${p.reason}`).join("; ");
-  return new ProblemError(400, "invalid_parameter", detail, { extensions: { invalid_params: params } });
+  return new ProblemError(400, "invalid_parameter", detail, {
+    extensions: { invalid_params: params },
+  });
 }
 
 /** The client IP for anonymous rate limits (the platform's gateway sets x-forwarded-for). */

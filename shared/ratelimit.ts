@@ -67,7 +67,12 @@ export class RateLimiter {
         Promise.race([this.#upstash.limit(identifier).catch(() => null), timeout]),
       );
       if (res) {
-        return { success: res.success, remaining: res.remaining, retryAt: res.reset, degraded: false };
+        return {
+          success: res.success,
+          remaining: res.remaining,
+          retryAt: res.reset,
+          degraded: false,
+        };
       }
     } finally {
       clearTimeout(timer);
@@ -125,16 +130,24 @@ export function rateLimit(
     const resetS = setHeaders(c, policy, decision);
     if (!decision.success) {
       if (decision.degraded) {
-        throw new ProblemError(503, "unavailable", `rate limit "${policy.name}" cannot be checked`, {
-          headers: { "retry-after": "5" },
-        });
+        throw new ProblemError(
+          503,
+          "unavailable",
+          `rate limit "${policy.name}" cannot be checked`,
+          {
+            headers: { "retry-after": "5" },
+          },
+        );
       }
       rateLimitStats.rejected.set(policy.name, (rateLimitStats.rejected.get(policy.name) ?? 0) + 1);
       throw new ProblemError(
         429,
         "rate_limited",
         `rate limit "${policy.name}" exceeded: ${policy.limit} requests per ${policy.windowS} s`,
-        { headers: { "retry-after": String(Math.max(1, resetS)) }, extensions: { policy: policy.name } },
+        {
+          headers: { "retry-after": String(Math.max(1, resetS)) },
+          extensions: { policy: policy.name },
+        },
       );
     }
     await next();

@@ -104,8 +104,14 @@ async function forYouPage(
   );
   const items = rows.slice(0, limit);
   const liked = items.length
-    ? await asUser(user, (tx) =>
-      tx<{ id: string }[]>`select id from public.liked_post_ids(${items.map((r) => r.id)}::uuid[]) as id`, budget)
+    ? await asUser(
+      user,
+      (tx) =>
+        tx<{ id: string }[]>`select id from public.liked_post_ids(${
+          items.map((r) => r.id)
+        }::uuid[]) as id`,
+      budget,
+    )
     : [];
   const likedIds = new Set(liked.map((r) => r.id));
   return toPage("for-you", rows, limit, (row) => likedIds.has(row.id));
@@ -123,9 +129,13 @@ async function followingPage(
     `feed:following:${user.id}:${limit}:${cursor ?? ""}`,
     config.feed.followingTtlS,
     () =>
-      asUser(user, (tx) =>
-        tx<Row[]>`select * from public.feed_following(
-          ${limit + 1}, ${after?.key ?? null}::timestamptz, ${after?.id ?? null}::uuid)`, budget),
+      asUser(
+        user,
+        (tx) =>
+          tx<Row[]>`select * from public.feed_following(
+          ${limit + 1}, ${after?.key ?? null}::text::timestamptz, ${after?.id ?? null}::uuid)`,
+        budget,
+      ),
   );
   return toPage("following", rows, limit, (row) => row.liked_by_me === true);
 }

@@ -21,7 +21,11 @@ interface Page {
   next_cursor: string | null;
 }
 
-function get(query: string, token: string | null = demoToken, headers: Record<string, string> = {}) {
+function get(
+  query: string,
+  token: string | null = demoToken,
+  headers: Record<string, string> = {},
+) {
   return app.request(`/feed${query}`, {
     headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
   });
@@ -135,8 +139,24 @@ for (
     ["?kind=popular", "kind"],
     ["?cursor=%%%garbage", "cursor"],
     ["?cursor=bm90IGEgY3Vyc29y", "cursor"],
-    [`?kind=for-you&cursor=${btoa("following\n2026-01-01 00:00:00+00\n00000000-0000-4000-8000-000000000001").replaceAll("=", "")}`, "cursor"],
-    [`?kind=following&cursor=${btoa("following\nDROP TABLE posts\n00000000-0000-4000-8000-000000000001").replaceAll("=", "")}`, "cursor"],
+    [
+      `?kind=for-you&cursor=${
+        btoa("following\n2026-01-01 00:00:00+00\n00000000-0000-4000-8000-000000000001").replaceAll(
+          "=",
+          "",
+        )
+      }`,
+      "cursor",
+    ],
+    [
+      `?kind=following&cursor=${
+        btoa("following\nDROP TABLE posts\n00000000-0000-4000-8000-000000000001").replaceAll(
+          "=",
+          "",
+        )
+      }`,
+      "cursor",
+    ],
   ] as const
 ) {
   it(`bad input ${query} → 400 naming ${param}`, async () => {
@@ -177,7 +197,10 @@ it("every response carries x-request-id and Server-Timing", async () => {
 });
 
 it("405 with Allow for a wrong method, problem+json 404 for an unknown path", async () => {
-  const post = await app.request("/feed", { method: "POST", headers: { authorization: `Bearer ${demoToken}` } });
+  const post = await app.request("/feed", {
+    method: "POST",
+    headers: { authorization: `Bearer ${demoToken}` },
+  });
   assertEquals(post.status, 405);
   assertEquals(post.headers.get("allow"), "GET");
   const missing = await app.request("/feed/nope");

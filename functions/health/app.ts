@@ -32,7 +32,10 @@ const route = createRoute({
   summary: "Liveness of the database and Redis",
   responses: {
     200: { description: "all ok", content: { "application/json": { schema: Health } } },
-    503: { description: "a dependency is down", content: { "application/json": { schema: Health } } },
+    503: {
+      description: "a dependency is down",
+      content: { "application/json": { schema: Health } },
+    },
   },
 });
 
@@ -68,7 +71,10 @@ async function check(probe: () => Promise<unknown>) {
     await Promise.race([
       probe(),
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer in ${checkTimeoutMs} ms`)), checkTimeoutMs);
+        timer = setTimeout(
+          () => reject(new Error(`no answer in ${checkTimeoutMs} ms`)),
+          checkTimeoutMs,
+        );
       }),
     ]);
     return { ok: true, latency_ms: round(performance.now() - start) };

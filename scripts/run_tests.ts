@@ -6,7 +6,13 @@
  *
  * @module
  */
-import { type LocalService, freePort, repoRoot, startEmbeddedPostgres, startRedisServer } from "./local_services.ts";
+import {
+  freePort,
+  type LocalService,
+  repoRoot,
+  startEmbeddedPostgres,
+  startRedisServer,
+} from "./local_services.ts";
 import { buildTemplate, dropTemplate } from "./test_db.ts";
 
 const env = Deno.env;
@@ -37,13 +43,15 @@ try {
 
   const args = Deno.args.length ? Deno.args : [];
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["test", "-A", "--parallel", ...args],
+    // Not --parallel: test files share the process environment, and each sets its own
+    // DATABASE_URL / SUPABASE_JWKS before importing the function under test.
+    args: ["test", "-A", ...args],
     cwd: repoRoot,
     env: {
       TEST_ADMIN_DATABASE_URL: adminUrl,
       TEST_TEMPLATE_DB: template,
       TEST_REDIS_URL: redisUrl,
-      DENO_JOBS: env.get("DENO_JOBS") ?? "4",
+      NO_COLOR: "1",
     },
     stdout: "piped",
     stderr: "inherit",
@@ -58,7 +66,9 @@ try {
   }
   const status = await child.status;
   // The closing line CI reads: deno prints "ok | 12 passed | 0 failed"; we restate it plainly.
-  const match = summary.replace(/\x1b\[[0-9;]*m/g, "").match(/(\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed/g)?.at(-1)?.match(/(\d+) passed.*\| (\d+) failed/);
+  const match = summary.match(
+    /(\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed/g,
+  )?.at(-1)?.match(/(\d+) passed.*\| (\d+) failed/);
   exitCode = status.code;
   if (match) console.log(`\ntests: ${match[1]} passed, ${match[2]} failed`);
 } catch (err) {

@@ -1,0 +1,44 @@
+import { assertEquals, assertMatch } from "../scripts/assert.ts";
+
+// config.ts parses the process env at import: give it a valid one first.
+Deno.env.set("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+Deno.env.set("SUPABASE_JWKS", '{"keys":[]}');
+const { loadConfig } = await import("./config.ts");
+const base = { DATABASE_URL: "postgres://u@h:6543/db", SUPABASE_JWKS: '{"keys":[]}' };
+
+function errorOf(env: Record<string, string>): string {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error("expected the config to be refused");
+}
+
+Deno.test("a bad or missing value fails naming the variable", () => {
+  assertMatch(errorOf({ SUPABASE_JWKS: '{"keys":[]}' }), /DATABASE_URL: required/);
+  assertMatch(errorOf({ ...base, DATABASE_URL: "mysql://x" }), /DATABASE_URL/);
+  assertMatch(errorOf({ ...base, DB_POOL_MAX: "lots" }), /DB_POOL_MAX/);
+  assertMatch(
+    errorOf({ ...base, SUPABASE_JWKS: "not json" }),
+    /SUPABASE_JWKS: must be a JSON Web Key Set/,
+  );
+  assertMatch(errorOf({ DATABASE_URL: base.DATABASE_URL }), /SUPABASE_JWKS: required/);
+  assertMatch(
+    errorOf({ ...base, UPSTASH_REDIS_REST_URL: "https://x.upstash.io" }),
+    /UPSTASH_REDIS_REST_TOKEN/,
+  );
+  assertMatch(errorOf({ ...base, SUPABASE_SECRET_KEYS: "nope" }), /SUPABASE_SECRET_KEYS/);
+});
+
+Deno.test("defaults, SUPABASE_DB_URL fallback and the JWKS URL derived from SUPABASE_URL", () => {
+  const c = loadConfig({
+    SUPABASE_DB_URL: "postgres://u@h:5432/db",
+    SUPABASE_URL: "https://abc.supabase.co",
+  });
+  assertEquals(c.databaseUrl, "postgres://u@h:5432/db");
+  assertEquals(c.auth.jwksUrl, "https://abc.supabase.co/auth/v1/.well-known/jwks.json");
+  assertEquals(c.redis, null);
+  assertEquals(c.dbPoolMax, 4);
+  assertEquals(c.feed.rateLimitPerMin, 120);
+});
