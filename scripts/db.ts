@@ -56,7 +56,7 @@ export async function migrationFiles(dir = MIGRATIONS_DIR): Promise<string[]> {
 }
 
 /**
- * Applies `migrations/` to `url` with `supabase migration up --remote`.
+ * Applies `migrations/` to `url` with `supabase migration up --db-url`.
  * Returns the CLI's output; throws with it when the CLI fails.
  */
 export async function migrate(url: string): Promise<string> {
@@ -68,7 +68,7 @@ export async function migrate(url: string): Promise<string> {
     await Deno.mkdir(dir, { recursive: true });
     for (const f of files) await Deno.symlink(`${MIGRATIONS_DIR}/${f}`, `${dir}/${f}`);
     const out = await new Deno.Command(SUPABASE_BIN, {
-      args: ["migration", "up", `--remote=${url}`, "--yes", "--workdir", workdir],
+      args: ["migration", "up", `--db-url=${url}`, "--yes", "--workdir", workdir],
       cwd: workdir,
       stdin: "null",
       stdout: "piped",
