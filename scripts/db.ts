@@ -62,29 +62,32 @@ export async function migrationFiles(dir = MIGRATIONS_DIR): Promise<string[]> {
 export async function migrate(url: string): Promise<string> {
   const files = await migrationFiles();
   if (files.length === 0) throw new Error(`no migrations found in ${MIGRATIONS_DIR}`);
-  const workdir = await Deno.makeTempDir({ prefix: "rockout-migrate-" });
-  try {
-    const dir = `${workdir}/supabase/migrations`;
-    await Deno.mkdir(dir, { recursive: true });
-    for (const f of files) await Deno.symlink(`${MIGRATIONS_DIR}/${f}`, `${dir}/${f}`);
-    const out = await new Deno.Command(SUPABASE_BIN, {
-      args: ["migration", "up", `--db-url=${url}`, "--yes", "--workdir", workdir],
-      cwd: workdir,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" },
-    }).output();
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    if (!out.success) {
-      throw new Error(
-        `supabase migration up failed (exit ${out.code}) for ${redact(url)}:\n${text}`,
-      );
-    }
-    return text;
-  } finally {
-    await Deno.remove(workdir, { recursive: true }).catch(() => {});
+  // migrations/ is a link to supabase/migrations, where the CLI looks (it skips a linked
+  // directory there), so the CLI runs on the repository itself.
+  const out = await new Deno.Command(SUPABASE_BIN, {
+    args: ["migration", "up", `--db-url=${cliUrl(url)}`, "--yes", "--workdir", REPO_ROOT],
+    cwd: REPO_ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" },
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  if (!out.success) {
+    throw new Error(`supabase migration up failed (exit ${out.code}) for ${redact(url)}:\n${text}`);
   }
+  return text;
+}
+
+/**
+ * The CLI insists on TLS unless told otherwise; local servers (embedded Postgres) have none.
+ */
+function cliUrl(url: string): string {
+  const u = new URL(url);
+  if (!u.searchParams.has("sslmode") && ["127.0.0.1", "localhost", "[::1]"].includes(u.hostname)) {
+    u.searchParams.set("sslmode", "disable");
+  }
+  return u.href;
 }
 
 function ident(name: string): string {

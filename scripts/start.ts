@@ -71,11 +71,7 @@ try {
     env.set("UPSTASH_REDIS_REST_URL", bridge.url);
     env.set("UPSTASH_REDIS_REST_TOKEN", bridge.token);
     log(`Redis: ${env.get("REDIS_URL")} through the Upstash REST bridge at ${bridge.url}`);
-  } else {
-    console.warn(
-      "[rockout] WARNING: no UPSTASH_REDIS_REST_URL or REDIS_URL: rate limits, breakers and caches are in-process (per process, not shared)",
-    );
-  }
+  } // else: shared/redis.ts warns that limits, breakers and caches are per process
 
   const { createGateway } = await import("./gateway.ts");
   const gateway = await createGateway({ jwks: keys.jwks });
