@@ -9,6 +9,7 @@ import { Redis } from "@upstash/redis";
 import { createDevKeys, type DevKeys } from "./dev_auth.ts";
 import { startRedisBridge } from "./redis_bridge.ts";
 import { testDatabase } from "./test_db.ts";
+import { deleteKeys, testRedisUrl } from "./test_redis.ts";
 
 /** What a function test gets. */
 export interface FunctionTestEnv {
@@ -51,12 +52,7 @@ export async function functionTestEnv(
     async close() {
       if (bridge) {
         const redis = new Redis({ url: bridge.url, token: bridge.token, enableTelemetry: false });
-        let cursor = "0";
-        do {
-          const [next, keys] = await redis.scan(cursor, { match: `${redisPrefix}*`, count: 500 });
-          if (keys.length) await redis.del(...keys);
-          cursor = String(next);
-        } while (cursor !== "0");
+        await deleteKeys(redis, `${redisPrefix}*`);
         await bridge.close();
       }
       await db[Symbol.asyncDispose]();
