@@ -36,6 +36,7 @@ export async function functionTestEnv(
   Deno.env.set("DATABASE_URL", db.url);
   Deno.env.set("SUPABASE_JWKS", JSON.stringify(keys.jwks));
   Deno.env.set("REDIS_PREFIX", redisPrefix);
+  Deno.env.set("LOG_REQUESTS", "false");
   if (bridge) {
     Deno.env.set("UPSTASH_REDIS_REST_URL", bridge.url);
     Deno.env.set("UPSTASH_REDIS_REST_TOKEN", bridge.token);

@@ -1,76 +1,326 @@
 /**
- * Read-through caching with request coalescing: a small per-isolate tier in front of Redis,
- * and single-flight so concurrent misses for one key share one load.
+ * A two-tier read-through cache: a bounded LRU per isolate (entries and bytes) in front of
+ * Redis, with TTL, stale-while-revalidate (stale answers while exactly one refresh runs),
+ * invalidation by key and by tag that reaches every isolate, and request coalescing so a
+ * miss is computed once.
+ *
+ * Cross-isolate invalidation: every invalidation bumps a sequence number in Redis and logs
+ * what it invalidated; before reading, an isolate compares its last seen sequence (one small
+ * command, sent in the same pipeline as the request's other Redis work when issued in the
+ * same tick) and drops what the log names. So a write is visible to the next read anywhere.
  *
  * @module
  */
+import type { Redis } from "@upstash/redis";
+import { runInBackground } from "./background.ts";
+import { type Clock, systemClock } from "./clock.ts";
 import { config } from "./config.ts";
-import { redis, redisKey } from "./redis.ts";
+import { metrics } from "./metrics.ts";
+import { redis as defaultRedis, redisKey } from "./redis.ts";
 import { timed } from "./timing.ts";
 
-interface Entry {
-  value: unknown;
-  expiresAt: number;
+/** How one value is cached. */
+export interface CacheOptions {
+  /** Fresh for this long. */
+  ttlS: number;
+  /** Then served stale (while one refresh runs) for this much longer. Default 0. */
+  staleS?: number;
+  /** Names under which the entry can be invalidated together, e.g. `profile:<id>`. */
+  tags?: string[];
 }
 
-const maxLocalEntries = 1000;
-const local = new Map<string, Entry>();
-const inFlight = new Map<string, Promise<unknown>>();
-
-/** Counts since the isolate started (exported in metrics). */
-export const cacheStats = { hits: 0, misses: 0, coalesced: 0 };
-
-function localGet(key: string): Entry | undefined {
-  const entry = local.get(key);
-  if (!entry) return undefined;
-  if (entry.expiresAt <= Date.now()) {
-    local.delete(key);
-    return undefined;
-  }
-  local.delete(key); // re-insert: Map order is our LRU order
-  local.set(key, entry);
-  return entry;
+interface Envelope<T = unknown> {
+  v: T;
+  /** fresh until, epoch ms */
+  f: number;
+  /** stale until, epoch ms */
+  s: number;
+  t?: string[];
 }
 
-function localSet(key: string, value: unknown, ttlS: number): void {
-  local.set(key, { value, expiresAt: Date.now() + ttlS * 1000 });
-  if (local.size > maxLocalEntries) local.delete(local.keys().next().value!);
+interface LocalEntry {
+  env: Envelope;
+  bytes: number;
 }
 
-/**
- * Returns the cached value for `key`, or loads, stores (`ttlS` seconds, both tiers) and
- * returns it. Concurrent callers in this isolate share one load; failures are shared with
- * them but never cached.
- */
-export function cached<T>(key: string, ttlS: number, load: () => Promise<T>): Promise<T> {
-  if (config.cacheDisabled) return load();
-  const hit = localGet(key);
-  if (hit) {
-    cacheStats.hits++;
-    return Promise.resolve(hit.value as T);
+/** Hit, miss and stale counts since the isolate started. */
+export interface CacheStats {
+  localHits: number;
+  redisHits: number;
+  misses: number;
+  stale: number;
+  refreshes: number;
+  coalesced: number;
+  invalidations: number;
+}
+
+const logLength = 1000;
+
+// Invalidate one key: delete it, bump the sequence, log it. KEYS: value, seq, log.
+const invalidateScript = `
+local n = #KEYS - 2
+for i = 1, n do redis.call('DEL', KEYS[i]) end
+local seq = redis.call('INCR', KEYS[n + 1])
+redis.call('LPUSH', KEYS[n + 2], seq .. '\\t' .. ARGV[1] .. '\\t' .. ARGV[2])
+redis.call('LTRIM', KEYS[n + 2], 0, ${logLength - 1})
+return seq`;
+
+/** The two-tier cache. One per isolate: {@link cache}. */
+export class TwoTierCache {
+  readonly stats: CacheStats = {
+    localHits: 0,
+    redisHits: 0,
+    misses: 0,
+    stale: 0,
+    refreshes: 0,
+    coalesced: 0,
+    invalidations: 0,
+  };
+  readonly #local = new Map<string, LocalEntry>();
+  #bytes = 0;
+  #seenSeq: number | null = null;
+  readonly #inFlight = new Map<string, Promise<unknown>>();
+  readonly #redis: Redis | null;
+  readonly #prefix: string;
+  readonly #clock: Clock;
+  readonly #maxEntries: number;
+  readonly #maxBytes: number;
+  readonly #disabled: boolean;
+
+  constructor(
+    options: {
+      redis?: Redis | null;
+      prefix?: string;
+      maxEntries?: number;
+      maxBytes?: number;
+      clock?: Clock;
+      disabled?: boolean;
+    } = {},
+  ) {
+    this.#redis = options.redis === undefined ? defaultRedis : options.redis;
+    this.#prefix = options.prefix ?? redisKey("cache:");
+    this.#maxEntries = options.maxEntries ?? 2000;
+    this.#maxBytes = options.maxBytes ?? 16 * 1024 * 1024;
+    this.#clock = options.clock ?? systemClock;
+    this.#disabled = options.disabled ?? false;
   }
-  const pending = inFlight.get(key);
-  if (pending) {
-    cacheStats.coalesced++;
-    return pending as Promise<T>;
+
+  /**
+   * The value for `key`: from this isolate, else Redis, else `load()` (once per key at a time
+   * in this isolate), stored in both tiers. Stale values are served while one refresh runs.
+   */
+  async get<T>(key: string, options: CacheOptions, load: () => Promise<T>): Promise<T> {
+    if (this.#disabled) return await load();
+    await this.sync();
+    const now = this.#clock();
+    const local = this.#localGet(key);
+    if (local && local.f > now) {
+      this.stats.localHits++;
+      return local.v as T;
+    }
+    if (local && local.s > now) {
+      this.stats.stale++;
+      this.#refreshInBackground(key, options, load);
+      return local.v as T;
+    }
+    const stored = this.#redis
+      ? await timed("redis", this.#redis.get<Envelope<T>>(this.#valueKey(key))).catch(() => null)
+      : null;
+    if (stored && stored.f > now) {
+      this.stats.redisHits++;
+      this.#localSet(key, stored);
+      return stored.v;
+    }
+    if (stored && stored.s > now) {
+      this.stats.stale++;
+      this.#localSet(key, stored);
+      this.#refreshInBackground(key, options, load);
+      return stored.v;
+    }
+    return await this.#load(key, options, load, "misses");
   }
-  const work = (async () => {
-    const fullKey = redisKey("cache", key);
-    if (redis) {
-      const stored = await timed("redis", redis.get<T>(fullKey)).catch(() => null);
-      if (stored !== null) {
-        cacheStats.hits++;
-        localSet(key, stored, ttlS);
-        return stored;
+
+  /** Drops `key` from every tier of every isolate. */
+  async invalidate(key: string): Promise<void> {
+    this.#drop(key);
+    this.stats.invalidations++;
+    if (!this.#redis) return;
+    await timed(
+      "redis",
+      this.#redis.eval(invalidateScript, [this.#valueKey(key), this.#seqKey, this.#logKey], [
+        "key",
+        key,
+      ]),
+    );
+  }
+
+  /** Drops every entry stored with `tag`, in every tier of every isolate. */
+  async invalidateTag(tag: string): Promise<void> {
+    for (const [key, entry] of this.#local) if (entry.env.t?.includes(tag)) this.#drop(key);
+    this.stats.invalidations++;
+    if (!this.#redis) return;
+    const members = await timed("redis", this.#redis.smembers(this.#tagKey(tag)));
+    await timed(
+      "redis",
+      this.#redis.eval(
+        invalidateScript,
+        [...members.map((k) => this.#valueKey(k)), this.#tagKey(tag), this.#seqKey, this.#logKey],
+        ["tag", tag],
+      ),
+    );
+  }
+
+  /**
+   * Applies invalidations made elsewhere since this isolate last looked: one GET of the
+   * sequence when nothing changed, one LRANGE more when something did.
+   */
+  async sync(): Promise<void> {
+    if (!this.#redis || this.#local.size === 0 && this.#seenSeq !== null) return;
+    const seq = Number(
+      await timed("redis", this.#redis.get<number>(this.#seqKey)).catch(() => null) ?? 0,
+    );
+    const seen = this.#seenSeq;
+    if (seen === null || seq === seen) {
+      this.#seenSeq = Math.max(seq, seen ?? 0);
+      return;
+    }
+    if (seq < seen || seq - seen > logLength) {
+      this.#clearLocal(); // the log no longer covers the gap (or Redis was reset)
+    } else {
+      const entries = await timed(
+        "redis",
+        this.#redis.lrange<string>(this.#logKey, 0, seq - seen - 1),
+      );
+      for (const line of entries) {
+        const [n, kind, name] = String(line).split("\t");
+        if (Number(n) <= seen) continue;
+        if (kind === "key") this.#drop(name);
+        else for (const [key, e] of this.#local) if (e.env.t?.includes(name)) this.#drop(key);
       }
     }
-    cacheStats.misses++;
-    const value = await load();
-    localSet(key, value, ttlS);
-    if (redis) await timed("redis", redis.set(fullKey, value, { ex: ttlS })).catch(() => {});
-    return value;
-  })();
-  inFlight.set(key, work);
-  work.finally(() => inFlight.delete(key)).catch(() => {});
-  return work;
+    this.#seenSeq = Math.max(seq, this.#seenSeq ?? 0);
+  }
+
+  /** Loads once per key in this isolate; failures are shared with waiters, never cached. */
+  #load<T>(
+    key: string,
+    options: CacheOptions,
+    load: () => Promise<T>,
+    count: "misses" | "refreshes",
+  ): Promise<T> {
+    const pending = this.#inFlight.get(key);
+    if (pending) {
+      this.stats.coalesced++;
+      return pending as Promise<T>;
+    }
+    this.stats[count]++;
+    const work = (async () => {
+      const value = await load();
+      const now = this.#clock();
+      const env: Envelope<T> = {
+        v: value,
+        f: now + options.ttlS * 1000,
+        s: now + (options.ttlS + (options.staleS ?? 0)) * 1000,
+        ...(options.tags?.length ? { t: options.tags } : {}),
+      };
+      this.#localSet(key, env);
+      if (this.#redis) await this.#store(key, env).catch(() => {});
+      return value;
+    })();
+    this.#inFlight.set(key, work);
+    work.finally(() => this.#inFlight.delete(key)).catch(() => {});
+    return work;
+  }
+
+  #store(key: string, env: Envelope): Promise<unknown> {
+    const redis = this.#redis!;
+    const px = Math.max(1, env.s - this.#clock());
+    const writes: Promise<unknown>[] = [redis.set(this.#valueKey(key), env, { px })];
+    for (const tag of env.t ?? []) {
+      writes.push(
+        redis.sadd(this.#tagKey(tag), key),
+        redis.pexpire(this.#tagKey(tag), px + 60_000),
+      );
+    }
+    return timed("redis", Promise.all(writes));
+  }
+
+  #refreshInBackground<T>(key: string, options: CacheOptions, load: () => Promise<T>): void {
+    if (this.#inFlight.has(key)) return; // exactly one refresh at a time
+    runInBackground(`cache refresh ${key}`, this.#load(key, options, load, "refreshes"));
+  }
+
+  #localGet(key: string): Envelope | undefined {
+    const entry = this.#local.get(key);
+    if (!entry) return undefined;
+    if (entry.env.s <= this.#clock()) {
+      this.#drop(key);
+      return undefined;
+    }
+    this.#local.delete(key); // re-insert: Map order is the LRU order
+    this.#local.set(key, entry);
+    return entry.env;
+  }
+
+  #localSet(key: string, env: Envelope): void {
+    this.#drop(key);
+    const bytes = JSON.stringify(env.v)?.length ?? 0;
+    if (bytes > this.#maxBytes / 4) return; // one value must not flush the whole tier
+    this.#local.set(key, { env, bytes });
+    this.#bytes += bytes;
+    while (this.#local.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
+      this.#drop(this.#local.keys().next().value!);
+    }
+  }
+
+  #drop(key: string): void {
+    const entry = this.#local.get(key);
+    if (!entry) return;
+    this.#local.delete(key);
+    this.#bytes -= entry.bytes;
+  }
+
+  #clearLocal(): void {
+    this.#local.clear();
+    this.#bytes = 0;
+  }
+
+  /** Entries and bytes held in this isolate. */
+  get localSize(): { entries: number; bytes: number } {
+    return { entries: this.#local.size, bytes: this.#bytes };
+  }
+
+  #valueKey(key: string) {
+    return `${this.#prefix}v:${key}`;
+  }
+  #tagKey(tag: string) {
+    return `${this.#prefix}t:${tag}`;
+  }
+  get #seqKey() {
+    return `${this.#prefix}inv:seq`;
+  }
+  get #logKey() {
+    return `${this.#prefix}inv:log`;
+  }
+}
+
+/** The isolate's cache. */
+export const cache: TwoTierCache = new TwoTierCache({ disabled: config.cacheDisabled });
+
+/** Counts of the isolate's cache (exported in metrics). */
+export const cacheStats: CacheStats = cache.stats;
+
+metrics.collect(() =>
+  Object.entries(cache.stats).map(([event, value]) => ({
+    name: "cache_events_total",
+    labels: { event },
+    value,
+    type: "counter" as const,
+    help: "Two-tier cache hits (local, redis), misses, stale answers, refreshes, coalesced loads",
+  }))
+);
+
+/** Shorthand for `cache.get(key, { ttlS }, load)`. */
+export function cached<T>(key: string, ttlS: number, load: () => Promise<T>): Promise<T> {
+  return cache.get(key, { ttlS }, load);
 }

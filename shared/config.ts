@@ -41,10 +41,18 @@ const envSchema = z.object({
   MAX_BODY_BYTES: int(1024 * 1024),
   REQUEST_BUDGET_MS: int(10_000),
   FEED_RATE_LIMIT_PER_MIN: int(120),
+  ANON_READ_RATE_LIMIT_PER_MIN: int(120),
+  ANON_WRITE_RATE_LIMIT_PER_MIN: int(30),
+  POST_RATE_LIMIT_PER_MIN: int(20),
+  RECALL_RATE_LIMIT_PER_MIN: int(10),
+  RECALL_RATE_LIMIT_PER_HOUR: int(100),
+  RECALL_CONCURRENCY: int(5),
+  RATE_LIMIT_DECISION_MS: int(50),
   FEED_FOR_YOU_TTL_S: int(30),
   FEED_FOLLOWING_TTL_S: int(15),
   CACHE_DISABLED: flag(false),
   APP_VERSION: z.string().default("0.1.0"),
+  LOG_REQUESTS: flag(true),
 });
 
 /** The parsed configuration every module reads. */
@@ -95,13 +103,23 @@ export function loadConfig(env: Record<string, string | undefined>) {
     corsOrigins: e.CORS_ORIGINS === "*" ? "*" : e.CORS_ORIGINS.split(",").map((o) => o.trim()),
     maxBodyBytes: e.MAX_BODY_BYTES,
     requestBudgetMs: e.REQUEST_BUDGET_MS,
+    limits: {
+      feedPerMin: e.FEED_RATE_LIMIT_PER_MIN,
+      anonReadPerMin: e.ANON_READ_RATE_LIMIT_PER_MIN,
+      anonWritePerMin: e.ANON_WRITE_RATE_LIMIT_PER_MIN,
+      postsPerMin: e.POST_RATE_LIMIT_PER_MIN,
+      recallPerMin: e.RECALL_RATE_LIMIT_PER_MIN,
+      recallPerHour: e.RECALL_RATE_LIMIT_PER_HOUR,
+      recallConcurrency: e.RECALL_CONCURRENCY,
+      decisionMs: e.RATE_LIMIT_DECISION_MS,
+    },
     feed: {
-      rateLimitPerMin: e.FEED_RATE_LIMIT_PER_MIN,
       forYouTtlS: e.FEED_FOR_YOU_TTL_S,
       followingTtlS: e.FEED_FOLLOWING_TTL_S,
     },
     cacheDisabled: e.CACHE_DISABLED,
     version: e.APP_VERSION,
+    logRequests: e.LOG_REQUESTS,
   };
 }
 

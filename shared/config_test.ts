@@ -40,5 +40,6 @@ Deno.test("defaults, SUPABASE_DB_URL fallback and the JWKS URL derived from SUPA
   assertEquals(c.auth.jwksUrl, "https://abc.supabase.co/auth/v1/.well-known/jwks.json");
   assertEquals(c.redis, null);
   assertEquals(c.dbPoolMax, 4);
-  assertEquals(c.feed.rateLimitPerMin, 120);
+  assertEquals(c.limits.feedPerMin, 120);
+  assertEquals(c.limits.recallPerHour, 100);
 });

@@ -6,15 +6,17 @@
  * @module
  */
 import { OpenAPIHono } from "@hono/zod-openapi";
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { contextStorage } from "hono/context-storage";
 import { cors } from "hono/cors";
 import { requestId } from "hono/request-id";
+import { routePath } from "hono/route";
 import { timing } from "hono/timing";
 import type { AuthVariables } from "./auth.ts";
 import { type Budget, withBudget } from "./budget.ts";
 import { config } from "./config.ts";
+import { metrics } from "./metrics.ts";
 import { ProblemError, problemResponse, toProblem } from "./problem.ts";
 import { type RequestUsage, usageTiming } from "./timing.ts";
 
@@ -46,6 +48,7 @@ export function createApp(slug: string, options: AppOptions = {}): App {
 
   app.use(contextStorage());
   app.use(requestId());
+  app.use(accessLog(slug));
   app.use(timing({ totalDescription: "total", crossOrigin: true }));
   app.use(usageTiming());
   app.use(
@@ -120,6 +123,39 @@ export function createApp(slug: string, options: AppOptions = {}): App {
     info: { title: options.title ?? `rockout-edge ${slug}`, version: config.version },
   });
   return app;
+}
+
+/**
+ * Counts and times every request (by route pattern, never raw paths: bounded cardinality)
+ * and writes one JSON log line per request. Tokens, bodies and queries are never logged.
+ */
+function accessLog(slug: string): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const start = performance.now();
+    await next();
+    const ms = performance.now() - start;
+    const route = c.res.status === 404 || c.res.status === 405
+      ? "unmatched"
+      : routePath(c, -1) || "unmatched";
+    const labels = { function: slug, method: c.req.method, route, status: c.res.status };
+    metrics.inc("http_requests_total", labels);
+    metrics.observe("http_request_duration_ms", { function: slug, route }, ms);
+    if (!config.logRequests) return;
+    const usage = c.get("usage");
+    console.log(JSON.stringify({
+      msg: "request",
+      request_id: c.get("requestId"),
+      function: slug,
+      method: c.req.method,
+      route,
+      status: c.res.status,
+      ms: Math.round(ms * 10) / 10,
+      db_ms: usage ? Math.round(usage.db.ms * 10) / 10 : undefined,
+      redis_ms: usage ? Math.round(usage.redis.ms * 10) / 10 : undefined,
+      upstream_ms: usage ? Math.round(usage.upstream.ms * 10) / 10 : undefined,
+      user: c.get("user")?.id,
+    }));
+  };
 }
 
 /** Methods with a route matching this path (for 405 + Allow). */

@@ -1,122 +1,262 @@
 /**
- * Sliding-window rate limits (`@upstash/ratelimit`), with the IETF draft-11 headers and a
- * fail-open / fail-closed decision that comes fast when Redis is slow or gone.
+ * Sliding-window rate limits: `@upstash/ratelimit` in Redis, the same approximation in
+ * memory for the embedded default. A policy may hold several windows (10/minute and
+ * 100/hour); all of a request's windows go out in one tick, so the client's auto-pipelining
+ * sends them as one HTTP request. Answers carry the IETF draft-11 headers; a 429 says when a
+ * request will really pass.
  *
  * @module
  */
 import { Ratelimit } from "@upstash/ratelimit";
+import type { Redis } from "@upstash/redis";
 import type { Context, MiddlewareHandler } from "hono";
+import { type Clock, systemClock } from "./clock.ts";
+import { metrics } from "./metrics.ts";
 import { ProblemError } from "./problem.ts";
-import { redis, redisKey } from "./redis.ts";
+import { redis as defaultRedis, redisKey } from "./redis.ts";
 import { timed } from "./timing.ts";
 
-/** One named limit. */
+/** One window of a policy. */
+export interface RateWindow {
+  limit: number;
+  windowS: number;
+}
+
+/** A named limit. */
 export interface RateLimitPolicy {
   /** Shown in headers and problems, e.g. `feed`. */
   name: string;
-  /** Requests allowed per window. */
-  limit: number;
-  windowS: number;
+  windows: RateWindow[];
   /** When Redis can't answer: let the request through (cheap reads) or refuse it (503). */
   failOpen: boolean;
-  /** How long to wait for Redis before applying `failOpen`. */
+  /** How long to wait for Redis before applying `failOpen` (default 50 ms). */
   decisionMs?: number;
 }
 
-/** What a limit check decided. */
-export interface RateLimitDecision {
+/** What one window decided. */
+export interface WindowDecision {
   success: boolean;
   remaining: number;
+  /** Epoch ms at which a refused request would pass (now when allowed). */
+  retryAt: number;
+  /** Epoch ms at which the current window ends. */
+  reset: number;
+}
+
+/** What a policy decided for one request. */
+export interface RateLimitDecision {
+  success: boolean;
+  windows: (WindowDecision & RateWindow)[];
   /** Epoch ms at which a refused request would pass. */
   retryAt: number;
-  /** True when Redis could not answer and the policy decided. */
+  /** True when the store could not answer and `failOpen` decided. */
   degraded: boolean;
 }
 
-/** Counts since the isolate started (exported in metrics). */
-export const rateLimitStats = { rejected: new Map<string, number>(), failOpen: 0, failClosed: 0 };
+/**
+ * When the weighted two-window count `floor(previous × (1 − elapsed)) + current` first drops
+ * below `limit` (the formula @upstash/ratelimit's slidingWindow uses), as epoch ms. Without it
+ * Retry-After could only say "next window", which is often far too late or too early.
+ */
+export function slidingWindowRetryAt(
+  o: { limit: number; windowMs: number; now: number; current: number; previous: number },
+): number {
+  const start = Math.floor(o.now / o.windowMs) * o.windowMs;
+  if (o.current < o.limit) {
+    if (o.previous === 0) return o.now;
+    // floor(x) < k ⇔ x < k for integer k: (1 - p) × previous < limit - current
+    const p = 1 - (o.limit - o.current) / o.previous;
+    return Math.max(o.now, Math.floor(start + p * o.windowMs) + 1);
+  }
+  // Wait for the next window, where today's count becomes the weighted previous one.
+  return start + o.windowMs + Math.floor((1 - o.limit / o.current) * o.windowMs) + 1;
+}
 
-/** A policy bound to its store: Redis when configured, else this process's memory. */
-export class RateLimiter {
-  readonly #upstash: Ratelimit | null;
-  readonly #memory = new Map<string, { window: number; current: number; previous: number }>();
+/** A sliding-window counter store. */
+export interface WindowStore {
+  /** Checks and counts one request; `rate: -1` refunds one. */
+  limit(identifier: string, rate?: number): Promise<WindowDecision>;
+  /** When this isolate already knows `identifier` is refused: until when (epoch ms). */
+  blockedUntil?(identifier: string): number | undefined;
+}
 
-  constructor(readonly policy: RateLimitPolicy) {
-    this.#upstash = redis
-      ? new Ratelimit({
-        redis,
-        limiter: Ratelimit.slidingWindow(policy.limit, `${policy.windowS} s`),
-        prefix: redisKey("rl", policy.name),
-        // Per isolate: identifiers known to be exhausted are refused with no round trip.
-        ephemeralCache: new Map(),
-        timeout: 0,
-        analytics: false,
-      })
-      : null;
+/** Redis through `@upstash/ratelimit`, with an exact retry time on refusal. */
+export class RedisWindowStore implements WindowStore {
+  readonly #ratelimit: Ratelimit;
+  /** Per isolate: identifiers known to be exhausted are refused with no round trip. */
+  readonly #blocked = new Map<string, number>();
+
+  constructor(
+    readonly redis: Redis,
+    readonly prefix: string,
+    readonly window: RateWindow,
+  ) {
+    this.#ratelimit = new Ratelimit({
+      redis,
+      limiter: Ratelimit.slidingWindow(window.limit, `${window.windowS} s`),
+      prefix,
+      ephemeralCache: this.#blocked,
+      timeout: 0, // we decide on timeouts ourselves, per policy
+      analytics: false,
+    });
   }
 
-  /** Checks and counts one request for `identifier`. */
+  blockedUntil(identifier: string): number | undefined {
+    const until = this.#blocked.get(identifier);
+    return until !== undefined && until > Date.now() ? until : undefined;
+  }
+
+  async limit(identifier: string, rate = 1): Promise<WindowDecision> {
+    const res = await this.#ratelimit.limit(identifier, { rate });
+    if (res.success) {
+      return { success: true, remaining: res.remaining, retryAt: Date.now(), reset: res.reset };
+    }
+    if (res.reason === "cacheBlock") {
+      return { success: false, remaining: 0, retryAt: res.reset, reset: res.reset };
+    }
+    // Refused by Redis: read both windows' counts (only on this rare path) for the real time.
+    const windowMs = this.window.windowS * 1000;
+    const now = Date.now();
+    const current = Math.floor(now / windowMs);
+    const [cur, prev] = await this.redis.mget<(number | null)[]>(
+      `${this.prefix}:${identifier}:${current}`,
+      `${this.prefix}:${identifier}:${current - 1}`,
+    );
+    const retryAt = slidingWindowRetryAt({
+      limit: this.window.limit,
+      windowMs,
+      now,
+      current: Number(cur ?? 0),
+      previous: Number(prev ?? 0),
+    });
+    this.#blocked.set(identifier, retryAt); // the library would block until the window ends
+    return { success: false, remaining: 0, retryAt, reset: res.reset };
+  }
+}
+
+/** The same approximation in this process's memory (the embedded default). */
+export class MemoryWindowStore implements WindowStore {
+  readonly #counts = new Map<string, number>();
+
+  constructor(readonly window: RateWindow, readonly clock: Clock = systemClock) {}
+
+  limit(identifier: string, rate = 1): Promise<WindowDecision> {
+    const now = this.clock();
+    const windowMs = this.window.windowS * 1000;
+    const w = Math.floor(now / windowMs);
+    const current = this.#counts.get(`${identifier}:${w}`) ?? 0;
+    const previous = this.#counts.get(`${identifier}:${w - 1}`) ?? 0;
+    const weighted = Math.floor((1 - (now % windowMs) / windowMs) * previous);
+    const reset = (w + 1) * windowMs;
+    if (rate > 0 && weighted + current >= this.window.limit) {
+      const retryAt = slidingWindowRetryAt({
+        limit: this.window.limit,
+        windowMs,
+        now,
+        current,
+        previous,
+      });
+      return Promise.resolve({ success: false, remaining: 0, retryAt, reset });
+    }
+    this.#counts.set(`${identifier}:${w}`, current + rate);
+    this.#counts.delete(`${identifier}:${w - 2}`);
+    const remaining = Math.max(0, this.window.limit - (current + rate + weighted));
+    return Promise.resolve({ success: true, remaining, retryAt: now, reset });
+  }
+}
+
+/** A policy bound to its stores. */
+export class RateLimiter {
+  readonly #stores: WindowStore[];
+
+  constructor(
+    readonly policy: RateLimitPolicy,
+    options: { redis?: Redis | null; prefix?: string; clock?: Clock } = {},
+  ) {
+    const redis = options.redis === undefined ? defaultRedis : options.redis;
+    const prefix = options.prefix ?? redisKey("rl");
+    this.#stores = policy.windows.map((w) =>
+      redis
+        ? new RedisWindowStore(redis, `${prefix}${policy.name}:${w.windowS}`, w)
+        : new MemoryWindowStore(w, options.clock)
+    );
+  }
+
+  /** Checks and counts one request for `identifier` against every window. */
   async check(identifier: string): Promise<RateLimitDecision> {
-    if (!this.#upstash) return this.#checkMemory(identifier, Date.now());
+    const { policy } = this;
+    const blocked = this.#stores.map((s) => s.blockedUntil?.(identifier));
+    if (blocked.some((b) => b !== undefined)) {
+      // Refused without a round trip: one window is known to be exhausted in this isolate.
+      metrics.inc("rate_limit_rejections_total", { policy: policy.name });
+      return {
+        success: false,
+        windows: policy.windows.map((w, i) => ({
+          ...w,
+          success: blocked[i] === undefined,
+          remaining: 0,
+          retryAt: blocked[i] ?? Date.now(),
+          reset: blocked[i] ?? Date.now(),
+        })),
+        retryAt: Math.max(...blocked.map((b) => b ?? 0)),
+        degraded: false,
+      };
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const decisionMs = this.policy.decisionMs ?? 100;
-    const timeout = new Promise<null>((resolve) => timer = setTimeout(resolve, decisionMs, null));
+    const timeout = new Promise<null>((resolve) => {
+      timer = setTimeout(resolve, policy.decisionMs ?? 50, null);
+    });
     try {
-      const res = await timed(
-        "redis",
-        Promise.race([this.#upstash.limit(identifier).catch(() => null), timeout]),
-      );
-      if (res) {
+      const checks = Promise.all(this.#stores.map((s) => s.limit(identifier)));
+      checks.catch(() => {}); // may settle after the timeout
+      const results = await timed("redis", Promise.race([checks.catch(() => null), timeout]));
+      if (results) {
+        const success = results.every((r) => r.success);
+        if (!success) {
+          // A refused request must not use up the windows that let it through.
+          this.#stores.forEach((s, i) =>
+            results[i].success && s.limit(identifier, -1).catch(() => {})
+          );
+          metrics.inc("rate_limit_rejections_total", { policy: policy.name });
+        }
         return {
-          success: res.success,
-          remaining: res.remaining,
-          retryAt: res.reset,
+          success,
+          windows: results.map((r, i) => ({ ...r, ...policy.windows[i] })),
+          retryAt: Math.max(...results.map((r) => r.retryAt)),
           degraded: false,
         };
       }
     } finally {
       clearTimeout(timer);
     }
-    if (this.policy.failOpen) {
-      rateLimitStats.failOpen++;
-      console.warn(JSON.stringify({ msg: "rate limit failed open", policy: this.policy.name }));
-    } else rateLimitStats.failClosed++;
-    return {
-      success: this.policy.failOpen,
-      remaining: 0,
-      retryAt: Date.now() + 5000,
-      degraded: true,
-    };
-  }
-
-  /** The same weighted two-window approximation as Upstash's slidingWindow, in memory. */
-  #checkMemory(identifier: string, now: number): RateLimitDecision {
-    const windowMs = this.policy.windowS * 1000;
-    const window = Math.floor(now / windowMs);
-    let state = this.#memory.get(identifier);
-    if (!state || state.window < window - 1) state = { window, current: 0, previous: 0 };
-    else if (state.window === window - 1) {
-      state = { window, current: 0, previous: state.current };
+    metrics.inc("rate_limit_store_failures_total", {
+      policy: policy.name,
+      decision: policy.failOpen ? "open" : "closed",
+    });
+    if (policy.failOpen) {
+      console.warn(JSON.stringify({ msg: "rate limit failed open", policy: policy.name }));
     }
-    const weight = 1 - (now % windowMs) / windowMs;
-    const used = state.previous * weight + state.current;
-    const success = used < this.policy.limit;
-    if (success) state.current++;
-    this.#memory.set(identifier, state);
-    return {
-      success,
-      remaining: Math.max(0, Math.floor(this.policy.limit - used - (success ? 1 : 0))),
-      retryAt: (window + 1) * windowMs,
-      degraded: false,
-    };
+    return { success: policy.failOpen, windows: [], retryAt: Date.now() + 5000, degraded: true };
   }
 }
 
-function setHeaders(c: Context, policy: RateLimitPolicy, d: RateLimitDecision): number {
-  const resetS = Math.max(0, Math.ceil((d.retryAt - Date.now()) / 1000));
-  c.header("RateLimit-Policy", `"${policy.name}";q=${policy.limit};w=${policy.windowS}`);
-  c.header("RateLimit", `"${policy.name}";r=${d.remaining};t=${resetS}`);
-  return resetS;
+/** Sets `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-11). */
+function setHeaders(c: Context, policy: RateLimitPolicy, d: RateLimitDecision): void {
+  const label = (w: RateWindow) =>
+    policy.windows.length > 1 ? `${policy.name}-${w.windowS}s` : policy.name;
+  c.header(
+    "RateLimit-Policy",
+    policy.windows.map((w) => `"${label(w)}";q=${w.limit};w=${w.windowS}`).join(", "),
+  );
+  if (d.windows.length) {
+    const now = Date.now();
+    c.header(
+      "RateLimit",
+      d.windows.map((w) =>
+        `"${label(w)}";r=${w.remaining};t=${Math.max(0, Math.ceil((w.reset - now) / 1000))}`
+      ).join(", "),
+    );
+  }
 }
 
 /** Middleware enforcing `limiter` per `identify(c)` (user id, or client IP when anonymous). */
@@ -127,25 +267,28 @@ export function rateLimit(
   return async (c, next) => {
     const { policy } = limiter;
     const decision = await limiter.check(identify(c));
-    const resetS = setHeaders(c, policy, decision);
+    setHeaders(c, policy, decision);
     if (!decision.success) {
+      const retryAfterS = Math.max(1, Math.ceil((decision.retryAt - Date.now()) / 1000));
       if (decision.degraded) {
         throw new ProblemError(
           503,
           "unavailable",
-          `rate limit "${policy.name}" cannot be checked`,
+          `rate limit "${policy.name}" cannot be checked right now`,
           {
-            headers: { "retry-after": "5" },
+            headers: { "retry-after": String(retryAfterS) },
+            extensions: { policy: policy.name },
           },
         );
       }
-      rateLimitStats.rejected.set(policy.name, (rateLimitStats.rejected.get(policy.name) ?? 0) + 1);
+      const tripped = decision.windows.filter((w) => !w.success)
+        .map((w) => `${w.limit} per ${w.windowS} s`).join(" and ");
       throw new ProblemError(
         429,
         "rate_limited",
-        `rate limit "${policy.name}" exceeded: ${policy.limit} requests per ${policy.windowS} s`,
+        `rate limit "${policy.name}" exceeded: ${tripped}`,
         {
-          headers: { "retry-after": String(Math.max(1, resetS)) },
+          headers: { "retry-after": String(retryAfterS) },
           extensions: { policy: policy.name },
         },
       );

@@ -19,9 +19,9 @@ import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 const maxLimit = 50;
 const feedLimiter = new RateLimiter({
   name: "feed",
-  limit: config.feed.rateLimitPerMin,
-  windowS: 60,
-  failOpen: true,
+  windows: [{ limit: config.limits.feedPerMin, windowS: 60 }],
+  failOpen: true, // a cheap read: better served unlimited for a moment than refused
+  decisionMs: config.limits.decisionMs,
 });
 
 const Author = z.object({

@@ -1,0 +1,116 @@
+/**
+ * Per-isolate counters and histograms in Prometheus text format (served by
+ * `GET /functions/v1/health/metrics`). Written by hand: prom-client is built for long-lived
+ * Node servers (default collectors, cluster aggregation) and the text format is small.
+ *
+ * @module
+ */
+
+/** Label names to values. */
+export type Labels = Record<string, string | number>;
+
+/** A sample a collector reports at scrape time (gauges computed on demand). */
+export interface Sample {
+  name: string;
+  labels?: Labels;
+  value: number;
+  help?: string;
+  type?: "gauge" | "counter";
+}
+
+/** Default latency buckets, in milliseconds. */
+export const latencyBucketsMs = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000];
+
+interface Histogram {
+  buckets: number[];
+  series: Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>;
+}
+
+function labelKey(labels: Labels): string {
+  return Object.keys(labels).sort().map((k) =>
+    `${k}="${String(labels[k]).replace(/["\\\n]/g, "_")}"`
+  )
+    .join(",");
+}
+
+/** A registry of metrics. One per isolate: {@link metrics}. */
+export class Metrics {
+  readonly #counters = new Map<string, Map<string, number>>();
+  readonly #histograms = new Map<string, Histogram>();
+  readonly #help = new Map<string, string>();
+  readonly #collectors: (() => Sample[] | Promise<Sample[]>)[] = [];
+
+  /** Sets the `# HELP` text of a metric. */
+  describe(name: string, help: string): void {
+    this.#help.set(name, help);
+  }
+
+  /** Adds `by` to a counter. */
+  inc(name: string, labels: Labels = {}, by = 1): void {
+    let series = this.#counters.get(name);
+    if (!series) this.#counters.set(name, series = new Map());
+    const key = labelKey(labels);
+    series.set(key, (series.get(key) ?? 0) + by);
+  }
+
+  /** A counter's current value (tests, benchmarks). */
+  value(name: string, labels: Labels = {}): number {
+    return this.#counters.get(name)?.get(labelKey(labels)) ?? 0;
+  }
+
+  /** Records one observation in a histogram. */
+  observe(name: string, labels: Labels, value: number, buckets = latencyBucketsMs): void {
+    let h = this.#histograms.get(name);
+    if (!h) this.#histograms.set(name, h = { buckets, series: new Map() });
+    const key = labelKey(labels);
+    let s = h.series.get(key);
+    if (!s) h.series.set(key, s = { labels, counts: h.buckets.map(() => 0), sum: 0, count: 0 });
+    h.buckets.forEach((b, i) => value <= b && s.counts[i]++);
+    s.sum += value;
+    s.count++;
+  }
+
+  /** Registers a function whose samples are added at every scrape. */
+  collect(collector: () => Sample[] | Promise<Sample[]>): void {
+    this.#collectors.push(collector);
+  }
+
+  /** The Prometheus text exposition of everything. */
+  async render(): Promise<string> {
+    const out: string[] = [];
+    const head = (name: string, type: string) => {
+      if (this.#help.has(name)) out.push(`# HELP ${name} ${this.#help.get(name)}`);
+      out.push(`# TYPE ${name} ${type}`);
+    };
+    const fmt = (name: string, key: string, v: number) =>
+      out.push(`${name}${key ? `{${key}}` : ""} ${v}`);
+    for (const [name, series] of this.#counters) {
+      head(name, "counter");
+      for (const [key, v] of series) fmt(name, key, v);
+    }
+    for (const [name, h] of this.#histograms) {
+      head(name, "histogram");
+      for (const [key, s] of h.series) {
+        const sep = key ? `${key},` : "";
+        // counts are cumulative already: an observation lands in every bucket ≥ it
+        h.buckets.forEach((b, i) => fmt(`${name}_bucket`, `${sep}le="${b}"`, s.counts[i]));
+        fmt(`${name}_bucket`, `${sep}le="+Inf"`, s.count);
+        fmt(`${name}_sum`, key, s.sum);
+        fmt(`${name}_count`, key, s.count);
+      }
+    }
+    const samples =
+      (await Promise.all(this.#collectors.map((c) => Promise.resolve(c()).catch(() => []))))
+        .flat();
+    const byName = Map.groupBy(samples, (s) => s.name);
+    for (const [name, group] of byName) {
+      if (group[0].help) this.#help.set(name, group[0].help);
+      head(name, group[0].type ?? "gauge");
+      for (const s of group) fmt(name, labelKey(s.labels ?? {}), s.value);
+    }
+    return out.join("\n") + "\n";
+  }
+}
+
+/** The isolate's metrics. */
+export const metrics: Metrics = new Metrics();
