@@ -5,9 +5,11 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
+import { breakerHealth } from "../../shared/breaker.ts";
 import { config } from "../../shared/config.ts";
 import { sql } from "../../shared/db.ts";
 import { createApp } from "../../shared/http.ts";
+import { metrics } from "../../shared/metrics.ts";
 import { redis } from "../../shared/redis.ts";
 
 const checkTimeoutMs = 1500;
@@ -18,9 +20,19 @@ const Check = z.object({
   error: z.string().optional(),
   mode: z.string().optional(),
 });
+const Breaker = z.object({
+  name: z.string(),
+  state: z.enum(["closed", "open", "half_open"]).optional(),
+  generation: z.number().optional(),
+  failures: z.number().optional(),
+  open_until: z.number().nullable().optional(),
+  error: z.string().optional(),
+});
 const Health = z.object({
   status: z.enum(["ok", "degraded"]),
   checks: z.object({ db: Check, redis: Check }),
+  /** Circuit breakers of the external APIs: an open one degrades features, not health. */
+  breakers: z.array(Breaker),
   version: z.string(),
 }).openapi("Health");
 
@@ -40,7 +52,7 @@ const route = createRoute({
 });
 
 app.openapi(route, async (c) => {
-  const [db, cache] = await Promise.all([
+  const [db, cache, breakers] = await Promise.all([
     check(async () => {
       const q = sql`select 1`;
       const timer = setTimeout(() => q.cancel(), checkTimeoutMs);
@@ -53,30 +65,62 @@ app.openapi(route, async (c) => {
     redis
       ? check(() => redis!.ping())
       : Promise.resolve({ ok: true, latency_ms: 0, mode: "in-process" }),
+    withDeadline(breakerHealth(), checkTimeoutMs).catch(() => []),
   ]);
   const ok = db.ok && cache.ok;
   const body = {
     status: ok ? "ok" as const : "degraded" as const,
     checks: { db, redis: cache },
+    breakers: breakers.map((b) => ({
+      name: b.name,
+      ...("error" in b ? { error: b.error } : {
+        state: b.state,
+        generation: b.generation,
+        failures: b.failures,
+        open_until: b.open_until ?? null,
+      }),
+    })),
     version: config.version,
   };
   c.header("cache-control", "no-store");
   return ok ? c.json(body, 200) : c.json(body, 503);
 });
 
-async function check(probe: () => Promise<unknown>) {
-  const start = performance.now();
+const metricsRoute = createRoute({
+  method: "get",
+  path: "/metrics",
+  summary: "This isolate's counters and histograms, Prometheus text format",
+  responses: {
+    200: { description: "Prometheus text", content: { "text/plain": { schema: z.string() } } },
+  },
+});
+
+app.openapi(metricsRoute, async (c) => {
+  c.header("cache-control", "no-store");
+  const text = await metrics.render();
+  c.header("content-type", "text/plain; version=0.0.4; charset=utf-8");
+  return c.text(text, 200);
+});
+
+/** Rejects when `work` takes longer than `ms`. */
+async function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    await Promise.race([
-      probe(),
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`no answer in ${checkTimeoutMs} ms`)),
-          checkTimeoutMs,
-        );
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
       }),
     ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function check(probe: () => Promise<unknown>) {
+  const start = performance.now();
+  try {
+    await withDeadline(probe(), checkTimeoutMs);
     return { ok: true, latency_ms: round(performance.now() - start) };
   } catch (err) {
     return {
@@ -84,8 +128,6 @@ async function check(probe: () => Promise<unknown>) {
       latency_ms: round(performance.now() - start),
       error: err instanceof Error ? err.message : String(err),
     };
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -27,6 +27,27 @@ it("200 with db and redis ok, no auth needed", async () => {
   assert(body.version);
 });
 
+it("lists every external API's circuit breaker", async () => {
+  const body = await (await app.request("/health")).json();
+  const names = body.breakers.map((b: { name: string }) => b.name).sort();
+  assertEquals(names, ["acrcloud", "openai-chat", "openai-transcribe", "shazam"]);
+  for (const b of body.breakers) assertEquals(b.state, "closed");
+});
+
+it("Prometheus metrics: request counts by route and status, latency histogram", async () => {
+  const res = await app.request("/health/metrics");
+  assertEquals(res.status, 200);
+  assert(res.headers.get("content-type")?.startsWith("text/plain"));
+  const text = await res.text();
+  assert(
+    /http_requests_total\{[^}]*function="health"[^}]*route="\/health"[^}]*status="200"[^}]*\} [1-9]/
+      .test(text),
+    text,
+  );
+  assert(text.includes("# TYPE http_request_duration_ms histogram"), text);
+  assert(/http_request_duration_ms_bucket\{.*le="\+Inf"\} \d+/.test(text), text);
+});
+
 it("503 within 2 s when Redis is down", async () => {
   await redisServer.stop();
   const start = performance.now();

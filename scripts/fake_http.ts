@@ -1,0 +1,88 @@
+/**
+ * A controllable local HTTP server standing in for a paid API in tests: it can answer late,
+ * fail with any status, hang until the caller gives up, or send a malformed body, and it
+ * counts the calls it gets and the ones the caller aborted.
+ *
+ * @module
+ */
+
+/** How the fake answers the next calls. */
+export interface FakeBehaviour {
+  /** Answer after this long. */
+  delayMs?: number;
+  /** Never answer (until the caller aborts). */
+  hang?: boolean;
+  status?: number;
+  headers?: Record<string, string>;
+  /** A body that is not what the client expects. */
+  malformed?: boolean;
+}
+
+/** A running fake. */
+export interface FakeServer {
+  url: string;
+  /** Requests received, in order. */
+  calls: { method: string; path: string; body: string; headers: Headers }[];
+  /** Requests whose caller went away before the answer. */
+  aborted: number;
+  /** Sets the behaviour for the calls that follow. */
+  behave(b: FakeBehaviour): void;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a fake on an ephemeral port. `respond` builds the normal answer of a call (its JSON
+ * body); the behaviour decides whether and how it is delivered.
+ */
+export function startFakeServer(
+  respond: (req: Request, body: string) => unknown | Promise<unknown> = () => ({ ok: true }),
+): FakeServer {
+  let behaviour: FakeBehaviour = {};
+  const fake: FakeServer = {
+    url: "",
+    calls: [],
+    aborted: 0,
+    behave(b) {
+      behaviour = b;
+    },
+    close: () => server.shutdown(),
+  };
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const body = req.body ? await req.text() : "";
+    const url = new URL(req.url);
+    fake.calls.push({
+      method: req.method,
+      path: url.pathname + url.search,
+      body,
+      headers: req.headers,
+    });
+    const b = behaviour;
+    const gone = new Promise<"gone">((resolve) =>
+      req.signal.addEventListener("abort", () => resolve("gone"), { once: true })
+    );
+    if (b.hang || b.delayMs) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waited = b.hang ? new Promise<"time">(() => {}) : new Promise<"time">((r) => {
+        timer = setTimeout(() => r("time"), b.delayMs);
+      });
+      const outcome = await Promise.race([waited, gone]);
+      clearTimeout(timer);
+      if (outcome === "gone") {
+        fake.aborted++;
+        return new Response(null, { status: 499 });
+      }
+    }
+    const status = b.status ?? 200;
+    const headers = { "content-type": "application/json", ...b.headers };
+    if (b.malformed) return new Response("{not json", { status, headers });
+    if (status >= 400) {
+      return new Response(JSON.stringify({ error: { message: `fake ${status}`, type: "fake" } }), {
+        status,
+        headers,
+      });
+    }
+    return new Response(JSON.stringify(await respond(req, body)), { status, headers });
+  });
+  fake.url = `http://127.0.0.1:${server.addr.port}`;
+  return fake;
+}
