@@ -28,8 +28,7 @@ export async function functionTestEnv(
   const keys = await createDevKeys();
   const redisPrefix = `test:${crypto.randomUUID().slice(0, 8)}:`;
   const bridge = options.redis === false ? null : await startRedisBridge({
-    redisUrl: Deno.env.get("TEST_REDIS_URL") ?? Deno.env.get("REDIS_URL") ??
-      "redis://127.0.0.1:6379",
+    redisUrl: testRedisUrl(),
     token: crypto.randomUUID(),
     port: 0,
   });

@@ -93,7 +93,7 @@ export class RedisWindowStore implements WindowStore {
   ) {
     this.#ratelimit = new Ratelimit({
       redis,
-      limiter: Ratelimit.slidingWindow(window.limit, `${window.windowS} s`),
+      limiter: Ratelimit.slidingWindow(this.window.limit, `${this.window.windowS} s`),
       prefix,
       ephemeralCache: this.#blocked,
       timeout: 0, // we decide on timeouts ourselves, per policy
