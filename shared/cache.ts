@@ -14,6 +14,7 @@
 import type { Redis } from "@upstash/redis";
 import { runInBackground } from "./background.ts";
 import { type Clock, systemClock } from "./clock.ts";
+import { type Coalescer, LocalCoalescer, RedisCoalescer, SingleFlight } from "./coalesce.ts";
 import { config } from "./config.ts";
 import { metrics } from "./metrics.ts";
 import { redis as defaultRedis, redisKey } from "./redis.ts";
@@ -79,7 +80,8 @@ export class TwoTierCache {
   readonly #local = new Map<string, LocalEntry>();
   #bytes = 0;
   #seenSeq: number | null = null;
-  readonly #inFlight = new Map<string, Promise<unknown>>();
+  readonly #flights = new SingleFlight();
+  readonly #coalescer: Coalescer;
   readonly #redis: Redis | null;
   readonly #prefix: string;
   readonly #clock: Clock;
@@ -103,6 +105,10 @@ export class TwoTierCache {
     this.#maxBytes = options.maxBytes ?? 16 * 1024 * 1024;
     this.#clock = options.clock ?? systemClock;
     this.#disabled = options.disabled ?? false;
+    // Misses are computed once across isolates too: the first computes, the others wait for it.
+    this.#coalescer = this.#redis
+      ? new RedisCoalescer(this.#redis, `${this.#prefix}co:`)
+      : new LocalCoalescer();
   }
 
   /**
@@ -208,14 +214,9 @@ export class TwoTierCache {
     load: () => Promise<T>,
     count: "misses" | "refreshes",
   ): Promise<T> {
-    const pending = this.#inFlight.get(key);
-    if (pending) {
-      this.stats.coalesced++;
-      return pending as Promise<T>;
-    }
-    this.stats[count]++;
-    const work = (async () => {
-      const value = await load();
+    const { promise, shared } = this.#flights.run(key, async () => {
+      this.stats[count]++;
+      const value = await this.#coalescer.run(`load:${key}`, load);
       const now = this.#clock();
       const env: Envelope<T> = {
         v: value,
@@ -226,10 +227,9 @@ export class TwoTierCache {
       this.#localSet(key, env);
       if (this.#redis) await this.#store(key, env).catch(() => {});
       return value;
-    })();
-    this.#inFlight.set(key, work);
-    work.finally(() => this.#inFlight.delete(key)).catch(() => {});
-    return work;
+    });
+    if (shared) this.stats.coalesced++;
+    return promise;
   }
 
   #store(key: string, env: Envelope): Promise<unknown> {
@@ -246,7 +246,7 @@ export class TwoTierCache {
   }
 
   #refreshInBackground<T>(key: string, options: CacheOptions, load: () => Promise<T>): void {
-    if (this.#inFlight.has(key)) return; // exactly one refresh at a time
+    if (this.#flights.has(key)) return; // exactly one refresh at a time
     runInBackground(`cache refresh ${key}`, this.#load(key, options, load, "refreshes"));
   }
 
