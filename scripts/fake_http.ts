@@ -25,8 +25,10 @@ export interface FakeServer {
   calls: { method: string; path: string; body: string; headers: Headers }[];
   /** Requests whose caller went away before the answer. */
   aborted: number;
-  /** Sets the behaviour for the calls that follow. */
-  behave(b: FakeBehaviour): void;
+  /** Sets the behaviour for the calls that follow (to paths starting with `pathPrefix`). */
+  behave(b: FakeBehaviour, pathPrefix?: string): void;
+  /** Calls received on paths starting with `pathPrefix`. */
+  count(pathPrefix?: string): number;
   close(): Promise<void>;
 }
 
@@ -37,13 +39,23 @@ export interface FakeServer {
 export function startFakeServer(
   respond: (req: Request, body: string) => unknown | Promise<unknown> = () => ({ ok: true }),
 ): FakeServer {
-  let behaviour: FakeBehaviour = {};
+  const behaviours = new Map<string, FakeBehaviour>([["", {}]]);
+  const behaviourFor = (path: string) => {
+    let best = "";
+    for (const prefix of behaviours.keys()) {
+      if (path.startsWith(prefix) && prefix.length > best.length) best = prefix;
+    }
+    return behaviours.get(best)!;
+  };
   const fake: FakeServer = {
     url: "",
     calls: [],
     aborted: 0,
-    behave(b) {
-      behaviour = b;
+    behave(b, pathPrefix = "") {
+      behaviours.set(pathPrefix, b);
+    },
+    count(pathPrefix = "") {
+      return fake.calls.filter((c) => c.path.startsWith(pathPrefix)).length;
     },
     close: () => server.shutdown(),
   };
@@ -56,7 +68,7 @@ export function startFakeServer(
       body,
       headers: req.headers,
     });
-    const b = behaviour;
+    const b = behaviourFor(url.pathname);
     const gone = new Promise<"gone">((resolve) =>
       req.signal.addEventListener("abort", () => resolve("gone"), { once: true })
     );

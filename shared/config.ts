@@ -51,6 +51,16 @@ const envSchema = z.object({
   FEED_FOR_YOU_TTL_S: int(30),
   FEED_FOLLOWING_TTL_S: int(15),
   CACHE_DISABLED: flag(false),
+  OPENAI_API_KEY: z.string().min(1).optional(),
+  OPENAI_BASE_URL: z.url().optional(),
+  OPENAI_SMALL_MODEL: z.string().default("gpt-4o-mini"),
+  OPENAI_LARGE_MODEL: z.string().default("gpt-4o"),
+  OPENAI_TRANSCRIBE_MODEL: z.string().default("gpt-4o-mini-transcribe"),
+  ACRCLOUD_HOST: z.string().min(1).optional(),
+  ACRCLOUD_ACCESS_KEY: z.string().min(1).optional(),
+  ACRCLOUD_ACCESS_SECRET: z.string().min(1).optional(),
+  SHAZAM_API_KEY: z.string().min(1).optional(),
+  SHAZAM_BASE_URL: z.url().default("https://shazam.p.rapidapi.com"),
   APP_VERSION: z.string().default("0.1.0"),
   LOG_REQUESTS: flag(true),
 });
@@ -118,6 +128,23 @@ export function loadConfig(env: Record<string, string | undefined>) {
       followingTtlS: e.FEED_FOLLOWING_TTL_S,
     },
     cacheDisabled: e.CACHE_DISABLED,
+    openai: e.OPENAI_API_KEY
+      ? {
+        apiKey: e.OPENAI_API_KEY,
+        baseUrl: e.OPENAI_BASE_URL ?? null,
+        smallModel: e.OPENAI_SMALL_MODEL,
+        largeModel: e.OPENAI_LARGE_MODEL,
+        transcribeModel: e.OPENAI_TRANSCRIBE_MODEL,
+      }
+      : null,
+    acrcloud: e.ACRCLOUD_HOST && e.ACRCLOUD_ACCESS_KEY && e.ACRCLOUD_ACCESS_SECRET
+      ? {
+        host: e.ACRCLOUD_HOST,
+        accessKey: e.ACRCLOUD_ACCESS_KEY,
+        accessSecret: e.ACRCLOUD_ACCESS_SECRET,
+      }
+      : null,
+    shazam: e.SHAZAM_API_KEY ? { apiKey: e.SHAZAM_API_KEY, baseUrl: e.SHAZAM_BASE_URL } : null,
     version: e.APP_VERSION,
     logRequests: e.LOG_REQUESTS,
   };
