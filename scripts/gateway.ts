@@ -82,6 +82,6 @@ export async function createGateway(
 function json(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), {
     status,
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", "x-request-id": crypto.randomUUID() },
   });
 }

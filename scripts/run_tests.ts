@@ -13,7 +13,36 @@ import {
   startEmbeddedPostgres,
   startRedisServer,
 } from "./local_services.ts";
+import { createDatabase, databaseUrl, dropDatabase } from "./db.ts";
+import { handleSummary, runScenario } from "../loadtest/lib/runner.ts";
+import { scenario as smoke } from "../loadtest/smoke.ts";
+import { startStack } from "./stack.ts";
 import { buildTemplate, dropTemplate } from "./test_db.ts";
+
+/** Starts the stack on a fresh database and runs the smoke scenario; true when it passed. */
+async function runSmoke(adminUrl: string, redisUrl: string): Promise<boolean> {
+  const name = `rockout_smoke_${crypto.randomUUID().slice(0, 8)}`;
+  await createDatabase(adminUrl, name);
+  const stack = await startStack(freePort(), {
+    DATABASE_URL: databaseUrl(adminUrl, name),
+    REDIS_URL: redisUrl,
+    REDIS_PREFIX: `smoke:${name}:`,
+    SEED_USERS: "60",
+    SEED_POSTS: "600",
+  });
+  try {
+    console.log(`[test] smoke: stack up at ${stack.url}`);
+    const result = await runScenario(smoke, stack.url);
+    const dir = await Deno.makeTempDir({ prefix: "rockout-smoke-" });
+    return (await handleSummary(result, dir)) === 0;
+  } catch (err) {
+    console.error("[test] smoke failed:", err, stack.output.slice(-20).join("\n"));
+    return false;
+  } finally {
+    await stack.stop();
+    await dropDatabase(adminUrl, name).catch((err) => console.error(err));
+  }
+}
 
 const env = Deno.env;
 const stops: (() => Promise<void>)[] = [];
@@ -69,8 +98,19 @@ try {
   const match = summary.match(
     /(\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed/g,
   )?.at(-1)?.match(/(\d+) passed.*\| (\d+) failed/);
+  let passed = Number(match?.[1] ?? 0);
+  let failed = Number(match?.[2] ?? (status.success ? 0 : 1));
   exitCode = status.code;
-  if (match) console.log(`\ntests: ${match[1]} passed, ${match[2]} failed`);
+  if (!Deno.args.length) {
+    // The load smoke: every endpoint once against a freshly started stack.
+    const smoke = await runSmoke(adminUrl, redisUrl);
+    if (smoke) passed++;
+    else {
+      failed++;
+      exitCode ||= 99;
+    }
+  }
+  console.log(`\ntests: ${passed} passed, ${failed} failed`);
 } catch (err) {
   console.error("[test] failed:", err);
 } finally {

@@ -64,6 +64,11 @@ function hash32(x: number): number {
 
 const hex8 = (n: number) => n.toString(16).padStart(8, "0");
 
+/** The id of seeded user `index` (0 is the demo user), as `seed()` makes it. */
+export function seededUserId(index: number, seed = 42): string {
+  return index === 0 ? DEMO_USER_ID : seededUuid(1, index, seed);
+}
+
 /** A deterministic, random-looking v4-format uuid for (kind, index, seed). */
 export function seededUuid(kind: number, index: number, seed: number): string {
   let h = hash32(seed ^ hash32(kind * 0x9e3779b1 + 1));

@@ -86,8 +86,13 @@ Deno.test("migrations apply on an empty database with the CLI, and a second run 
       const tables = await sql`
         select c.relname, c.relrowsecurity from pg_class c join pg_namespace n on n.oid = c.relnamespace
         where n.nspname = 'public' and c.relkind = 'r' order by 1`;
-      assertEquals(tables.map((t) => t.relname), ["follows", "likes", "posts", "profiles"]);
-      assert(tables.every((t) => t.relrowsecurity), "RLS enabled on every table");
+      const names = tables.map((t) => t.relname);
+      for (const t of ["follows", "likes", "posts", "profiles"]) assert(names.includes(t), `${t} missing`);
+      const withoutRls = tables.filter((t) => !t.relrowsecurity).map((t) => t.relname);
+      assertEquals(withoutRls, [], "RLS enabled on every table");
+      const files = [...Deno.readDirSync(new URL("./migrations", import.meta.url))]
+        .filter((f) => /^\d{14}_.+\.sql$/.test(f.name));
+      assertEquals(after.length, files.length, "every migration file applied");
     } finally {
       await sql.end();
     }
