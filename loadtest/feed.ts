@@ -38,10 +38,13 @@ export const scenario: Scenario<Data> = {
         if (page?.next_cursor && i % 3 !== 2) {
           checkPage(
             client,
-            await client.get(`/functions/v1/feed?kind=${kind}&limit=20&cursor=${page.next_cursor}`, {
-              headers: auth(user),
-              name: `feed ${kind} page 2`,
-            }),
+            await client.get(
+              `/functions/v1/feed?kind=${kind}&limit=20&cursor=${page.next_cursor}`,
+              {
+                headers: auth(user),
+                name: `feed ${kind} page 2`,
+              },
+            ),
           );
         }
       },

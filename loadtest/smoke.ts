@@ -44,17 +44,44 @@ export const scenario: Scenario<Data> = {
         await expect(client, "metrics", client.get(`${v1}/health/metrics`), 200, {
           "prometheus text": (r) => r.body.includes("# TYPE"),
         });
-        const feed = await expect(client, "feed for-you", client.get(`${v1}/feed?limit=5`, { headers: h }), 200, {
-          "has posts": (r) => r.json<{ items: unknown[] }>().items.length > 0,
-          "server-timing": (r) => /db;dur=/.test(r.headers.get("server-timing") ?? ""),
-        });
+        const feed = await expect(
+          client,
+          "feed for-you",
+          client.get(`${v1}/feed?limit=5`, { headers: h }),
+          200,
+          {
+            "has posts": (r) => r.json<{ items: unknown[] }>().items.length > 0,
+            "server-timing": (r) => /db;dur=/.test(r.headers.get("server-timing") ?? ""),
+          },
+        );
         const { next_cursor } = feed.json<{ next_cursor: string }>();
-        await expect(client, "feed page 2", client.get(`${v1}/feed?limit=5&cursor=${next_cursor}`, { headers: h }), 200);
-        await expect(client, "feed following", client.get(`${v1}/feed?kind=following&limit=5`, { headers: h }), 200);
-        await expect(client, "feed without token", client.get(`${v1}/feed`, { expected: [401] }), 401);
-        await expect(client, "feed bad limit", client.get(`${v1}/feed?limit=abc`, { headers: h, expected: [400] }), 400, {
-          "problem+json": (r) => r.headers.get("content-type") === "application/problem+json",
-        });
+        await expect(
+          client,
+          "feed page 2",
+          client.get(`${v1}/feed?limit=5&cursor=${next_cursor}`, { headers: h }),
+          200,
+        );
+        await expect(
+          client,
+          "feed following",
+          client.get(`${v1}/feed?kind=following&limit=5`, { headers: h }),
+          200,
+        );
+        await expect(
+          client,
+          "feed without token",
+          client.get(`${v1}/feed`, { expected: [401] }),
+          401,
+        );
+        await expect(
+          client,
+          "feed bad limit",
+          client.get(`${v1}/feed?limit=abc`, { headers: h, expected: [400] }),
+          400,
+          {
+            "problem+json": (r) => r.headers.get("content-type") === "application/problem+json",
+          },
+        );
       },
     },
   },

@@ -13,7 +13,11 @@ if (!name || !/^[a-z-]+$/.test(name)) {
   console.error("usage: npm run loadtest -- <smoke|feed|recall|mixed|spike|soak>");
   Deno.exit(2);
 }
-const { scenario } = await import(`${repoRoot}/loadtest/${name}.ts`) as { scenario: Scenario<unknown> };
+const { scenario } = await import(`${repoRoot}/loadtest/${name}.ts`) as {
+  scenario: Scenario<unknown>;
+};
 const baseUrl = Deno.env.get("BASE_URL") ?? `http://127.0.0.1:${Deno.env.get("PORT") ?? 54321}`;
 const result = await runScenario(scenario, baseUrl);
-Deno.exit(await handleSummary(result, Deno.env.get("RESULTS_DIR") ?? `${repoRoot}/loadtest/results`));
+Deno.exit(
+  await handleSummary(result, Deno.env.get("RESULTS_DIR") ?? `${repoRoot}/loadtest/results`),
+);

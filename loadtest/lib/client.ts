@@ -52,7 +52,8 @@ export class LoadClient {
       status = 0;
     }
     const durationMs = performance.now() - start;
-    const failed = status === 0 || (options.expected ? !options.expected.includes(status) : status >= 400);
+    const failed = status === 0 ||
+      (options.expected ? !options.expected.includes(status) : status >= 400);
     const m = this.metrics;
     for (const key of ["", `{name:${name}}`]) {
       m.trend(`http_req_duration${key}`).add(durationMs);

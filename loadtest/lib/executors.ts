@@ -117,7 +117,9 @@ async function rampingVus(
   const loop = async (vu: number) => {
     for (let i = 0; vu < target; i++) {
       await iterate(vu, i);
-      if (thinkMax > 0 && vu < target) await sleep(thinkMin + Math.random() * (thinkMax - thinkMin));
+      if (thinkMax > 0 && vu < target) {
+        await sleep(thinkMin + Math.random() * (thinkMax - thinkMin));
+      }
     }
   };
   const scale = () => {

@@ -68,6 +68,18 @@ export async function runScenario<D>(scenario: Scenario<D>, baseUrl: string): Pr
   sampling = false;
   await Promise.all(samplerLoops);
   const summaries = metrics.summaries();
+  for (const [name, values] of Object.entries(samples)) {
+    if (!values.length) continue;
+    // Growth from the settled start (median of the first three samples) to the end.
+    const base = values.slice(0, 3).toSorted((a, b) => a - b)[Math.min(1, values.length - 1)];
+    summaries[`sample_${name}`] = {
+      count: values.length,
+      first: values[0],
+      max: Math.max(...values),
+      last: values.at(-1)!,
+      growth: base ? values.at(-1)! / base - 1 : 0,
+    };
+  }
   const thresholds = evaluate(scenario.thresholds, summaries);
   return {
     scenario: scenario.name,
@@ -83,17 +95,33 @@ export async function runScenario<D>(scenario: Scenario<D>, baseUrl: string): Pr
 
 /** A text table of the run (our `handleSummary`). */
 export function textSummary(r: RunResult): string {
-  const lines = [`scenario ${r.scenario}: ${r.durationS} s, ${r.ok ? "all thresholds passed" : "THRESHOLDS FAILED"}`];
+  const lines = [
+    `scenario ${r.scenario}: ${r.durationS} s, ${
+      r.ok ? "all thresholds passed" : "THRESHOLDS FAILED"
+    }`,
+  ];
   const fmt = (n: number) => Number.isInteger(n) ? String(n) : n.toFixed(2);
   for (const [name, s] of Object.entries(r.metrics).sort(([a], [b]) => a.localeCompare(b))) {
-    const keys = "p(95)" in s ? ["count", "avg", "med", "p(95)", "p(99)", "max"] : "rate" in s ? ["rate", "true", "false"] : ["count"];
+    const keys = "p(95)" in s
+      ? ["count", "avg", "med", "p(95)", "p(99)", "max"]
+      : "rate" in s
+      ? ["rate", "true", "false"]
+      : ["count"];
     lines.push(`  ${name.padEnd(52)} ${keys.map((k) => `${k}=${fmt(s[k])}`).join("  ")}`);
   }
   for (const [name, values] of Object.entries(r.samples)) {
-    if (values.length) lines.push(`  sample ${name}: first=${fmt(values[0])} max=${fmt(Math.max(...values))} last=${fmt(values.at(-1)!)}`);
+    if (values.length) {
+      lines.push(
+        `  sample ${name}: first=${fmt(values[0])} max=${fmt(Math.max(...values))} last=${
+          fmt(values.at(-1)!)
+        }`,
+      );
+    }
   }
   lines.push("thresholds:");
-  for (const t of r.thresholds) lines.push(`  ${t.ok ? "✓" : "✗"} ${t.metric} ${t.expression} (actual ${fmt(t.actual)})`);
+  for (const t of r.thresholds) {
+    lines.push(`  ${t.ok ? "✓" : "✗"} ${t.metric} ${t.expression} (actual ${fmt(t.actual)})`);
+  }
   if (r.errors.length) lines.push("errors:", ...r.errors.map((e) => `  ${e}`));
   return lines.join("\n");
 }

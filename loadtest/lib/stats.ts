@@ -19,7 +19,8 @@ export class Trend {
   }
   summary(): Summary {
     const s = this.#samples.toSorted((a, b) => a - b);
-    const at = (p: number) => s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] : 0;
+    const at = (p: number) =>
+      s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] : 0;
     const sum = s.reduce((a, b) => a + b, 0);
     return {
       count: s.length,
@@ -44,7 +45,12 @@ export class Rate {
   }
   summary(): Summary {
     const total = this.passes + this.fails;
-    return { rate: total ? this.passes / total : 0, true: this.passes, false: this.fails, count: total };
+    return {
+      rate: total ? this.passes / total : 0,
+      true: this.passes,
+      false: this.fails,
+      count: total,
+    };
   }
 }
 
@@ -108,13 +114,22 @@ export function evaluate(
   const results: ThresholdResult[] = [];
   for (const [metric, expressions] of Object.entries(thresholds)) {
     for (const expression of expressions) {
-      const m = expression.replace(/\s+/g, "").match(/^([a-z]+(?:\(\d+(?:\.\d+)?\))?)(<=|>=|==|<|>)(-?[\d.]+)$/);
+      const m = expression.replace(/\s+/g, "").match(
+        /^([a-z]+(?:\(\d+(?:\.\d+)?\))?)(<=|>=|==|<|>)(-?[\d.]+)$/,
+      );
       if (!m) throw new Error(`bad threshold for ${metric}: ${expression}`);
       const [, stat, op, limitText] = m;
       const actual = summaries[metric]?.[stat] ?? 0;
       const limit = Number(limitText);
-      const ok = op === "<" ? actual < limit : op === "<=" ? actual <= limit : op === ">" ? actual > limit
-        : op === ">=" ? actual >= limit : actual === limit;
+      const ok = op === "<"
+        ? actual < limit
+        : op === "<="
+        ? actual <= limit
+        : op === ">"
+        ? actual > limit
+        : op === ">="
+        ? actual >= limit
+        : actual === limit;
       results.push({ metric, expression, actual, ok });
     }
   }
