@@ -1,45 +1,53 @@
 /**
- * Starts the whole stack (`scripts/start.ts`, what `npm start` runs) as a child process for
- * the smoke test and benchmarks, and stops it cleanly.
+ * Child processes for the smoke test and benchmarks: the whole stack (`scripts/start.ts`,
+ * what `npm start` runs) or any small server script, started and stopped cleanly.
  *
  * @module
  */
 import { repoRoot } from "./local_services.ts";
 import { TextLineStream } from "./text_lines.ts";
 
-/** A running stack. */
-export interface Stack {
+/** A running server process. */
+export interface ServerProcess {
   url: string;
   pid: number;
-  /** Everything the stack printed so far. */
+  /** Everything it printed so far. */
   output: string[];
   stop(): Promise<void>;
 }
 
-/** Starts the stack on `port` with `env` added; resolves once it serves. */
-export async function startStack(port: number, env: Record<string, string>): Promise<Stack> {
+/**
+ * Runs `deno run -A <script>` with `env` added, and resolves once it prints a line for which
+ * `ready` is true (it answers from then on).
+ */
+export async function spawnServer(
+  script: string,
+  port: number,
+  env: Record<string, string>,
+  ready: (line: string) => boolean,
+): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${repoRoot}/scripts/start.ts`],
+    args: ["run", "-A", script],
     cwd: repoRoot,
     env: { PORT: String(port), LOG_REQUESTS: "false", ...env },
     stdout: "piped",
     stderr: "piped",
   }).spawn();
   const output: string[] = [];
-  const collect = async (stream: ReadableStream<Uint8Array>, onLine?: (l: string) => void) => {
-    for await (const line of stream.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream())) {
-      output.push(line);
-      onLine?.(line);
+  let markReady!: () => void;
+  const started = new Promise<void>((resolve) => markReady = resolve);
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    const lines = stream.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
+    for await (const line of lines) {
+      if (output.length < 5000) output.push(line);
+      if (ready(line)) markReady();
     }
   };
-  let ready!: () => void;
-  const started = new Promise<void>((resolve) => ready = resolve);
-  const pumps = Promise.all([
-    collect(child.stdout, (line) => line.startsWith("rockout-edge is running at") && ready()),
-    collect(child.stderr),
-  ]);
+  const pumps = Promise.all([collect(child.stdout), collect(child.stderr)]);
   const exited = child.status.then((s) => {
-    throw new Error(`the stack exited (code ${s.code}) before serving:\n${output.slice(-30).join("\n")}`);
+    throw new Error(
+      `${script} exited (code ${s.code}) before serving:\n${output.slice(-30).join("\n")}`,
+    );
   });
   await Promise.race([started, exited]);
   exited.catch(() => {});
@@ -55,4 +63,14 @@ export async function startStack(port: number, env: Record<string, string>): Pro
       await pumps;
     },
   };
+}
+
+/** Starts the whole stack on `port`; resolves once it serves. */
+export function startStack(port: number, env: Record<string, string>): Promise<ServerProcess> {
+  return spawnServer(
+    `${repoRoot}/scripts/start.ts`,
+    port,
+    env,
+    (line) => line.startsWith("rockout-edge is running at"),
+  );
 }

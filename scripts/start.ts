@@ -10,8 +10,8 @@
 import postgres from "postgres";
 import { bootstrap, migrate } from "./db.ts";
 import { loadOrCreateDevKeys } from "./dev_auth.ts";
-import { type LocalService, repoRoot, startEmbeddedPostgres } from "./local_services.ts";
-import { startRedisBridge } from "./redis_bridge.ts";
+import { freePort, type LocalService, repoRoot, startEmbeddedPostgres } from "./local_services.ts";
+import { spawnServer } from "./stack.ts";
 import { DEMO_USER_ID, isEmpty, seed } from "./seed.ts";
 
 const env = Deno.env;
@@ -62,24 +62,36 @@ try {
   if (env.get("UPSTASH_REDIS_REST_URL")) {
     log(`Redis: Upstash at ${env.get("UPSTASH_REDIS_REST_URL")}`);
   } else if (env.get("REDIS_URL")) {
-    const bridge = await startRedisBridge({
-      redisUrl: env.get("REDIS_URL")!,
-      token: crypto.randomUUID(),
-      port: 0,
-    });
-    stops.push(bridge.close);
-    env.set("UPSTASH_REDIS_REST_URL", bridge.url);
-    env.set("UPSTASH_REDIS_REST_TOKEN", bridge.token);
+    // Its own process, as Upstash is its own service: it doesn't share the functions' thread.
+    const token = crypto.randomUUID();
+    const bridge = await spawnServer(`${repoRoot}/scripts/redis_bridge.ts`, freePort(), {
+      REDIS_URL: env.get("REDIS_URL")!,
+      UPSTASH_REDIS_REST_TOKEN: token,
+    }, (line) => line.startsWith("http://"));
+    stops.push(bridge.stop);
+    env.set("UPSTASH_REDIS_REST_URL", bridge.output.find((l) => l.startsWith("http://"))!);
+    env.set("UPSTASH_REDIS_REST_TOKEN", token);
     log(`Redis: ${env.get("REDIS_URL")} through the Upstash REST bridge at ${bridge.url}`);
   } // else: shared/redis.ts warns that limits, breakers and caches are per process
 
   const { createGateway } = await import("./gateway.ts");
   const gateway = await createGateway({ jwks: keys.jwks });
+  const workers = Math.max(1, Number(env.get("WORKERS") ?? 1));
   const server = Deno.serve(
-    { hostname: "127.0.0.1", port, onListen: () => {} },
+    { hostname: "127.0.0.1", port, reusePort: workers > 1, onListen: () => {} },
     gateway.fetch,
   );
   stops.push(() => server.shutdown());
+  for (let i = 1; i < workers; i++) {
+    const worker = await spawnServer(
+      `${repoRoot}/scripts/serve.ts`,
+      port,
+      {},
+      (l) => l === "ready",
+    );
+    stops.push(worker.stop);
+  }
+  if (workers > 1) log(`${workers} serving processes share port ${port}`);
 
   const token = await keys.mint(DEMO_USER_ID, {
     email: "demo@rockout.local",

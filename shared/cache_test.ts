@@ -147,6 +147,27 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "redis: a local hit of a TTL-only entry costs no round trip; an invalidatable one costs one",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const [a] = isolates("redis");
+    await a.get("ttl-only", { ttlS: 30, invalidation: "ttl" }, () => Promise.resolve(1));
+    await a.get("everywhere", { ttlS: 30 }, () => Promise.resolve(2));
+    let before = fixture.bridge.stats.requests;
+    assertEquals(
+      await a.get("ttl-only", { ttlS: 30, invalidation: "ttl" }, () => Promise.resolve(0)),
+      1,
+    );
+    assertEquals(fixture.bridge.stats.requests - before, 0);
+    before = fixture.bridge.stats.requests;
+    assertEquals(await a.get("everywhere", { ttlS: 30 }, () => Promise.resolve(0)), 2);
+    assertEquals(fixture.bridge.stats.requests - before, 1);
+  },
+});
+
+Deno.test({
   name: "teardown",
   sanitizeOps: false,
   sanitizeResources: false,

@@ -9,7 +9,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { etag } from "hono/etag";
 import { type AuthUser, requireUser } from "../../shared/auth.ts";
 import type { Budget } from "../../shared/budget.ts";
-import { cached } from "../../shared/cache.ts";
+import { cache, cached } from "../../shared/cache.ts";
 import { config } from "../../shared/config.ts";
 import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
@@ -94,9 +94,12 @@ async function forYouPage(
   budget: Budget,
 ): Promise<Page> {
   const after = cursor ? decodeCursor(cursor, "for-you", keyFormats.float8) : null;
-  const rows = await cached(
+  // The same for everyone; served stale for one more TTL while a single refresh runs, so the
+  // page never expires under everyone's feet at once.
+  const ttlS = config.feed.forYouTtlS;
+  const rows = await cache.get(
     `feed:for-you:${limit}:${cursor ?? ""}`,
-    config.feed.forYouTtlS,
+    { ttlS, staleS: ttlS, invalidation: "ttl" },
     () =>
       asUser(null, (tx) =>
         tx<Row[]>`select * from public.feed_for_you(
