@@ -37,8 +37,12 @@ export interface FakeServer {
  * body); the behaviour decides whether and how it is delivered.
  */
 export function startFakeServer(
-  respond: (req: Request, body: string) => unknown | Promise<unknown> = () => ({ ok: true }),
+  portOrRespond: number | ((req: Request, body: string) => unknown | Promise<unknown>) = 0,
+  respondArg?: (req: Request, body: string) => unknown | Promise<unknown>,
 ): FakeServer {
+  const port = typeof portOrRespond === "number" ? portOrRespond : 0;
+  const respond = (typeof portOrRespond === "function" ? portOrRespond : respondArg) ??
+    (() => ({ ok: true }));
   const behaviours = new Map<string, FakeBehaviour>([["", {}]]);
   const behaviourFor = (path: string) => {
     let best = "";
@@ -59,7 +63,7 @@ export function startFakeServer(
     },
     close: () => server.shutdown(),
   };
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen: () => {} }, async (req) => {
     const body = req.body ? await req.text() : "";
     const url = new URL(req.url);
     fake.calls.push({

@@ -27,13 +27,16 @@ export interface OpenAIFake extends FakeServer {
  * Starts the fake. `chat` returns the object the model "answers" (serialized as the message
  * content); `transcribe` the text of an audio upload.
  */
-export function startOpenAIFake(options: {
-  chat?: (req: ChatRequest) => unknown;
-  transcribe?: (body: string) => string;
-  usage?: { prompt_tokens: number; completion_tokens: number };
-} = {}): OpenAIFake {
+export function startOpenAIFake(
+  options: {
+    chat?: (req: ChatRequest) => unknown;
+    transcribe?: (body: string) => string;
+    usage?: { prompt_tokens: number; completion_tokens: number };
+  } = {},
+  port = 0,
+): OpenAIFake {
   const usage = options.usage ?? { prompt_tokens: 120, completion_tokens: 40 };
-  const server = startFakeServer((req, body) => {
+  const server = startFakeServer(port, (req, body) => {
     const path = new URL(req.url).pathname;
     if (path.endsWith("/audio/transcriptions")) {
       return { text: options.transcribe?.(body) ?? "a transcription" };
