@@ -215,7 +215,7 @@ try {
   const cases = allCases.filter((c) => !only || only.some((o) => c.name.startsWith(o)));
 
   /** Runs `kase` at `rate` for `seconds`; the numbers of that run. */
-  async function measure(kase: Case, rate: number, seconds: number): Promise<Measured> {
+  const measure = async (kase: Case, rate: number, seconds: number): Promise<Measured> => {
     const metrics = new Registry();
     const client = new LoadClient(kase.server().url, metrics);
     const redisBefore = await redisRequests();
@@ -249,7 +249,7 @@ try {
         ? round((openai.chatCalls() + openai.transcriptionCalls() - providerBefore) / n)
         : 0,
     };
-  }
+  };
 
   const report: Record<
     string,

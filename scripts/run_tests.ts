@@ -23,7 +23,10 @@ import { buildTemplate, dropTemplate } from "./test_db.ts";
 async function runSmoke(adminUrl: string, redisUrl: string): Promise<boolean> {
   const name = `rockout_smoke_${crypto.randomUUID().slice(0, 8)}`;
   await createDatabase(adminUrl, name);
+  const secretKey = `sb_secret_smoke_${crypto.randomUUID().replaceAll("-", "")}`;
+  Deno.env.set("SMOKE_SECRET_KEY", secretKey);
   const stack = await startStack(freePort(), {
+    SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
     DATABASE_URL: databaseUrl(adminUrl, name),
     REDIS_URL: redisUrl,
     REDIS_PREFIX: `smoke:${name}:`,

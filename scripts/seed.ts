@@ -25,6 +25,8 @@ export interface SeedOptions {
   likes?: number;
   /** PRNG seed (default 42). */
   seed?: number;
+  /** Synthetic recall catalog songs (default 2000). */
+  songs?: number;
 }
 
 export interface SeedResult {
@@ -32,6 +34,7 @@ export interface SeedResult {
   posts: number;
   follows: number;
   likes: number;
+  songs: number;
   ms: number;
 }
 
@@ -361,6 +364,185 @@ export function plan(opts: SeedOptions, nowUs = Date.now() * 1000) {
 
 const STATUS = ["published", "draft", "deleted"];
 
+const SONG_WORDS_A = [
+  "Velvet",
+  "Paper",
+  "Neon",
+  "Hollow",
+  "Silver",
+  "Amber",
+  "Static",
+  "Northern",
+  "Broken",
+  "Electric",
+  "Quiet",
+  "Crimson",
+  "Lonely",
+  "Golden",
+  "Midnight",
+  "Glass",
+  "Faded",
+  "Wild",
+  "Sugar",
+  "Cobalt",
+  "Rusty",
+  "Lunar",
+  "Honey",
+  "Stormy",
+];
+const SONG_WORDS_B = [
+  "Harbor",
+  "Satellite",
+  "Lantern",
+  "Highway",
+  "Orchard",
+  "Telephone",
+  "Carousel",
+  "Anthem",
+  "Skyline",
+  "Rivers",
+  "Window",
+  "Parade",
+  "Engine",
+  "Garden",
+  "Mirror",
+  "Compass",
+  "Avenue",
+  "Letters",
+  "Thunder",
+  "Balloon",
+  "Signal",
+  "Lullaby",
+  "Fever",
+  "Horizon",
+];
+const SONG_WORDS_C = [
+  "",
+  "",
+  "",
+  " Blues",
+  " Song",
+  " Again",
+  " Tonight",
+  " Forever",
+  " (Reprise)",
+];
+const BAND_NOUNS = [
+  "Foxes",
+  "Amps",
+  "Sparrows",
+  "Drifters",
+  "Comets",
+  "Tigers",
+  "Echoes",
+  "Machines",
+  "Wolves",
+  "Lanterns",
+  "Mirrors",
+  "Owls",
+  "Rivals",
+  "Strangers",
+  "Pilots",
+  "Ghosts",
+];
+const FIRST_NAMES = ["Ada", "Milo", "June", "Otis", "Ivy", "Rafe", "Nell", "Cass", "Lou", "Wren"];
+const LAST_NAMES = [
+  "Harlow",
+  "Vance",
+  "Okafor",
+  "Lindqvist",
+  "Moreau",
+  "Castillo",
+  "Byrne",
+  "Sato",
+];
+const LYRIC_SUBJECTS = [
+  "the neon rain",
+  "your paper heart",
+  "a silver train",
+  "the hollow moon",
+  "my static radio",
+  "the amber streetlights",
+  "a borrowed guitar",
+  "the midnight ferry",
+  "your crimson scarf",
+];
+const LYRIC_VERBS = [
+  "keeps falling on",
+  "is calling for",
+  "rolls across",
+  "burns a hole in",
+  "sings softly to",
+  "drifts away from",
+  "waits outside",
+  "dances over",
+];
+const LYRIC_OBJECTS = [
+  "my velvet shoes",
+  "the empty harbor",
+  "this lonely highway",
+  "the garden wall",
+  "our summer window",
+  "the carousel lights",
+  "a thousand letters",
+  "the northern sky",
+];
+const SONG_KEYWORDS = [
+  "indie rock upbeat",
+  "synth pop dreamy",
+  "folk acoustic mellow",
+  "garage rock loud",
+  "soul slow ballad",
+  "electro dance night",
+  "country road trip",
+  "punk fast short",
+];
+
+/** One synthetic catalog song (invented title, artist and line; never real lyrics). */
+export function syntheticSong(i: number, seed = 42) {
+  const rand = mulberry32(hash32(seed ^ hash32(i + 0x51ed)));
+  const pick = <T>(list: T[]) => list[Math.floor(rand() * list.length)];
+  const title = `${pick(SONG_WORDS_A)} ${pick(SONG_WORDS_B)}${pick(SONG_WORDS_C)}`;
+  const artist = rand() < 0.6
+    ? `The ${pick(SONG_WORDS_A)} ${pick(BAND_NOUNS)}`
+    : `${pick(FIRST_NAMES)} ${pick(LAST_NAMES)}`;
+  return {
+    id: seededUuid(0x50, i, seed),
+    title,
+    artist,
+    album: rand() < 0.8 ? `${pick(SONG_WORDS_B)} ${pick(BAND_NOUNS)}` : null,
+    year: 1960 + Math.floor(rand() * 66),
+    lyrics: `${pick(LYRIC_SUBJECTS)} ${pick(LYRIC_VERBS)} ${pick(LYRIC_OBJECTS)}`,
+    keywords: pick(SONG_KEYWORDS),
+    // Zipf-like: a few songs are very popular.
+    popularity: Math.floor(100_000 / (1 + i * (0.5 + rand()))),
+  };
+}
+
+/**
+ * Inserts `n` synthetic songs into the recall catalog (COPY, deterministic for a seed), then
+ * ANALYZE. Returns how many were written.
+ */
+export async function seedSongs(sql: postgres.Sql, n: number, seed = 42): Promise<number> {
+  if (n <= 0) return 0;
+  let written = 0;
+  await sql.begin(async (tx) => {
+    written = await copyRows(
+      tx,
+      "public.songs (id, title, artist, album, year, lyrics_excerpt, keywords, popularity)",
+      n,
+      (i) => {
+        const s = syntheticSong(i, seed);
+        return `${s.id}\t${cp(s.title)}\t${cp(s.artist)}\t${cp(s.album)}\t${s.year}\t${
+          cp(s.lyrics)
+        }\t${cp(s.keywords)}\t${s.popularity}`;
+      },
+    );
+  });
+  await sql.unsafe("analyze public.songs");
+  return written;
+}
+
 /** Inserts the planned data set (one transaction, COPY), then VACUUM ANALYZE. */
 export async function seed(sql: postgres.Sql, opts: SeedOptions): Promise<SeedResult> {
   const t0 = performance.now();
@@ -425,6 +607,8 @@ export async function seed(sql: postgres.Sql, opts: SeedOptions): Promise<SeedRe
     );
   });
 
+  const songs = await seedSongs(sql, opts.songs ?? 2000, opts.seed ?? 42);
+
   // Fresh statistics and visibility map (index-only scans) for the planner.
   try {
     await sql.unsafe(
@@ -439,6 +623,7 @@ export async function seed(sql: postgres.Sql, opts: SeedOptions): Promise<SeedRe
     posts: p.posts,
     follows: p.followPairs.length / 2,
     likes: p.likePairs.length / 2,
+    songs,
     ms: Math.round(performance.now() - t0),
   };
 }
@@ -472,11 +657,14 @@ function parseArgs(args: string[]): SeedOptions {
       case "--seed":
         out.seed = val();
         break;
+      case "--songs":
+        out.songs = val();
+        break;
       default:
         throw new Error(
           `unknown argument ${
             JSON.stringify(a)
-          }; usage: seed --users N --posts M [--follows F] [--likes L] [--seed S]`,
+          }; usage: seed --users N --posts M [--follows F] [--likes L] [--seed S] [--songs N]`,
         );
     }
   }

@@ -20,6 +20,19 @@ const baseUrl = `http://127.0.0.1:${port}`;
 const stops: (() => Promise<void>)[] = [];
 const log = (msg: string) => console.log(`[rockout] ${msg}`);
 
+/** `sb_secret_…`, generated once under .local/. */
+async function localSecretKey(): Promise<string> {
+  const path = `${repoRoot}/.local/secret-key`;
+  try {
+    return (await Deno.readTextFile(path)).trim();
+  } catch {
+    const key = `sb_secret_local_${crypto.randomUUID().replaceAll("-", "")}`;
+    await Deno.mkdir(`${repoRoot}/.local`, { recursive: true });
+    await Deno.writeTextFile(path, key, { mode: 0o600 });
+    return key;
+  }
+}
+
 async function shutdown(code: number): Promise<never> {
   for (const stop of stops.reverse()) await stop().catch((err) => console.error(err));
   Deno.exit(code);
@@ -37,6 +50,10 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 try {
   const keys = await loadOrCreateDevKeys(`${repoRoot}/.local/jwt-signing-key.json`);
   env.set("SUPABASE_JWKS", JSON.stringify(keys.jwks));
+  if (!env.get("SUPABASE_SECRET_KEYS")) {
+    // A local stand-in for the project's secret API key (what a cron sends to jobs-worker).
+    env.set("SUPABASE_SECRET_KEYS", JSON.stringify({ default: await localSecretKey() }));
+  }
   if (!env.get("SUPABASE_URL")) env.set("SUPABASE_URL", baseUrl);
 
   let databaseUrl = env.get("DATABASE_URL");
@@ -103,6 +120,9 @@ try {
     `\ndemo user ${DEMO_USER_ID}, access token (1 h; npm run token for a new one):\n\n${token}\n`,
   );
   console.log(`try:\n  curl -H "Authorization: Bearer $TOKEN" ${baseUrl}/functions/v1/feed\n`);
+  console.log(
+    `jobs-worker (cron): curl -X POST -H "apikey: $(cat .local/secret-key)" ${baseUrl}/functions/v1/jobs-worker/run\n`,
+  );
   console.log("Ctrl-C stops everything.");
   await server.finished;
 } catch (err) {

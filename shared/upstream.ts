@@ -53,14 +53,20 @@ export function upstream(
 /** How a provider call ended, as endpoints report it. */
 export type UpstreamFailure = "timeout" | "error" | "circuit_open";
 
+const abortNames = new Set([
+  "TimeoutError",
+  "AbortError",
+  "APIConnectionTimeoutError",
+  "APIUserAbortError",
+]);
+
 /** Maps a thrown error to what an endpoint tells its client. */
 export function upstreamFailure(err: unknown): UpstreamFailure {
   if (err instanceof CircuitOpenError) return "circuit_open";
-  const name = (err as { name?: string })?.name;
-  if (name === "TimeoutError" || name === "AbortError" || name === "APIConnectionTimeoutError") {
-    return "timeout";
-  }
-  return "error";
+  // An aborted call ended at its timeout or the request budget (the only aborts we make);
+  // the openai SDK reports one as APIUserAbortError.
+  const names = [(err as { name?: string })?.name, (err as object)?.constructor?.name];
+  return names.some((n) => n && abortNames.has(n)) ? "timeout" : "error";
 }
 
 function retryAfterOf(err: unknown): number | undefined {

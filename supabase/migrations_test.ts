@@ -87,7 +87,9 @@ Deno.test("migrations apply on an empty database with the CLI, and a second run 
         select c.relname, c.relrowsecurity from pg_class c join pg_namespace n on n.oid = c.relnamespace
         where n.nspname = 'public' and c.relkind = 'r' order by 1`;
       const names = tables.map((t) => t.relname);
-      for (const t of ["follows", "likes", "posts", "profiles"]) assert(names.includes(t), `${t} missing`);
+      for (const t of ["follows", "likes", "posts", "profiles"]) {
+        assert(names.includes(t), `${t} missing`);
+      }
       const withoutRls = tables.filter((t) => !t.relrowsecurity).map((t) => t.relname);
       assertEquals(withoutRls, [], "RLS enabled on every table");
       const files = [...Deno.readDirSync(new URL("./migrations", import.meta.url))]

@@ -9,6 +9,7 @@ import { breakerHealth } from "../../shared/breaker.ts";
 import { config } from "../../shared/config.ts";
 import { sql } from "../../shared/db.ts";
 import { createApp } from "../../shared/http.ts";
+import { collectQueueDepth } from "../../shared/jobs/metrics.ts";
 import { metrics } from "../../shared/metrics.ts";
 import { redis } from "../../shared/redis.ts";
 
@@ -37,6 +38,9 @@ const Health = z.object({
 }).openapi("Health");
 
 export const app = createApp("health", { budgetMs: 2000 });
+
+// The queue is global state: any isolate's metrics export can report its depth.
+collectQueueDepth(sql);
 
 const route = createRoute({
   method: "get",

@@ -45,6 +45,7 @@ it("Prometheus metrics: request counts by route and status, latency histogram", 
     text,
   );
   assert(text.includes("# TYPE http_request_duration_ms histogram"), text);
+  assert(text.includes("# TYPE queue_depth gauge"), text);
   assert(/http_request_duration_ms_bucket\{.*le="\+Inf"\} \d+/.test(text), text);
 });
 

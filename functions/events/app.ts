@@ -1,0 +1,130 @@
+/**
+ * `events`: analytics ingestion. `POST /events` takes 1–100 events per call and stores them
+ * with one multi-row insert, answering 202 `{accepted}` only once the rows are committed:
+ * an accepted event is never lost. Signed-in senders are limited per user, anonymous ones
+ * (allowed: `verify_jwt` is off for this function) per IP; a token, when sent, must be valid.
+ *
+ * @module
+ */
+import { createRoute, z } from "@hono/zod-openapi";
+import type { MiddlewareHandler } from "hono";
+import type postgres from "postgres";
+import { optionalUser } from "../../shared/auth.ts";
+import { config } from "../../shared/config.ts";
+import { asUser } from "../../shared/db.ts";
+import { type AppEnv, clientIp, createApp } from "../../shared/http.ts";
+import { ProblemError } from "../../shared/problem.ts";
+import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+
+const maxEventsPerCall = 100;
+const maxPropertiesBytes = 4096;
+const maxAgeMs = 30 * 86_400_000; // offline clients flush late, but not months late
+const maxSkewMs = 5 * 60_000; // client clocks run ahead a little
+const eventName = /^[a-z][a-z0-9_]{0,63}(\.[a-z][a-z0-9_]{0,63}){0,3}$/;
+
+// Analytics must not be lost to a Redis hiccup, and an insert is cheap: fail open.
+const userLimiter = new RateLimiter({
+  name: "events",
+  windows: [{ limit: config.limits.eventsPerMin, windowS: 60 }],
+  failOpen: true,
+  decisionMs: config.limits.decisionMs,
+});
+const anonLimiter = new RateLimiter({
+  name: "events-anon",
+  windows: [{ limit: config.limits.anonWritePerMin, windowS: 60 }],
+  failOpen: true,
+  decisionMs: config.limits.decisionMs,
+});
+
+const Event = z.object({
+  name: z.string().regex(eventName, "lowercase dotted name like `player.track_started`"),
+  properties: z.record(z.string(), z.unknown()).optional(),
+  occurred_at: z.iso.datetime({ offset: true }).optional(),
+}).superRefine((event, ctx) => {
+  const json = event.properties ? JSON.stringify(event.properties) : "";
+  if (new TextEncoder().encode(json).length > maxPropertiesBytes) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["properties"],
+      message: `larger than ${maxPropertiesBytes} bytes of JSON`,
+    });
+  } else if (json.includes("\\u0000")) {
+    // jsonb cannot store NUL characters
+    ctx.addIssue({ code: "custom", path: ["properties"], message: "contains a NUL character" });
+  }
+  if (event.occurred_at) {
+    const at = Date.parse(event.occurred_at);
+    if (at > Date.now() + maxSkewMs || at < Date.now() - maxAgeMs) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["occurred_at"],
+        message: "must be within the last 30 days and not in the future",
+      });
+    }
+  }
+});
+
+const EventsBody = z.object({
+  events: z.array(Event).min(1).max(maxEventsPerCall),
+  /** A client-chosen device/session id, for anonymous analytics (we never store IPs). */
+  anonymous_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "1–64 of [A-Za-z0-9_-]").optional(),
+}).openapi("EventsBatch");
+
+const Accepted = z.object({ accepted: z.number().int() }).openapi("EventsAccepted");
+
+export const app = createApp("events");
+
+/** 415 unless the body is JSON (the validator would otherwise see an empty object). */
+const jsonBody: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const type = c.req.header("content-type")?.split(";")[0].trim().toLowerCase();
+  if (type !== "application/json") {
+    throw new ProblemError(415, "unsupported_media_type", "send the events as application/json");
+  }
+  await next();
+};
+
+/** Per user when signed in, per client IP when anonymous. */
+const limitUser = rateLimit(userLimiter, (c) => c.get("user")!.id);
+const limitAnon = rateLimit(anonLimiter, clientIp);
+const limitSender: MiddlewareHandler<AppEnv> = async (c, next) => {
+  await (c.var.user ? limitUser : limitAnon)(c, next);
+};
+
+const route = createRoute({
+  method: "post",
+  path: "/",
+  summary: "Record analytics events (1–100)",
+  security: [{ bearer: [] }],
+  middleware: [optionalUser(), limitSender, jsonBody] as const,
+  request: {
+    body: { content: { "application/json": { schema: EventsBody } }, required: true },
+  },
+  responses: {
+    202: {
+      description: "stored (committed)",
+      content: { "application/json": { schema: Accepted } },
+    },
+  },
+});
+
+app.openapi(route, async (c) => {
+  const { events, anonymous_id } = c.req.valid("json");
+  const user = c.var.user;
+  const rows = events.map((e) => ({
+    name: e.name,
+    properties: e.properties ?? {},
+    occurred_at: e.occurred_at ?? null,
+  }));
+  // One statement, one parameter: the batch as JSON, expanded in the database.
+  const result = await asUser(
+    user,
+    (tx) =>
+      tx`insert into public.events (user_id, anonymous_id, name, properties, occurred_at)
+        select ${user?.id ?? null}::uuid, ${anonymous_id ?? null}, e.name,
+               coalesce(e.properties, '{}'::jsonb), coalesce(e.occurred_at, now())
+        from jsonb_to_recordset(${tx.json(rows as postgres.JSONValue)})
+          as e(name text, properties jsonb, occurred_at timestamptz)`,
+    c.var.budget,
+  );
+  return c.json({ accepted: result.count }, 202);
+});

@@ -1,0 +1,83 @@
+/**
+ * `generate_reply`: one AI persona replies to one post. The LLM call goes through the
+ * OpenAI breaker with the task's timeout; the reply is inserted idempotently (one per
+ * persona per post, ON CONFLICT DO NOTHING) and the post's author is notified in the same
+ * statement, only when the reply was actually inserted. A failed call throws: the job is
+ * retried with backoff, never lost.
+ *
+ * @module
+ */
+import { config } from "../../../shared/config.ts";
+import { sql } from "../../../shared/db.ts";
+import { type JobHandler, PermanentJobError } from "../../../shared/jobs/pool.ts";
+import { chatJson, openai, openaiChat } from "../../../shared/openai.ts";
+import { callUpstream } from "../../../shared/upstream.ts";
+
+const replySchema = {
+  type: "object",
+  properties: { reply: { type: "string" } },
+  required: ["reply"],
+  additionalProperties: false,
+};
+const maxReplyChars = 2000;
+
+interface Target {
+  post_body: string;
+  post_status: string;
+  persona_name: string;
+  style_prompt: string;
+  replied: boolean;
+}
+
+/** Writes the reply of `job.persona_id` to `job.post_id`. */
+export const generateReply: JobHandler = async (job, { budget }) => {
+  if (!job.post_id || !job.persona_id) {
+    throw new PermanentJobError("generate_reply needs post_id and persona_id");
+  }
+  // Workers don't claim this type without OpenAI; this guards a misconfigured deployment.
+  if (!openai || !config.openai) {
+    throw new PermanentJobError("OpenAI is not configured (OPENAI_API_KEY is not set)");
+  }
+  const [target] = await sql<Target[]>`
+    select p.body as post_body, p.status as post_status, pe.name as persona_name,
+           pe.style_prompt,
+           exists (select 1 from public.replies r
+                   where r.post_id = p.id and r.persona_id = pe.id) as replied
+    from public.posts p, public.personas pe
+    where p.id = ${job.post_id} and pe.id = ${job.persona_id}`;
+  // Deleted post or persona, unpublished post, or a previous run already replied (a
+  // worker lost after its insert): nothing to do, and no LLM call to pay for.
+  if (!target || target.post_status !== "published" || target.replied) return;
+
+  const { value } = await callUpstream(
+    openaiChat,
+    (signal) =>
+      chatJson<{ reply: string }>({
+        model: config.openai!.smallModel,
+        system: `${target.style_prompt}\nYou are "${target.persona_name}" on RockOut, ` +
+          'a social app about music. Answer with JSON: {"reply": "…"}.',
+        user: `Reply to this post:\n\n${target.post_body}`,
+        schemaName: "persona_reply",
+        schema: replySchema,
+        maxTokens: 300,
+      }, signal),
+    { budget },
+  );
+  const body = typeof value?.reply === "string" ? value.reply.trim().slice(0, maxReplyChars) : "";
+  if (!body) throw new Error("the model returned an empty reply");
+
+  await sql`
+    with reply as (
+      insert into public.replies (post_id, persona_id, body)
+      values (${job.post_id}, ${job.persona_id}, ${body})
+      on conflict (post_id, persona_id) where persona_id is not null do nothing
+      returning id, post_id, persona_id
+    )
+    insert into public.notifications (user_id, kind, payload, dedupe_key)
+    select p.author_id, 'persona_reply',
+           jsonb_build_object('post_id', reply.post_id, 'reply_id', reply.id,
+                              'persona_id', reply.persona_id, 'persona_name', ${target.persona_name}::text),
+           'persona_reply:' || reply.id
+    from reply join public.posts p on p.id = reply.post_id
+    on conflict (user_id, dedupe_key) where dedupe_key is not null do nothing`;
+};

@@ -1,0 +1,293 @@
+/**
+ * `posts`: writing and reading posts, their replies (oldest first, keyset), and the batched
+ * like/unlike a client sends after a burst of taps: one RPC, one round trip, exact counts.
+ *
+ * Nothing here is cached: a post read is one primary-key statement whose counters change
+ * all the time, and the feeds' caches are short-lived by design.
+ *
+ * @module
+ */
+import { createRoute, z } from "@hono/zod-openapi";
+import { requireUser } from "../../shared/auth.ts";
+import { config } from "../../shared/config.ts";
+import { asUser } from "../../shared/db.ts";
+import { createApp } from "../../shared/http.ts";
+import { notFound, ProblemError } from "../../shared/problem.ts";
+import { enqueueReplyJobs, maxPersonasPerRequest } from "../../shared/jobs/reply_jobs.ts";
+import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { maxRepliesPage, Post, readThread, Reply, ReplyPage, toPost } from "./thread.ts";
+
+const maxLikeIds = 100;
+
+const postLimiter = new RateLimiter({
+  name: "posts",
+  windows: [{ limit: config.limits.postsPerMin, windowS: 60 }],
+  failOpen: true, // a cheap write: a moment unlimited beats refusing every post
+  decisionMs: config.limits.decisionMs,
+});
+const replyLimiter = new RateLimiter({
+  name: "replies",
+  windows: [{ limit: config.limits.repliesPerMin, windowS: 60 }],
+  failOpen: true,
+  decisionMs: config.limits.decisionMs,
+});
+const likesLimiter = new RateLimiter({
+  name: "likes",
+  windows: [{ limit: config.limits.likesPerMin, windowS: 60 }],
+  failOpen: true,
+  decisionMs: config.limits.decisionMs,
+});
+
+/** 1–2000 characters as Postgres counts them (code points), not only whitespace. */
+const Body = z.string()
+  .refine((s) => s.trim().length > 0, "must not be empty")
+  .refine((s) => [...s].length <= 2000, "at most 2000 characters");
+const MediaUrl = z.url({ protocol: /^https?$/ }).max(2048).nullable().optional();
+
+const NewPost = z.object({ body: Body, media_url: MediaUrl, thumbnail_url: MediaUrl }).strict()
+  .openapi("NewPost");
+const NewReply = z.object({ body: Body }).strict().openapi("NewReply");
+const LikeBatch = z.object({
+  like: z.array(z.guid()).default([]),
+  unlike: z.array(z.guid()).default([]),
+}).strict().superRefine((b, ctx) => {
+  const total = new Set(b.like).size + new Set(b.unlike).size;
+  if (total === 0) ctx.addIssue({ code: "custom", path: ["like"], message: "no post ids" });
+  if (total > maxLikeIds) {
+    ctx.addIssue({ code: "custom", path: ["like"], message: `at most ${maxLikeIds} ids in all` });
+  }
+  const unliked = new Set(b.unlike);
+  const both = b.like.find((id) => unliked.has(id));
+  if (both) {
+    ctx.addIssue({ code: "custom", path: ["unlike"], message: `${both} is also in like` });
+  }
+}).openapi("LikeBatch");
+const LikeState = z.object({
+  id: z.guid(),
+  like_count: z.number().int(),
+  liked_by_me: z.boolean(),
+}).openapi("LikeState");
+const LikeResult = z.object({
+  items: z.array(LikeState),
+  not_found: z.array(z.guid()).openapi({ description: "ids of posts you cannot see" }),
+}).openapi("LikeResult");
+
+const IdParam = z.object({ id: z.guid() });
+const PageQuery = z.object({
+  limit: z.coerce.number().int().min(1).default(maxRepliesPage)
+    .transform((n) => Math.min(n, maxRepliesPage)),
+  cursor: z.string().optional(),
+});
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  description,
+  content: { "application/json": { schema } },
+});
+const jsonBody = <T extends z.ZodType>(schema: T) => ({
+  body: { content: { "application/json": { schema } }, required: true },
+});
+const auth = [{ bearer: [] }];
+
+/** Maps the database's refusals of a write to what the client did wrong. */
+function writeProblem(err: unknown, what: string): never {
+  const e = err as { code?: string; constraint_name?: string };
+  if (e?.code === "42501") throw notFound(what); // RLS: a post you can't see
+  if (e?.code === "23503") {
+    if (e.constraint_name?.endsWith("post_id_fkey")) throw notFound(what);
+    throw new ProblemError(409, "conflict", "create your profile before posting");
+  }
+  throw err;
+}
+
+export const app = createApp("posts");
+
+// Static paths before `/{id}`.
+const likes = createRoute({
+  method: "post",
+  path: "/likes",
+  summary: "Like and unlike many posts at once (idempotent)",
+  description: `At most ${maxLikeIds} ids in all; posts you cannot see are listed in not_found.`,
+  security: auth,
+  middleware: [requireUser(), rateLimit(likesLimiter, (c) => c.var.user!.id)] as const,
+  request: jsonBody(LikeBatch),
+  responses: { 200: json(LikeResult, "the counts after the change") },
+});
+
+app.openapi(likes, async (c) => {
+  const batch = c.req.valid("json");
+  const like = [...new Set(batch.like)];
+  const unlike = [...new Set(batch.unlike)];
+  const rows = await asUser(
+    c.var.user,
+    (tx) =>
+      tx<{ id: string; like_count: number; liked_by_me: boolean }[]>`
+        select id, like_count, liked_by_me from public.apply_likes(${like}::uuid[], ${unlike}::uuid[])`,
+    c.var.budget,
+  );
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  const asked = [...like, ...unlike];
+  return c.json({
+    items: asked.filter((id) => byId.has(id)).map((id) => byId.get(id)!),
+    not_found: asked.filter((id) => !byId.has(id)),
+  }, 200);
+});
+
+const create = createRoute({
+  method: "post",
+  path: "/",
+  summary: "Publish a post",
+  security: auth,
+  middleware: [requireUser(), rateLimit(postLimiter, (c) => c.var.user!.id)] as const,
+  request: jsonBody(NewPost),
+  responses: { 201: json(Post, "the new post") },
+});
+
+app.openapi(create, async (c) => {
+  const input = c.req.valid("json");
+  const user = c.var.user!;
+  const [row] = await asUser(
+    user,
+    (tx) =>
+      tx`with p as (
+          insert into public.posts (author_id, body, media_url, thumbnail_url)
+          values (${user.id}, ${input.body}, ${input.media_url ?? null}, ${
+        input.thumbnail_url ?? null
+      })
+          returning *
+        )
+        select p.*, false as liked_by_me,
+          jsonb_build_object('id', a.id, 'username', a.username, 'display_name', a.display_name,
+            'avatar_url', a.avatar_url) as author
+        from p join public.profiles a on a.id = p.author_id`,
+    c.var.budget,
+  ).catch((err) => writeProblem(err, "profile"));
+  const post = toPost(row);
+  c.header("location", `/functions/v1/posts/${post.id}`);
+  return c.json(post, 201);
+});
+
+const one = createRoute({
+  method: "get",
+  path: "/{id}",
+  summary: "One post",
+  security: auth,
+  middleware: [requireUser()] as const,
+  request: { params: IdParam },
+  responses: { 200: json(Post, "the post"), 404: { description: "no such post (for you)" } },
+});
+
+app.openapi(one, async (c) => {
+  const { id } = c.req.valid("param");
+  const [row] = await asUser(
+    c.var.user,
+    (tx) =>
+      tx`select p.*,
+          jsonb_build_object('id', a.id, 'username', a.username, 'display_name', a.display_name,
+            'avatar_url', a.avatar_url) as author,
+          exists (select 1 from public.likes l
+                  where l.user_id = (select auth.uid()) and l.post_id = p.id) as liked_by_me
+        from public.posts p join public.profiles a on a.id = p.author_id
+        where p.id = ${id} and p.status <> 'deleted'`,
+    c.var.budget,
+  );
+  if (!row) throw notFound("post");
+  return c.json(toPost(row), 200);
+});
+
+const replies = createRoute({
+  method: "get",
+  path: "/{id}/replies",
+  summary: "Replies to a post, oldest first",
+  description: `Keyset-paged, ${maxRepliesPage} a page.`,
+  security: auth,
+  middleware: [requireUser()] as const,
+  request: { params: IdParam, query: PageQuery },
+  responses: { 200: json(ReplyPage, "a page"), 404: { description: "no such post (for you)" } },
+});
+
+app.openapi(replies, async (c) => {
+  const { id } = c.req.valid("param");
+  const { limit, cursor } = c.req.valid("query");
+  const thread = await asUser(
+    c.var.user,
+    (tx) => readThread(tx, id, cursor, limit),
+    c.var.budget,
+  );
+  if (!thread) throw notFound("post");
+  return c.json(thread.replies, 200);
+});
+
+const reply = createRoute({
+  method: "post",
+  path: "/{id}/replies",
+  summary: "Reply to a post",
+  description: "The post's reply_count and replies_updated_at move in the same transaction.",
+  security: auth,
+  middleware: [requireUser(), rateLimit(replyLimiter, (c) => c.var.user!.id)] as const,
+  request: { params: IdParam, ...jsonBody(NewReply) },
+  responses: { 201: json(Reply, "the new reply"), 404: { description: "no such post (for you)" } },
+});
+
+app.openapi(reply, async (c) => {
+  const { id } = c.req.valid("param");
+  const { body } = c.req.valid("json");
+  const user = c.var.user!;
+  const [row] = await asUser(
+    user,
+    (tx) =>
+      tx`with r as (
+          insert into public.replies (post_id, author_id, body) values (${id}, ${user.id}, ${body})
+          returning *
+        )
+        select r.id, r.post_id, r.persona_id, r.body, r.like_count, r.created_at,
+          jsonb_build_object('id', a.id, 'username', a.username, 'display_name', a.display_name,
+            'avatar_url', a.avatar_url) as author
+        from r join public.profiles a on a.id = r.author_id`,
+    c.var.budget,
+  ).catch((err) => writeProblem(err, "post"));
+  if (!row) throw notFound("post");
+  return c.json({
+    id: row.id,
+    post_id: row.post_id,
+    author: row.author,
+    persona_id: row.persona_id,
+    body: row.body,
+    like_count: row.like_count,
+    created_at: new Date(row.created_at).toISOString(),
+  }, 201);
+});
+
+const generateLimiter = new RateLimiter({
+  name: "generate-replies",
+  windows: [{ limit: config.limits.postsPerMin, windowS: 60 }],
+  failOpen: false, // each job ends in an LLM call: refuse rather than run unlimited
+  decisionMs: config.limits.decisionMs,
+});
+const GenerateReplies = z.object({
+  persona_ids: z.array(z.guid()).min(1).max(maxPersonasPerRequest),
+}).strict().openapi("GenerateReplies");
+const ReplyJobs = z.object({
+  post_id: z.guid(),
+  jobs: z.array(z.object({
+    persona_id: z.guid(),
+    job_id: z.string().nullable(),
+    state: z.enum(["created", "active", "replied"]),
+    status: z.string().nullable(),
+  })),
+}).openapi("ReplyJobs");
+
+const generate = createRoute({
+  method: "post",
+  path: "/{id}/generate-replies",
+  summary: "Ask AI personas to reply to a post (queued; the jobs worker writes the replies)",
+  security: auth,
+  middleware: [requireUser(), rateLimit(generateLimiter, (c) => c.var.user!.id)] as const,
+  request: { params: IdParam, ...jsonBody(GenerateReplies) },
+  responses: { 202: json(ReplyJobs, "the jobs created, or already active, per persona") },
+});
+
+app.openapi(generate, async (c) => {
+  const { id } = c.req.valid("param");
+  const { persona_ids } = c.req.valid("json");
+  return c.json(await enqueueReplyJobs(c.var.user!, id, persona_ids, c.var.budget), 202);
+});

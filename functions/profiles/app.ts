@@ -1,0 +1,317 @@
+/**
+ * `profiles`: public profiles (one, or up to 100 at once: the cure for the client's N+1),
+ * editing your own, followers/following pages, follow/unfollow, and search.
+ *
+ * Profiles are cached 5 min per profile in the two-tier cache (tag `profile:<id>`); an edit
+ * or a follow invalidates the profiles it changed in every isolate before we answer.
+ *
+ * @module
+ */
+import { createRoute, z } from "@hono/zod-openapi";
+import { requireUser } from "../../shared/auth.ts";
+import { config } from "../../shared/config.ts";
+import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
+import { asUser } from "../../shared/db.ts";
+import { createApp } from "../../shared/http.ts";
+import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
+import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { getProfiles, invalidateProfile, toProfile } from "./profile_cache.ts";
+
+const maxBatchIds = 100;
+const maxPage = 100;
+const maxSearch = 100;
+
+const searchLimiter = new RateLimiter({
+  name: "profile-search",
+  windows: [{ limit: config.limits.profileSearchPerMin, windowS: 60 }],
+  failOpen: true, // an indexed read: better unlimited for a moment than refused
+  decisionMs: config.limits.decisionMs,
+});
+const followLimiter = new RateLimiter({
+  name: "follows",
+  windows: [{ limit: config.limits.likesPerMin, windowS: 60 }],
+  failOpen: true,
+  decisionMs: config.limits.decisionMs,
+});
+
+const Id = z.guid().openapi({ description: "a profile (user) id" });
+const Profile = z.object({
+  id: z.guid(),
+  username: z.string(),
+  display_name: z.string().nullable(),
+  avatar_url: z.string().nullable(),
+  bio: z.string().nullable(),
+  follower_count: z.number().int(),
+  following_count: z.number().int(),
+  created_at: z.string(),
+}).openapi("Profile");
+const ProfileList = z.object({ items: z.array(Profile) }).openapi("ProfileList");
+const FollowEntry = z.object({
+  id: z.guid(),
+  username: z.string(),
+  display_name: z.string().nullable(),
+  avatar_url: z.string().nullable(),
+  followed_at: z.string(),
+}).openapi("FollowEntry");
+const FollowPage = z.object({ items: z.array(FollowEntry), next_cursor: z.string().nullable() })
+  .openapi("FollowPage");
+const SearchHit = z.object({
+  id: z.guid(),
+  username: z.string(),
+  display_name: z.string().nullable(),
+  avatar_url: z.string().nullable(),
+  follower_count: z.number().int(),
+}).openapi("ProfileSearchHit");
+const SearchPage = z.object({ items: z.array(SearchHit), next_cursor: z.null() })
+  .openapi("ProfileSearchPage");
+const FollowState = z.object({
+  id: z.guid(),
+  following: z.boolean(),
+  follower_count: z.number().int(),
+}).openapi("FollowState");
+
+const ProfilePatch = z.object({
+  username: z.string().regex(/^[a-z0-9_]{3,30}$/, "3–30 of a-z, 0-9 and _").optional(),
+  display_name: z.string().trim().min(1).max(80).nullable().optional(),
+  bio: z.string().max(500).nullable().optional(),
+  avatar_url: z.url({ protocol: /^https?$/ }).max(2048).nullable().optional(),
+}).strict().refine((p) => Object.keys(p).length > 0, {
+  message: "send at least one of username, display_name, bio, avatar_url",
+}).openapi("ProfilePatch");
+
+const IdsQuery = z.object({
+  ids: z.string().transform((text, ctx) => {
+    const ids = [...new Set(text.split(",").map((s) => s.trim()).filter(Boolean))];
+    if (!ids.length) ctx.addIssue({ code: "custom", message: "at least one id" });
+    if (ids.length > maxBatchIds) {
+      ctx.addIssue({ code: "custom", message: `at most ${maxBatchIds} ids` });
+    }
+    const bad = ids.find((id) => !z.guid().safeParse(id).success);
+    if (bad) ctx.addIssue({ code: "custom", message: `not a uuid: ${bad.slice(0, 40)}` });
+    return ids;
+  }).openapi({ description: `comma-separated profile ids (at most ${maxBatchIds})` }),
+});
+const PageQuery = z.object({
+  limit: z.coerce.number().int().min(1).default(maxPage).transform((n) => Math.min(n, maxPage)),
+  cursor: z.string().optional(),
+});
+const SearchQuery = z.object({
+  q: z.string().trim().min(1).max(64),
+  limit: z.coerce.number().int().min(1).default(20).transform((n) => Math.min(n, maxSearch)),
+});
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  description,
+  content: { "application/json": { schema } },
+});
+const auth = [{ bearer: [] }];
+
+export const app = createApp("profiles");
+
+// Static paths before `/:id`, which would otherwise take "search" and "me" for ids.
+const search = createRoute({
+  method: "get",
+  path: "/search",
+  summary: "Profiles by name: word prefixes, typo tolerant",
+  security: auth,
+  middleware: [requireUser(), rateLimit(searchLimiter, (c) => c.var.user!.id)] as const,
+  request: { query: SearchQuery },
+  responses: { 200: json(SearchPage, "best matches first") },
+});
+
+app.openapi(search, async (c) => {
+  const { q, limit } = c.req.valid("query");
+  const query = q.toLowerCase();
+  const words = query.match(/[\p{L}\p{N}]+/gu)?.slice(0, 8) ?? [];
+  const prefixQuery = words.length ? words.map((w) => `${w}:*`).join(" & ") : null;
+  const rows = await asUser(
+    c.var.user,
+    (tx) =>
+      tx`select id, username, display_name, avatar_url, follower_count
+        from public.search_profiles(${query}, ${prefixQuery}, ${limit})`,
+    c.var.budget,
+  );
+  return c.json({
+    items: rows.map((r) => ({
+      id: r.id,
+      username: r.username,
+      display_name: r.display_name,
+      avatar_url: r.avatar_url,
+      follower_count: r.follower_count,
+    })),
+    next_cursor: null,
+  }, 200);
+});
+
+const patchMe = createRoute({
+  method: "patch",
+  path: "/me",
+  summary: "Edit your profile",
+  security: auth,
+  middleware: [requireUser()] as const,
+  request: { body: { content: { "application/json": { schema: ProfilePatch } }, required: true } },
+  responses: {
+    200: json(Profile, "the profile after the edit"),
+    409: { description: "username taken" },
+  },
+});
+
+app.openapi(patchMe, async (c) => {
+  const changes = c.req.valid("json");
+  const user = c.var.user!;
+  const rows = await asUser(
+    user,
+    (tx) =>
+      tx`update public.profiles p set ${tx(changes)} where p.id = ${user.id}
+        returning p.id, p.username, p.display_name, p.avatar_url, p.bio, p.follower_count,
+          p.following_count, p.created_at`,
+    c.var.budget,
+  ).catch((err) => {
+    if (err?.code === "23505") {
+      throw new ProblemError(409, "conflict", "username: already taken", {
+        extensions: { invalid_params: [{ name: "username", reason: "already taken" }] },
+      });
+    }
+    throw err;
+  });
+  if (!rows.length) throw notFound("profile");
+  await invalidateProfile(user.id); // committed above; now every isolate forgets the old one
+  return c.json(toProfile(rows[0]), 200);
+});
+
+const batch = createRoute({
+  method: "get",
+  path: "/",
+  summary: "Up to 100 profiles at once, in the order asked (unknown ids left out)",
+  security: auth,
+  middleware: [requireUser()] as const,
+  request: { query: IdsQuery },
+  responses: { 200: json(ProfileList, "the profiles found") },
+});
+
+app.openapi(batch, async (c) => {
+  const { ids } = c.req.valid("query");
+  const items = await getProfiles(ids, c.var.budget);
+  c.header("cache-control", "private, no-cache");
+  return c.json({ items }, 200);
+});
+
+const IdParam = z.object({ id: Id });
+
+const one = createRoute({
+  method: "get",
+  path: "/{id}",
+  summary: "One profile",
+  security: auth,
+  middleware: [requireUser()] as const,
+  request: { params: IdParam },
+  responses: { 200: json(Profile, "the profile"), 404: { description: "no such profile" } },
+});
+
+app.openapi(one, async (c) => {
+  const { id } = c.req.valid("param");
+  const [profile] = await getProfiles([id], c.var.budget);
+  if (!profile) throw notFound("profile");
+  c.header("cache-control", "private, no-cache");
+  return c.json(profile, 200);
+});
+
+for (const direction of ["followers", "following"] as const) {
+  const route = createRoute({
+    method: "get",
+    path: `/{id}/${direction}`,
+    summary: direction === "followers" ? "Who follows this profile" : "Whom this profile follows",
+    description: "Newest first, keyset-paged (100 a page).",
+    security: auth,
+    middleware: [requireUser()] as const,
+    request: { params: IdParam, query: PageQuery },
+    responses: { 200: json(FollowPage, "a page"), 404: { description: "no such profile" } },
+  });
+  app.openapi(route, async (c) => {
+    const { id } = c.req.valid("param");
+    const { limit, cursor } = c.req.valid("query");
+    const after = cursor ? decodeCursor(cursor, direction, keyFormats.timestamptz) : null;
+    const key = after?.key ?? "infinity";
+    const lastId = after?.id ?? "ffffffff-ffff-ffff-ffff-ffffffffffff";
+    // One statement: the profile (404 when absent) and, laterally, one index range of follows.
+    const rows = await asUser(
+      c.var.user,
+      (tx) =>
+        direction === "followers"
+          ? tx`select t.id as target, e.* from public.profiles t
+            left join lateral (
+              select a.id, a.username, a.display_name, a.avatar_url, f.created_at as followed_at,
+                     f.created_at::text as cursor_key
+              from public.follows f join public.profiles a on a.id = f.follower_id
+              where f.followee_id = t.id
+                and (f.created_at, f.follower_id) < (${key}::text::timestamptz, ${lastId}::uuid)
+              order by f.created_at desc, f.follower_id desc
+              limit ${limit + 1}
+            ) e on true
+            where t.id = ${id}`
+          : tx`select t.id as target, e.* from public.profiles t
+            left join lateral (
+              select a.id, a.username, a.display_name, a.avatar_url, f.created_at as followed_at,
+                     f.created_at::text as cursor_key
+              from public.follows f join public.profiles a on a.id = f.followee_id
+              where f.follower_id = t.id
+                and (f.created_at, f.followee_id) < (${key}::text::timestamptz, ${lastId}::uuid)
+              order by f.created_at desc, f.followee_id desc
+              limit ${limit + 1}
+            ) e on true
+            where t.id = ${id}`,
+      c.var.budget,
+    );
+    if (!rows.length) throw notFound("profile");
+    const found = rows.filter((r) => r.id !== null);
+    const items = found.slice(0, limit);
+    const last = items.at(-1);
+    return c.json({
+      items: items.map((r) => ({
+        id: r.id,
+        username: r.username,
+        display_name: r.display_name,
+        avatar_url: r.avatar_url,
+        followed_at: new Date(r.followed_at).toISOString(),
+      })),
+      next_cursor: found.length > limit && last
+        ? encodeCursor(direction, last.cursor_key, last.id)
+        : null,
+    }, 200);
+  });
+}
+
+for (const method of ["put", "delete"] as const) {
+  const route = createRoute({
+    method,
+    path: "/{id}/follow",
+    summary: method === "put" ? "Follow (idempotent)" : "Unfollow (idempotent)",
+    security: auth,
+    middleware: [requireUser(), rateLimit(followLimiter, (c) => c.var.user!.id)] as const,
+    request: { params: IdParam },
+    responses: {
+      200: json(FollowState, "the state after the call"),
+      404: { description: "no such profile" },
+    },
+  });
+  app.openapi(route, async (c) => {
+    const { id } = c.req.valid("param");
+    const user = c.var.user!;
+    if (id === user.id) throw invalidParameter("id", "you cannot follow yourself");
+    const follow = method === "put";
+    const rows = await asUser(
+      user,
+      (tx) => tx`select follower_count from public.set_follow(${id}, ${follow})`,
+      c.var.budget,
+    ).catch((err) => {
+      if (err?.code === "23503") {
+        throw new ProblemError(409, "conflict", "create your profile before following anyone");
+      }
+      throw err;
+    });
+    if (!rows.length) throw notFound("profile");
+    // Both profiles' counts changed: no isolate may keep serving the old ones.
+    await Promise.all([invalidateProfile(id), invalidateProfile(user.id)]);
+    return c.json({ id, following: follow, follower_count: rows[0].follower_count }, 200);
+  });
+}

@@ -1,0 +1,311 @@
+/**
+ * `recall-resolve`: identify a song from text or audio, in the caller's recall thread.
+ *
+ *   POST /recall-resolve  JSON {thread_id?, text?} | multipart {audio, thread_id?, text?}
+ *   → 200 {thread_id, message_id, candidates, providers, degraded}
+ *
+ * Order: authenticate; 10/minute + 100/hour per user (fail closed); body guard (415/413
+ * before reading); validate; Idempotency-Key replay; the thread must be the caller's (404);
+ * the providers' answer, shared by everyone asking the same thing (kept a few minutes, and
+ * computed once when asked concurrently), computed under the caller's concurrency slot
+ * (5 per user); the question and the answer persisted in one statement; the `recall`
+ * function's caches for the thread invalidated; answer. 55 s budget for all of it.
+ *
+ * @module
+ */
+import { createRoute, z } from "@hono/zod-openapi";
+import { type AuthUser, requireUser } from "../../shared/auth.ts";
+import { runInBackground } from "../../shared/background.ts";
+import { Budget } from "../../shared/budget.ts";
+import { cache } from "../../shared/cache.ts";
+import { coalesce } from "../../shared/coalesce.ts";
+import { config } from "../../shared/config.ts";
+import { asUser } from "../../shared/db.ts";
+import { createApp } from "../../shared/http.ts";
+import { acquireWithin, leaseStats, leaseStore } from "../../shared/lease.ts";
+import { metrics } from "../../shared/metrics.ts";
+import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
+import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { idempotent, validIdempotencyKey } from "./idempotency.ts";
+import { fromJson, fromMultipart, guardBody, ResolveJson, type ResolveRequest } from "./input.ts";
+import { type Resolution, resolve, type ResolveInput, resolveInput, sha256Hex } from "./resolve.ts";
+
+const budgetMs = 55_000;
+/** A slot outlives a normal request; an isolate that dies mid-request frees it by expiry. */
+const leaseTtlMs = budgetMs + 5_000;
+const slotPolicy = "recall-concurrency";
+
+const limiter = new RateLimiter({
+  name: "recall",
+  windows: [
+    { limit: config.limits.recallPerMin, windowS: 60 },
+    { limit: config.limits.recallPerHour, windowS: 3600 },
+  ],
+  failOpen: false, // every resolve may cost money: refuse (503) rather than run unlimited
+  decisionMs: config.limits.decisionMs,
+});
+
+export const app = createApp("recall-resolve", { budgetMs, maxBodyBytes: 9 * 1024 * 1024 });
+
+const ProviderStatus = z.enum([
+  "ok",
+  "no_match",
+  "timeout",
+  "error",
+  "circuit_open",
+  "not_configured",
+]);
+const Candidate = z.object({
+  title: z.string(),
+  artist: z.string(),
+  album: z.string().optional(),
+  year: z.number().int().optional(),
+  confidence: z.number().min(0).max(1),
+  sources: z.array(z.string()),
+  song_id: z.uuid().optional(),
+  reason: z.string().optional(),
+}).openapi("RecallCandidate");
+const ResolveAnswer = z.object({
+  thread_id: z.uuid(),
+  message_id: z.uuid(),
+  candidates: z.array(Candidate),
+  providers: z.record(z.string(), ProviderStatus).openapi({
+    description: "catalog, transcription, intent, candidates, acrcloud, shazam (those asked)",
+  }),
+  degraded: z.boolean(),
+}).openapi("RecallResolveAnswer");
+type Answer = z.infer<typeof ResolveAnswer>;
+
+const route = createRoute({
+  method: "post",
+  path: "/",
+  summary: "Identify a song from text or audio",
+  security: [{ bearer: [] }],
+  middleware: [
+    requireUser(),
+    rateLimit(limiter, (c) => c.var.user!.id),
+    guardBody(),
+  ] as const,
+  request: {
+    headers: z.object({ "idempotency-key": z.string().optional() }),
+    body: {
+      required: false,
+      content: {
+        "application/json": { schema: ResolveJson },
+        "multipart/form-data": {
+          schema: {
+            type: "object",
+            required: ["audio"],
+            properties: {
+              audio: { type: "string", format: "binary", description: "≤ 8 MB" },
+              thread_id: { type: "string", format: "uuid" },
+              text: { type: "string", maxLength: 2000 },
+            },
+          },
+        },
+      },
+    },
+  },
+  responses: {
+    200: { description: "candidates", content: { "application/json": { schema: ResolveAnswer } } },
+  },
+});
+
+app.openapi(route, async (c) => {
+  const user = c.var.user!;
+  const budget = c.var.budget;
+  const request = c.req.header("content-type")?.toLowerCase().startsWith("multipart/")
+    ? await fromMultipart(c)
+    : fromJson(validJson(c) ?? {});
+  const idempotencyKey = c.req.header("idempotency-key");
+  const input = await resolveInput(request.text, request.audio);
+  const work = () => resolveInThread(user, request, input, budget);
+  if (idempotencyKey === undefined) return c.json(await work(), 200);
+
+  if (!validIdempotencyKey(idempotencyKey)) {
+    throw invalidParameter("Idempotency-Key", "must be 1–255 visible ASCII characters");
+  }
+  const { body, replayed } = await idempotent(
+    user.id,
+    await sha256Hex(idempotencyKey),
+    await sha256Hex(`${request.threadId ?? ""}\n${input.key}`),
+    work,
+    { waitMs: budget.remaining(), signal: budget.aborted },
+  );
+  if (replayed) {
+    c.header("idempotent-replayed", "true");
+    metrics.inc("recall_resolutions_total", { path: "replayed" });
+  }
+  return c.json(body, 200);
+});
+
+/**
+ * The validated JSON body. (The route also documents the multipart form with a plain schema,
+ * which hides the JSON target from the route's inferred types.)
+ */
+function validJson(c: { req: { valid: (target: never) => unknown } }) {
+  return c.req.valid("json" as never) as z.infer<typeof ResolveJson> | undefined;
+}
+
+/** Everything a resolve does after parsing: thread check, providers, persistence. */
+async function resolveInThread(
+  user: AuthUser,
+  request: ResolveRequest,
+  input: ResolveInput,
+  budget: Budget,
+): Promise<Answer> {
+  if (request.threadId) {
+    const [thread] = await asUser(
+      user,
+      (tx) =>
+        tx`select 1 from public.recall_threads
+           where id = ${request.threadId!} and status <> 'deleted'`,
+      budget,
+    );
+    if (!thread) throw notFound("thread");
+  }
+
+  const resolution = await sharedResolution(user.id, input, budget);
+
+  const top = resolution.candidates[0];
+  const summary = top
+    ? `"${top.title}" by ${top.artist}` +
+      (resolution.candidates.length > 1 ? ` (+${resolution.candidates.length - 1} more)` : "")
+    : resolution.degraded
+    ? "No match found; some providers did not answer."
+    : "No match found.";
+  const userContent = (request.text ?? resolution.transcript ?? "").slice(0, 4000);
+  const [saved] = await asUser(
+    user,
+    (tx) =>
+      tx<{ thread_id: string; assistant_message_id: string }[]>`
+        select thread_id, assistant_message_id from public.insert_recall_messages_batch(
+          ${request.threadId ?? null}::uuid,
+          ${(request.text ?? "Audio recall").slice(0, 80)},
+          ${request.audio ? "audio" : "text"},
+          ${userContent},
+          ${top || !resolution.degraded ? "candidates" : "error"},
+          ${summary},
+          ${
+        tx.json({
+          candidates: resolution.candidates,
+          providers: resolution.providers,
+          degraded: resolution.degraded,
+          // deno-lint-ignore no-explicit-any
+        } as any)
+      }::jsonb)`,
+    budget,
+  );
+  if (!saved) throw notFound("thread"); // deleted while we were resolving
+
+  // The recall reads are cached; this thread and the caller's list just changed.
+  await Promise.all([
+    cache.invalidateTag(`recall-thread:${saved.thread_id}`),
+    cache.invalidateTag(`recall-threads:${user.id}`),
+  ]).catch((err) =>
+    console.warn(JSON.stringify({ msg: "recall cache invalidation failed", error: String(err) }))
+  );
+
+  return {
+    thread_id: saved.thread_id,
+    message_id: saved.assistant_message_id,
+    candidates: resolution.candidates,
+    providers: resolution.providers,
+    degraded: resolution.degraded,
+  };
+}
+
+/**
+ * The providers' answer for `input`: from the answer cache (a few minutes; degraded answers
+ * are not kept), else from whoever is already computing it (in this isolate or another),
+ * else computed here.
+ *
+ * The concurrency slot is taken inside the computation, not as route middleware: only the
+ * caller that actually calls providers holds one, and a follower waiting for somebody
+ * else's computation (or reading the cache) holds none, so a trending query cannot use up
+ * its askers' slots. When the computing caller is refused a slot (its own 5 are busy), its
+ * followers did not lose theirs: they try again, and one of them computes.
+ */
+async function sharedResolution(
+  userId: string,
+  input: ResolveInput,
+  budget: Budget,
+): Promise<Resolution> {
+  const cacheKey = `recall:answer:${input.key}`;
+  for (let attempt = 1;; attempt++) {
+    let computed = false;
+    try {
+      const resolution = await cache.get(
+        cacheKey,
+        { ttlS: config.recall.answerTtlS },
+        () =>
+          coalesce(`recall:resolve:${input.key}`, () => {
+            computed = true;
+            return withResolveSlot(userId, budget, () =>
+              // Its own budget with the same deadline: the work is shared, so one asker
+              // going away must not abort it for the others.
+              resolve(input, new Budget(budget.remaining())));
+          }, {
+            lockTtlMs: budget.remaining() + 5_000,
+            waitMs: budget.remaining(),
+            resultTtlMs: 10_000,
+            signal: budget.aborted,
+          }),
+      );
+      if (computed && resolution.degraded) {
+        runInBackground("recall: drop degraded answer", cache.invalidate(cacheKey));
+      }
+      metrics.inc("recall_resolutions_total", { path: computed ? "computed" : "shared" });
+      return resolution;
+    } catch (err) {
+      const othersRefusal = !computed && err instanceof ProblemError && err.status === 429 &&
+        err.options.extensions?.policy === slotPolicy;
+      if (!othersRefusal || attempt >= 3) throw err;
+    }
+  }
+}
+
+/** Runs `fn` holding one of the user's concurrency slots (fail closed: 503 if unknown). */
+async function withResolveSlot<T>(
+  userId: string,
+  budget: Budget,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const limit = config.limits.recallConcurrency;
+  const result = await acquireWithin(
+    leaseStore,
+    `${slotPolicy}:${userId}`,
+    { limit, ttlMs: leaseTtlMs },
+    config.limits.decisionMs,
+  );
+  if (!result) {
+    leaseStats.failClosed++;
+    throw new ProblemError(
+      503,
+      "unavailable",
+      `concurrency limit "${slotPolicy}" cannot be checked`,
+      {
+        headers: { "retry-after": "5" },
+      },
+    );
+  }
+  if (!result.ok) {
+    leaseStats.rejected++;
+    throw new ProblemError(
+      429,
+      "rate_limited",
+      `concurrency limit "${slotPolicy}" reached: ${limit} resolves in flight`,
+      {
+        headers: { "retry-after": String(Math.max(1, Math.ceil(result.retryAfterMs / 1000))) },
+        extensions: { policy: slotPolicy },
+      },
+    );
+  }
+  leaseStats.granted++;
+  try {
+    budget.aborted.throwIfAborted();
+    return await fn();
+  } finally {
+    await result.lease.release();
+  }
+}

@@ -1,0 +1,280 @@
+/**
+ * `recall`: the caller's recall threads and their messages (reads and soft delete).
+ *
+ *   GET    /recall/threads                 20 a page, most recently active first
+ *   GET    /recall/threads/:id
+ *   GET    /recall/threads/:id/messages    50 a page, newest first (keyset)
+ *   DELETE /recall/threads/:id             soft delete → 204
+ *
+ * Reads run as the caller (RLS: owner only) and are cached per user in the two-tier cache:
+ * threads 5 min, messages 1 min, tagged `recall-threads:<user>` / `recall-thread:<id>`, which
+ * `recall-resolve` and the delete here invalidate the moment they write. Somebody else's
+ * thread is a 404, exactly like one that does not exist.
+ *
+ * @module
+ */
+import { createRoute, z } from "@hono/zod-openapi";
+import { type AuthUser, requireUser } from "../../shared/auth.ts";
+import type { Budget } from "../../shared/budget.ts";
+import { cache } from "../../shared/cache.ts";
+import { config } from "../../shared/config.ts";
+import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
+import { asUser } from "../../shared/db.ts";
+import { createApp } from "../../shared/http.ts";
+import { notFound } from "../../shared/problem.ts";
+import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+
+const threadsPage = 20;
+const messagesPage = 50;
+const threadsTtlS = 300;
+const messagesTtlS = 60;
+
+const limiter = new RateLimiter({
+  name: "recall-read",
+  windows: [{ limit: config.limits.recallReadPerMin, windowS: 60 }],
+  failOpen: true, // cheap, cached reads
+  decisionMs: config.limits.decisionMs,
+});
+
+export const app = createApp("recall");
+
+const Thread = z.object({
+  id: z.uuid(),
+  title: z.string(),
+  status: z.enum(["active", "archived"]),
+  last_message_at: z.string(),
+  created_at: z.string(),
+}).openapi("RecallThread");
+const ThreadPage = z.object({ items: z.array(Thread), next_cursor: z.string().nullable() })
+  .openapi("RecallThreadPage");
+const Message = z.object({
+  id: z.uuid(),
+  thread_id: z.uuid(),
+  role: z.enum(["user", "assistant"]),
+  type: z.enum(["text", "audio", "candidates", "error"]),
+  content: z.string(),
+  candidate_json: z.unknown().nullable(),
+  created_at: z.string(),
+}).openapi("RecallMessage");
+const MessagePage = z.object({ items: z.array(Message), next_cursor: z.string().nullable() })
+  .openapi("RecallMessagePage");
+
+const pageQuery = (max: number) =>
+  z.object({
+    limit: z.coerce.number().int().min(1).default(max).transform((n) => Math.min(n, max)),
+    cursor: z.string().optional(),
+  });
+const ThreadParam = z.object({ id: z.uuid() });
+
+type Thread = z.infer<typeof Thread>;
+type Message = z.infer<typeof Message>;
+type Page<T> = { items: T[]; next_cursor: string | null };
+
+const limitReads = rateLimit(limiter, (c) => c.var.user!.id);
+const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  description,
+  content: { "application/json": { schema } },
+});
+
+app.openapi(
+  createRoute({
+    method: "get",
+    path: "/threads",
+    summary: "The caller's recall threads",
+    security: [{ bearer: [] }],
+    middleware: [requireUser(), limitReads] as const,
+    request: { query: pageQuery(threadsPage) },
+    responses: { 200: json(ThreadPage, "a page") },
+  }),
+  async (c) => {
+    const { limit, cursor } = c.req.valid("query");
+    const user = c.var.user!;
+    const after = cursor ? decodeCursor(cursor, "recall-threads", keyFormats.timestamptz) : null;
+    const page = await cache.get(
+      `recall:threads:${user.id}:${limit}:${cursor ?? ""}`,
+      { ttlS: threadsTtlS, tags: [`recall-threads:${user.id}`] },
+      () => listThreads(user, limit, after, c.var.budget),
+    );
+    c.header("cache-control", "private, no-cache");
+    return c.json(page, 200);
+  },
+);
+
+app.openapi(
+  createRoute({
+    method: "get",
+    path: "/threads/{id}",
+    summary: "One of the caller's recall threads",
+    security: [{ bearer: [] }],
+    middleware: [requireUser(), limitReads] as const,
+    request: { params: ThreadParam },
+    responses: { 200: json(Thread, "the thread") },
+  }),
+  async (c) => {
+    const { id } = c.req.valid("param");
+    const user = c.var.user!;
+    const thread = await cache.get(
+      `recall:thread:${user.id}:${id}`,
+      { ttlS: threadsTtlS, tags: [`recall-thread:${id}`, `recall-threads:${user.id}`] },
+      () => getThread(user, id, c.var.budget),
+    );
+    if (!thread) throw notFound("thread");
+    c.header("cache-control", "private, no-cache");
+    return c.json(thread, 200);
+  },
+);
+
+app.openapi(
+  createRoute({
+    method: "get",
+    path: "/threads/{id}/messages",
+    summary: "A thread's messages, newest first",
+    security: [{ bearer: [] }],
+    middleware: [requireUser(), limitReads] as const,
+    request: { params: ThreadParam, query: pageQuery(messagesPage) },
+    responses: { 200: json(MessagePage, "a page") },
+  }),
+  async (c) => {
+    const { id } = c.req.valid("param");
+    const { limit, cursor } = c.req.valid("query");
+    const user = c.var.user!;
+    const after = cursor ? decodeCursor(cursor, "recall-messages", keyFormats.timestamptz) : null;
+    const page = await cache.get(
+      `recall:messages:${user.id}:${id}:${limit}:${cursor ?? ""}`,
+      { ttlS: messagesTtlS, tags: [`recall-thread:${id}`] },
+      () => listMessages(user, id, limit, after, c.var.budget),
+    );
+    if (!page) throw notFound("thread");
+    c.header("cache-control", "private, no-cache");
+    return c.json(page, 200);
+  },
+);
+
+app.openapi(
+  createRoute({
+    method: "delete",
+    path: "/threads/{id}",
+    summary: "Delete a recall thread (soft)",
+    security: [{ bearer: [] }],
+    middleware: [requireUser(), limitReads] as const,
+    request: { params: ThreadParam },
+    responses: { 204: { description: "deleted" } },
+  }),
+  async (c) => {
+    const { id } = c.req.valid("param");
+    const user = c.var.user!;
+    const [deleted] = await asUser(
+      user,
+      (tx) =>
+        tx`update public.recall_threads set status = 'deleted'
+           where id = ${id} and status <> 'deleted' returning id`,
+      c.var.budget,
+    );
+    if (!deleted) throw notFound("thread");
+    await Promise.all([
+      cache.invalidateTag(`recall-thread:${id}`),
+      cache.invalidateTag(`recall-threads:${user.id}`),
+    ]);
+    return c.body(null, 204);
+  },
+);
+
+interface ThreadRow {
+  id: string;
+  title: string;
+  status: "active" | "archived";
+  last_message_at: Date;
+  created_at: Date;
+  cursor_key: string;
+}
+
+function toThread(row: Omit<ThreadRow, "cursor_key">): Thread {
+  return {
+    id: row.id,
+    title: row.title,
+    status: row.status,
+    last_message_at: new Date(row.last_message_at).toISOString(),
+    created_at: new Date(row.created_at).toISOString(),
+  };
+}
+
+async function listThreads(
+  user: AuthUser,
+  limit: number,
+  after: { key: string; id: string } | null,
+  budget: Budget,
+): Promise<Page<Thread>> {
+  const rows = await asUser(
+    user,
+    (tx) =>
+      tx<ThreadRow[]>`select * from public.get_recall_threads_paginated(${limit + 1},
+        ${after?.key ?? null}::text::timestamptz, ${after?.id ?? null}::uuid)`,
+    budget,
+  );
+  const items = rows.slice(0, limit);
+  const last = items.at(-1);
+  return {
+    items: items.map(toThread),
+    next_cursor: rows.length > limit && last
+      ? encodeCursor("recall-threads", last.cursor_key, last.id)
+      : null,
+  };
+}
+
+/** The thread, or null when it is not the caller's (or deleted): cached as such for a while. */
+async function getThread(user: AuthUser, id: string, budget: Budget): Promise<Thread | null> {
+  const [row] = await asUser(
+    user,
+    (tx) =>
+      tx<ThreadRow[]>`select id, title, status, last_message_at, created_at
+        from public.recall_threads where id = ${id} and status <> 'deleted'`,
+    budget,
+  );
+  return row ? toThread(row) : null;
+}
+
+interface MessageRow {
+  id: string | null;
+  thread_id: string;
+  role: Message["role"];
+  type: Message["type"];
+  content: string;
+  candidate_json: unknown;
+  created_at: Date;
+  cursor_key: string;
+}
+
+/** A page, or null when the thread is not the caller's (one statement either way). */
+async function listMessages(
+  user: AuthUser,
+  threadId: string,
+  limit: number,
+  after: { key: string; id: string } | null,
+  budget: Budget,
+): Promise<Page<Message> | null> {
+  const rows = await asUser(
+    user,
+    (tx) =>
+      tx<MessageRow[]>`select * from public.get_recall_messages_paginated(${threadId}::uuid,
+        ${after?.key ?? null}::text::timestamptz, ${after?.id ?? null}::uuid, ${limit + 1})`,
+    budget,
+  );
+  if (!rows.length) return null;
+  const messages = rows.filter((r) => r.id !== null);
+  const items = messages.slice(0, limit);
+  const last = items.at(-1);
+  return {
+    items: items.map((r) => ({
+      id: r.id!,
+      thread_id: r.thread_id,
+      role: r.role,
+      type: r.type,
+      content: r.content,
+      candidate_json: r.candidate_json ?? null,
+      created_at: new Date(r.created_at).toISOString(),
+    })),
+    next_cursor: messages.length > limit && last
+      ? encodeCursor("recall-messages", last.cursor_key, last.id!)
+      : null,
+  };
+}

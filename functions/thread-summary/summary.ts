@@ -1,0 +1,322 @@
+/**
+ * Thread summaries: computed at most once per version of a thread's replies
+ * (`posts.replies_updated_at`), stored in `thread_summaries` (durable: survives restarts and
+ * cold isolates) and cached in the two-tier cache.
+ *
+ * Readers never wait for a model. A reader who finds the summary older than the replies gets
+ * it marked `stale` and starts one regeneration after the response (coalesced across
+ * isolates; the leader re-checks the table first, so a version is never summarized twice).
+ * The LLM sees at most the newest N replies within a character budget; when it is not
+ * configured, fails or its circuit is open, the most-liked replies stand in (`extractive`)
+ * and the LLM is tried again after a backoff.
+ *
+ * @module
+ */
+import { runInBackground } from "../../shared/background.ts";
+import { Budget } from "../../shared/budget.ts";
+import { cache } from "../../shared/cache.ts";
+import { coalesce } from "../../shared/coalesce.ts";
+import { config } from "../../shared/config.ts";
+import { query, sql } from "../../shared/db.ts";
+import { metrics } from "../../shared/metrics.ts";
+import { chatJson, openai, openaiChat } from "../../shared/openai.ts";
+import { callUpstream, upstreamFailure } from "../../shared/upstream.ts";
+import type { ReplyT, Thread } from "../posts/thread.ts";
+
+/** What the endpoint answers. */
+export interface SummaryView {
+  text: string;
+  source: "llm" | "extractive";
+  model?: string;
+  generated_at: string;
+  /** The replies changed since this summary was made; a new one is on its way. */
+  stale: boolean;
+}
+
+/** A `thread_summaries` row, as cached. */
+interface StoredSummary {
+  text: string;
+  source: "llm" | "extractive";
+  model: string | null;
+  generated_at: string;
+  /** `replies_updated_at::text` it was computed for (exact database text). */
+  version: string;
+  /** When an extractive fallback may try the LLM again (ISO), or null. */
+  retry_after: string | null;
+}
+
+/** A reply as the summarizers read it. */
+interface SourceReply {
+  who: string;
+  body: string;
+  like_count: number;
+}
+
+const feature = "thread_summary";
+const maxReplyChars = 500;
+const extractiveQuotes = 3;
+const extractiveQuoteChars = 140;
+const maxBackoffS = 3600;
+const cacheKey = (postId: string) => `thread-summary:v1:${postId}`;
+
+/** The summary to show with `thread`; starts a regeneration when it is missing or out of date. */
+export async function summaryFor(thread: Thread): Promise<SummaryView> {
+  const { post } = thread;
+  if (thread.repliesVersion === null || post.reply_count === 0) {
+    // Nothing to summarize: no model call, nothing stored.
+    return {
+      text: "No replies yet.",
+      source: "extractive",
+      generated_at: new Date().toISOString(),
+      stale: false,
+    };
+  }
+  const stored = await storedSummary(post.id);
+  const current = stored?.version === thread.repliesVersion;
+  if (!current || (stored && llmRetryDue(stored))) regenerateInBackground(post.id);
+  if (stored) {
+    return {
+      text: stored.text,
+      source: stored.source,
+      ...(stored.model ? { model: stored.model } : {}),
+      generated_at: stored.generated_at,
+      stale: !current,
+    };
+  }
+  // First summary of this thread: the most-liked replies of this page until it is ready.
+  const replies = thread.replies.items.map(toSourceReply);
+  return {
+    text: extractiveText(replies, post.reply_count),
+    source: "extractive",
+    generated_at: new Date().toISOString(),
+    stale: true,
+  };
+}
+
+/** Drops a post's summary from every cache tier (after the table changed). */
+export function forgetSummary(postId: string): Promise<void> {
+  return cache.invalidate(cacheKey(postId));
+}
+
+function storedSummary(postId: string): Promise<StoredSummary | null> {
+  return cache.get(cacheKey(postId), { ttlS: 300 }, async () => {
+    const [row] = await query(sql<StoredSummary[]>`
+      select text, source, model, generated_at, replies_updated_at::text as version, retry_after
+      from public.thread_summaries where post_id = ${postId}`);
+    if (!row) return null;
+    return {
+      ...row,
+      generated_at: new Date(row.generated_at).toISOString(),
+      retry_after: row.retry_after ? new Date(row.retry_after).toISOString() : null,
+    };
+  });
+}
+
+/** An extractive fallback whose backoff has passed, while an LLM is configured. */
+function llmRetryDue(s: { source: string; retry_after: string | null }): boolean {
+  return s.source === "extractive" && openai !== null && s.retry_after !== null &&
+    Date.parse(s.retry_after) <= Date.now();
+}
+
+function regenerateInBackground(postId: string): void {
+  const timeoutMs = config.social.summaryLlmTimeoutMs;
+  runInBackground(
+    `thread summary ${postId}`,
+    coalesce(`thread-summary:${postId}`, () => regenerate(postId), {
+      // The leader holds the lock for the whole model call; the others wait for it rather
+      // than computing the same summary themselves.
+      lockTtlMs: timeoutMs + 10_000,
+      waitMs: timeoutMs + 10_000,
+    }),
+  );
+}
+
+interface ThreadSource {
+  version: string | null;
+  reply_count: number;
+  post_body: string;
+  summary_version: string | null;
+  source: string | null;
+  retry_after: string | null;
+  llm_failures: number | null;
+  replies: SourceReply[];
+}
+
+/**
+ * Summarizes the thread's current version unless the table already has it, stores the
+ * result, and drops the cached copy. Returns what it did (tests, logs).
+ */
+export async function regenerate(postId: string): Promise<"current" | "llm" | "extractive"> {
+  const [thread] = await sql<ThreadSource[]>`
+    select p.replies_updated_at::text as version, p.reply_count, p.body as post_body,
+      s.replies_updated_at::text as summary_version, s.source, s.retry_after, s.llm_failures,
+      coalesce((
+        select jsonb_agg(jsonb_build_object('who', r.who, 'body', r.body, 'like_count', r.like_count)
+          order by r.created_at desc, r.id desc)
+        from (
+          select r.id, r.body, r.like_count, r.created_at,
+            coalesce('@' || a.username, 'a persona') as who
+          from public.replies r left join public.profiles a on a.id = r.author_id
+          where r.post_id = p.id
+          order by r.created_at desc, r.id desc
+          limit ${config.social.summaryMaxReplies}
+        ) r
+      ), '[]'::jsonb) as replies
+    from public.posts p left join public.thread_summaries s on s.post_id = p.id
+    where p.id = ${postId}`;
+  if (!thread?.version) return "current";
+  const upToDate = thread.summary_version === thread.version &&
+    (thread.source === "llm" || !llmRetryDue({
+      source: thread.source ?? "",
+      retry_after: thread.retry_after ? new Date(thread.retry_after).toISOString() : null,
+    }));
+  if (upToDate) return "current";
+
+  const newestFirst = thread.replies;
+  const attempt = openai
+    ? await summarizeWithLlm(thread.post_body, newestFirst, thread.reply_count)
+    : null;
+  const failures = attempt?.ok ? 0 : (thread.llm_failures ?? 0) + (attempt ? 1 : 0);
+  const retryAfterS = attempt && !attempt.ok
+    ? Math.min(config.social.summaryRetryAfterS * 2 ** Math.max(0, failures - 1), maxBackoffS)
+    : null;
+  const text = attempt?.ok ? attempt.text : extractiveText(newestFirst, thread.reply_count);
+  const source = attempt?.ok ? "llm" : "extractive";
+  metrics.inc("thread_summaries_total", { source });
+  await sql`
+    insert into public.thread_summaries as s (post_id, text, source, model, generated_at,
+      replies_updated_at, reply_count, retry_after, llm_failures, llm_calls, prompt_tokens,
+      completion_tokens)
+    values (${postId}, ${text}, ${source}, ${attempt?.ok ? attempt.model : null}, now(),
+      ${thread.version}::text::timestamptz, ${thread.reply_count},
+      now() + make_interval(secs => ${retryAfterS}::float8), ${failures}, ${attempt?.calls ?? 0},
+      ${attempt?.promptTokens ?? 0}, ${attempt?.completionTokens ?? 0})
+    on conflict (post_id) do update set
+      -- the content only moves forward (an older version finishing late must not win)…
+      text = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.text else s.text end,
+      source = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.source else s.source end,
+      model = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.model else s.model end,
+      generated_at = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.generated_at else s.generated_at end,
+      reply_count = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.reply_count else s.reply_count end,
+      retry_after = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.retry_after else s.retry_after end,
+      llm_failures = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.llm_failures else s.llm_failures end,
+      replies_updated_at = greatest(s.replies_updated_at, excluded.replies_updated_at),
+      -- …while the cost always adds up.
+      llm_calls = s.llm_calls + excluded.llm_calls,
+      prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
+      completion_tokens = s.completion_tokens + excluded.completion_tokens`;
+  await forgetSummary(postId);
+  return source;
+}
+
+type LlmAttempt =
+  | {
+    ok: true;
+    text: string;
+    model: string;
+    calls: number;
+    promptTokens: number;
+    completionTokens: number;
+  }
+  | { ok: false; calls: number; promptTokens: 0; completionTokens: 0 };
+
+const schema = {
+  type: "object",
+  properties: { summary: { type: "string" } },
+  required: ["summary"],
+  additionalProperties: false,
+};
+
+/** One model call (20 s, through the breaker); never throws. */
+async function summarizeWithLlm(
+  postBody: string,
+  newestFirst: SourceReply[],
+  replyCount: number,
+): Promise<LlmAttempt> {
+  const model = config.openai!.smallModel;
+  const lines = withinBudget(newestFirst, config.social.summaryMaxInputChars).reverse();
+  const user = [
+    `Post: ${trim(postBody, 1000)}`,
+    "",
+    `Replies (the newest ${lines.length} of ${replyCount}, oldest first):`,
+    ...lines,
+  ].join("\n");
+  let reachedApi = false;
+  try {
+    const { value, usage } = await callUpstream(openaiChat, (signal) => {
+      reachedApi = true;
+      return chatJson<{ summary: string }>({
+        model,
+        system: "You summarize the replies to a post on a social music app in one to three " +
+          "sentences: the main opinions, where people agree and disagree. Neutral tone; no " +
+          "usernames unless they matter. Answer JSON {summary}.",
+        user,
+        schemaName: "thread_summary",
+        schema,
+        maxTokens: 300,
+      }, signal);
+    }, { budget: new Budget(config.social.summaryLlmTimeoutMs) });
+    const text = trim(String(value.summary ?? "").trim(), 2000);
+    if (!text) throw new Error("empty summary");
+    metrics.inc("llm_calls_total", { feature, model: usage.model, outcome: "ok" });
+    metrics.inc(
+      "llm_tokens_total",
+      { feature, model: usage.model, kind: "prompt" },
+      usage.promptTokens,
+    );
+    metrics.inc(
+      "llm_tokens_total",
+      { feature, model: usage.model, kind: "completion" },
+      usage.completionTokens,
+    );
+    return {
+      ok: true,
+      text,
+      model: usage.model,
+      calls: 1,
+      promptTokens: usage.promptTokens,
+      completionTokens: usage.completionTokens,
+    };
+  } catch (err) {
+    const failure = upstreamFailure(err);
+    if (reachedApi) metrics.inc("llm_calls_total", { feature, model, outcome: failure });
+    console.warn(JSON.stringify({ msg: "thread summary fell back to extractive", failure }));
+    return { ok: false, calls: reachedApi ? 1 : 0, promptTokens: 0, completionTokens: 0 };
+  }
+}
+
+/** Newest replies, one line each, until `maxChars` is spent (always at least one). */
+function withinBudget(newestFirst: SourceReply[], maxChars: number): string[] {
+  const lines: string[] = [];
+  let used = 0;
+  for (const r of newestFirst) {
+    const line = `- ${r.who}: ${trim(r.body.replace(/\s+/g, " "), maxReplyChars)}`;
+    if (lines.length && used + line.length > maxChars) break;
+    lines.push(line);
+    used += line.length + 1;
+  }
+  return lines;
+}
+
+/** The most-liked replies, trimmed: the summary when no model can write one. */
+function extractiveText(replies: SourceReply[], replyCount: number): string {
+  const top = [...replies].sort((a, b) => b.like_count - a.like_count).slice(0, extractiveQuotes);
+  const quotes = top.map((r) =>
+    `“${trim(r.body.replace(/\s+/g, " "), extractiveQuoteChars)}” (${r.who})`
+  );
+  const count = `${replyCount} ${replyCount === 1 ? "reply" : "replies"}`;
+  return quotes.length ? `${count}. Most liked: ${quotes.join(" · ")}` : `${count}.`;
+}
+
+function toSourceReply(r: ReplyT): SourceReply {
+  return {
+    who: r.author ? `@${r.author.username}` : "a persona",
+    body: r.body,
+    like_count: r.like_count,
+  };
+}
+
+function trim(text: string, max: number): string {
+  const chars = [...text];
+  return chars.length <= max ? text : `${chars.slice(0, max - 1).join("")}…`;
+}

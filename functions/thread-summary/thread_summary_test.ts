@@ -1,0 +1,236 @@
+import { assert, assertEquals } from "../../scripts/assert.ts";
+import { startOpenAIFake } from "../../scripts/fakes/openai.ts";
+import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
+import { functionTestEnv } from "../../scripts/test_env.ts";
+
+let answers = 0;
+const fake = startOpenAIFake({
+  chat: () => ({ summary: `LLM summary ${++answers}` }),
+  usage: { prompt_tokens: 300, completion_tokens: 50 },
+});
+const env = await functionTestEnv({
+  env: {
+    OPENAI_API_KEY: "test",
+    OPENAI_BASE_URL: fake.baseUrl,
+    SUMMARY_MAX_REPLIES: "50",
+    SUMMARY_MAX_INPUT_CHARS: "3000",
+  },
+});
+await seed(env.db.sql, { users: 40, posts: 120, seed: 3 });
+const { app } = await import("./app.ts");
+const { settleBackground } = await import("../../shared/background.ts");
+const { metrics } = await import("../../shared/metrics.ts");
+const { forgetSummary } = await import("./summary.ts");
+const demoToken = await env.keys.mint(DEMO_USER_ID);
+const userIds: string[] = (await env.db.sql`select id from profiles order by id`).map((r) => r.id);
+const published: string[] = (await env.db.sql`
+  select id from posts where status = 'published' order by id`).map((r) => r.id);
+
+interface View {
+  post: { id: string; reply_count: number };
+  replies: { items: { id: string; body: string }[]; next_cursor: string | null };
+  summary: { text: string; source: string; model?: string; generated_at: string; stale: boolean };
+}
+
+async function read(postId: string, query = ""): Promise<Response> {
+  return await app.request(`/thread-summary/${postId}${query}`, {
+    headers: { authorization: `Bearer ${demoToken}` },
+  });
+}
+
+async function view(postId: string): Promise<View> {
+  const res = await read(postId);
+  assertEquals(res.status, 200, await res.clone().text());
+  return await res.json();
+}
+
+/** 50 concurrent readers; every answer must be a 200. */
+async function readConcurrently(postId: string, n = 50): Promise<View[]> {
+  const responses = await Promise.all(Array.from({ length: n }, () => read(postId)));
+  for (const res of responses) assertEquals(res.status, 200, await res.clone().text());
+  return await Promise.all(responses.map((r) => r.json()));
+}
+
+async function addReplies(postId: string, n: number, prefix = "reply") {
+  await env.db.sql`
+    insert into replies (post_id, author_id, body)
+    select ${postId}, ${userIds[5]}, ${prefix} || ' ' || g from generate_series(1, ${n}) g`;
+}
+
+/** Statements the request ran, from its Server-Timing `db;desc="N calls"`. */
+function dbStatements(res: Response): number {
+  const match = res.headers.get("server-timing")?.match(/db;dur=[\d.]+;desc="(\d+) calls"/);
+  assert(match, `no db metric in ${res.headers.get("server-timing")}`);
+  return Number(match[1]);
+}
+
+const it = (name: string, fn: () => Promise<void> | void) =>
+  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
+
+it("a thread without replies says so, without calling the LLM", async () => {
+  const postId = published[0];
+  await env.db.sql`delete from replies where post_id = ${postId}`;
+  const before = fake.chatCalls();
+  const v = await view(postId);
+  assertEquals(v.summary.text, "No replies yet.");
+  assertEquals(v.summary.stale, false);
+  await settleBackground();
+  assertEquals(fake.chatCalls(), before);
+});
+
+it("50 concurrent reads of a changed thread: one LLM call; then none while unchanged", async () => {
+  const postId = published[1];
+  await addReplies(postId, 12);
+  const before = fake.chatCalls();
+  const first = await readConcurrently(postId);
+  assert(first.every((v) => v.summary.stale && v.summary.source === "extractive"));
+  await settleBackground();
+  assertEquals(fake.chatCalls() - before, 1);
+
+  const fresh = await view(postId);
+  assertEquals(fresh.summary.source, "llm");
+  assertEquals(fresh.summary.stale, false);
+  assertEquals(fresh.summary.model, "gpt-4o-mini");
+  assertMatchText(fresh.summary.text, /^LLM summary \d+$/);
+
+  const again = await readConcurrently(postId);
+  assert(again.every((v) => !v.summary.stale && v.summary.text === fresh.summary.text));
+  await settleBackground();
+  assertEquals(fake.chatCalls() - before, 1);
+
+  // a new reply: everybody keeps the previous summary, marked stale, and one call follows
+  await addReplies(postId, 1, "newest");
+  const changed = await readConcurrently(postId);
+  assert(changed.every((v) => v.summary.stale && v.summary.text === fresh.summary.text));
+  await settleBackground();
+  assertEquals(fake.chatCalls() - before, 2);
+  const updated = await view(postId);
+  assertEquals(updated.summary.stale, false);
+  assert(updated.summary.text !== fresh.summary.text, "regenerated");
+
+  const [row] = await env.db.sql`
+    select llm_calls, prompt_tokens, completion_tokens from thread_summaries where post_id = ${postId}`;
+  assertEquals(row.llm_calls, 2);
+  assertEquals(Number(row.prompt_tokens), 600);
+  assertEquals(Number(row.completion_tokens), 100);
+});
+
+it("unchanged threads cost no call and one statement per read once cached", async () => {
+  const postId = published[1];
+  const before = fake.chatCalls();
+  const res = await read(postId);
+  assertEquals(dbStatements(res), 1); // the post and its replies; the summary is cached
+  await readConcurrently(postId, 20);
+  await settleBackground();
+  assertEquals(fake.chatCalls(), before);
+});
+
+it("LLM down → extractive (retried after a backoff); LLM back → regenerated once", async () => {
+  const postId = published[2];
+  await addReplies(postId, 5);
+  await env.db
+    .sql`update replies set like_count = 9 where post_id = ${postId} and body = 'reply 3'`;
+  fake.behave({ status: 500 }, "/v1/chat/completions");
+  const before = fake.chatCalls();
+  await readConcurrently(postId, 10);
+  await settleBackground();
+  assertEquals(fake.chatCalls() - before, 1);
+  const down = await view(postId);
+  assertEquals(down.summary.source, "extractive");
+  assertEquals(down.summary.stale, false);
+  assert(down.summary.text.startsWith("5 replies. Most liked: “reply 3”"), down.summary.text);
+  // within the backoff: no more calls, however many read
+  await readConcurrently(postId, 10);
+  await settleBackground();
+  assertEquals(fake.chatCalls() - before, 1);
+
+  fake.behave({}, "/v1/chat/completions");
+  // the backoff passes
+  await env.db.sql`update thread_summaries set retry_after = now() - interval '1 second'
+    where post_id = ${postId}`;
+  await forgetSummary(postId);
+  const retrying = await readConcurrently(postId, 20);
+  assert(retrying.every((v) => v.summary.source === "extractive"));
+  await settleBackground();
+  assertEquals(fake.chatCalls() - before, 2);
+  const back = await view(postId);
+  assertEquals(back.summary.source, "llm");
+  await readConcurrently(postId, 10);
+  await settleBackground();
+  assertEquals(fake.chatCalls() - before, 2);
+});
+
+it("the LLM sees the newest replies only, within the character budget", async () => {
+  const postId = published[3];
+  await env.db.sql`
+    insert into replies (post_id, author_id, body, created_at)
+    select ${postId}, ${userIds[6]}, 'numbered ' || g || ' ' || repeat('la ', 30),
+      '2026-11-20 12:00:00+00'::timestamptz + g * interval '1 second'
+    from generate_series(1, 80) g`;
+  const before = fake.calls.length;
+  await view(postId);
+  await settleBackground();
+  const calls = fake.calls.slice(before).filter((c) => c.path.endsWith("/chat/completions"));
+  assertEquals(calls.length, 1);
+  const prompt: string = JSON.parse(calls[0].body).messages[1].content;
+  assert(prompt.includes("numbered 80 "), "the newest reply is in");
+  assert(!prompt.includes("numbered 1 "), "the oldest is not");
+  assert(prompt.length < 3000 + 1200, `prompt of ${prompt.length} chars`);
+});
+
+it("LLM calls and tokens are in the metrics", () => {
+  const labels = { feature: "thread_summary", model: "gpt-4o-mini" };
+  assert(metrics.value("llm_calls_total", { ...labels, outcome: "ok" }) >= 4);
+  assert(metrics.value("llm_tokens_total", { ...labels, kind: "prompt" }) >= 1200);
+  assert(metrics.value("llm_tokens_total", { ...labels, kind: "completion" }) >= 200);
+  assertEquals(metrics.value("llm_calls_total", { ...labels, outcome: "error" }), 1);
+});
+
+it("pages through replies with the cursor; the summary comes with every page", async () => {
+  const postId = published[4];
+  await addReplies(postId, 130);
+  const first = await view(postId);
+  assertEquals(first.replies.items.length, 100);
+  assert(first.replies.next_cursor, "a second page");
+  const res = await read(postId, `?cursor=${first.replies.next_cursor}`);
+  assertEquals(res.status, 200);
+  const second: View = await res.json();
+  assertEquals(second.replies.items.length, 30);
+  assertEquals(second.replies.next_cursor, null);
+  const ids = new Set([...first.replies.items, ...second.replies.items].map((r) => r.id));
+  assertEquals(ids.size, 130);
+  assert(second.summary.text.length > 0);
+  await settleBackground();
+});
+
+it("bad inputs and invisible posts → 4xx problem+json", async () => {
+  const [draft] = await env.db.sql`
+    select id from posts where status = 'draft' and author_id <> ${DEMO_USER_ID} limit 1`;
+  for (
+    const [path, status] of [
+      [`/${draft.id}`, 404],
+      [`/${crypto.randomUUID()}`, 404],
+      ["/not-a-uuid", 400],
+      [`/${published[4]}?cursor=zzz`, 400],
+    ] as const
+  ) {
+    const res = await app.request(`/thread-summary${path}`, {
+      headers: { authorization: `Bearer ${demoToken}` },
+    });
+    assertEquals(res.status, status, path);
+    assertEquals(res.headers.get("content-type"), "application/problem+json");
+  }
+  const anon = await app.request(`/thread-summary/${published[1]}`);
+  assertEquals(anon.status, 401);
+});
+
+function assertMatchText(text: string, pattern: RegExp) {
+  assert(pattern.test(text), `${text} !~ ${pattern}`);
+}
+
+it("teardown", async () => {
+  await settleBackground();
+  await (await import("../../shared/db.ts")).sql.end();
+  await fake.close();
+  await env.close();
+});

@@ -1,0 +1,58 @@
+/**
+ * Queue metrics: `queue_depth{job_type,status}` for the active states (pending, processing,
+ * failed-awaiting-retry), read by one grouped count that the partial indexes of the claim
+ * and recovery paths answer, cached briefly so frequent scrapes cost one query per window.
+ * Finished rows (done, dead) are history, not depth, and are not counted.
+ *
+ * @module
+ */
+import { metrics, type Sample } from "../metrics.ts";
+import { type Db } from "./queue.ts";
+
+metrics.describe("jobs_processed_total", "Job attempts finished, by job_type and outcome");
+metrics.describe("jobs_failed_total", "Job attempts that threw or timed out, by job_type");
+metrics.describe("jobs_retried_total", "Failed attempts scheduled for a retry, by job_type");
+metrics.describe("job_duration_ms", "Handler run time per attempt, by job_type");
+
+const knownJobTypes = ["generate_reply", "digest"];
+const activeStatuses = ["pending", "processing", "failed"];
+let registered = false;
+
+/** Registers the `queue_depth` collector once per isolate, reading through `db`. */
+export function collectQueueDepth(db: Db, cacheMs = 5000): void {
+  if (registered) return;
+  registered = true;
+  let cached: { at: number; samples: Promise<Sample[]> } | null = null;
+  metrics.collect(() => {
+    if (!cached || performance.now() - cached.at > cacheMs) {
+      const samples = queueDepth(db);
+      cached = { at: performance.now(), samples };
+      samples.catch(() => (cached = null)); // don't cache a failure
+    }
+    return cached.samples;
+  });
+}
+
+async function queueDepth(db: Db): Promise<Sample[]> {
+  const rows = await db<{ job_type: string; status: string; n: number }[]>`
+    select job_type, status, count(*)::int as n
+    from public.jobs
+    where status in ('pending', 'processing', 'failed')
+    group by job_type, status`;
+  // Zeros too: an empty queue is a value (and the series exists before the first job).
+  const depth = new Map<string, number>();
+  for (const type of knownJobTypes) {
+    for (const status of activeStatuses) depth.set(`${type}\t${status}`, 0);
+  }
+  for (const r of rows) depth.set(`${r.job_type}\t${r.status}`, r.n);
+  return [...depth].map(([key, value]) => {
+    const [job_type, status] = key.split("\t");
+    return {
+      name: "queue_depth",
+      help: "Jobs waiting or running, by job_type and status (pending, processing, failed)",
+      type: "gauge" as const,
+      labels: { job_type, status },
+      value,
+    };
+  });
+}
