@@ -2,6 +2,7 @@ import { createClient, FunctionsHttpError } from "@supabase/supabase-js";
 import { assert, assertEquals } from "./assert.ts";
 import { DEMO_USER_ID, seed } from "./seed.ts";
 import { functionTestEnv } from "./test_env.ts";
+import { it } from "./test_http.ts";
 
 const env = await functionTestEnv();
 await seed(env.db.sql, { users: 30, posts: 200 });
@@ -19,9 +20,6 @@ function client(accessToken?: string) {
     ...(accessToken ? { accessToken: () => Promise.resolve(accessToken) } : {}),
   });
 }
-
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 it("an app reads its feed through supabase-js functions.invoke", async () => {
   const { data, error } = await client(token).functions.invoke("feed?kind=following&limit=5", {

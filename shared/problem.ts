@@ -94,7 +94,11 @@ export function toProblem(err: unknown): ProblemError {
   if (err instanceof HTTPException) {
     const status = err.status as ContentfulStatusCode;
     const code = httpCodes[status] ?? (status >= 500 ? "internal" : "malformed_body");
-    return new ProblemError(status, code, err.message || titles[code], { cause: err });
+    // The OpenAPI validator's 415 names no type; every body it validates is JSON.
+    const detail = status === 415
+      ? "unsupported Content-Type: send the body as application/json"
+      : err.message || titles[code];
+    return new ProblemError(status, code, detail, { cause: err });
   }
   return new ProblemError(500, "internal", "an unexpected error occurred", { cause: err });
 }

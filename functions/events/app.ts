@@ -13,7 +13,6 @@ import { optionalUser } from "../../shared/auth.ts";
 import { config } from "../../shared/config.ts";
 import { asUser } from "../../shared/db.ts";
 import { type AppEnv, clientIp, createApp } from "../../shared/http.ts";
-import { ProblemError } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 
 const maxEventsPerCall = 100;
@@ -74,15 +73,6 @@ const Accepted = z.object({ accepted: z.number().int() }).openapi("EventsAccepte
 
 export const app = createApp("events");
 
-/** 415 unless the body is JSON (the validator would otherwise see an empty object). */
-const jsonBody: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const type = c.req.header("content-type")?.split(";")[0].trim().toLowerCase();
-  if (type !== "application/json") {
-    throw new ProblemError(415, "unsupported_media_type", "send the events as application/json");
-  }
-  await next();
-};
-
 /** Per user when signed in, per client IP when anonymous. */
 const limitUser = rateLimit(userLimiter, (c) => c.get("user")!.id);
 const limitAnon = rateLimit(anonLimiter, clientIp);
@@ -95,7 +85,7 @@ const route = createRoute({
   path: "/",
   summary: "Record analytics events (1–100)",
   security: [{ bearer: [] }],
-  middleware: [optionalUser(), limitSender, jsonBody] as const,
+  middleware: [optionalUser(), limitSender] as const,
   request: {
     body: { content: { "application/json": { schema: EventsBody } }, required: true },
   },

@@ -5,6 +5,7 @@
 import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
 import { seed } from "../../scripts/seed.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
+import { it } from "../../scripts/test_http.ts";
 
 const env = await functionTestEnv({
   env: { EVENTS_RATE_LIMIT_PER_MIN: "100000", ANON_WRITE_RATE_LIMIT_PER_MIN: "3" },
@@ -22,9 +23,6 @@ function send(body: unknown, headers: Record<string, string> = {}) {
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
 }
-
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 it("20 parallel senders: the table holds exactly the sum of `accepted`", async () => {
   const results = await Promise.all(tokens.map(async (token, i) => {

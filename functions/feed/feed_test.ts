@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
+import { dbStatements, it } from "../../scripts/test_http.ts";
 
 const env = await functionTestEnv({ env: { FEED_RATE_LIMIT_PER_MIN: "100000" } });
 await seed(env.db.sql, { users: 80, posts: 900, seed: 7 });
@@ -31,13 +32,6 @@ function get(
   });
 }
 
-/** Statements the request ran, from its Server-Timing `db;desc="N calls"`. */
-function dbStatements(res: Response): number {
-  const match = res.headers.get("server-timing")?.match(/db;dur=[\d.]+;desc="(\d+) calls"/);
-  assert(match, `no db metric in ${res.headers.get("server-timing")}`);
-  return Number(match[1]);
-}
-
 async function walk(kind: string, limit: number, token = demoToken): Promise<Item[]> {
   const all: Item[] = [];
   let cursor: string | null = null;
@@ -54,9 +48,6 @@ async function walk(kind: string, limit: number, token = demoToken): Promise<Ite
   }
   throw new Error("too many pages");
 }
-
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 it("for-you walks every published post exactly once, hottest first", async () => {
   const items = await walk("for-you", 37);

@@ -2,6 +2,7 @@ import { assert, assertEquals } from "../../scripts/assert.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
 import { freePort, startRedisServer } from "../../scripts/local_services.ts";
 import { startRedisBridge } from "../../scripts/redis_bridge.ts";
+import { it } from "../../scripts/test_http.ts";
 
 // A dedicated redis-server, so the test can stop it without touching anyone else's Redis.
 const redisServer = await startRedisServer(freePort());
@@ -12,9 +13,6 @@ const env = await functionTestEnv({
 });
 const { app } = await import("./app.ts");
 const { sql } = await import("../../shared/db.ts");
-
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 it("200 with db and redis ok, no auth needed", async () => {
   const res = await app.request("/health");

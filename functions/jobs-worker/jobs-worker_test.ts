@@ -8,6 +8,7 @@ import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
 import { startOpenAIFake } from "../../scripts/fakes/openai.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
+import { it } from "../../scripts/test_http.ts";
 
 const fake = startOpenAIFake({
   chat: (req) => ({ reply: `a reply in the voice of ${req.messages[0].content.slice(0, 20)}` }),
@@ -36,9 +37,6 @@ const personas = [
   "00000000-0000-4000-a000-000000000002",
   "00000000-0000-4000-a000-000000000003",
 ];
-
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 /** A published post nobody has asked replies for yet. */
 async function freshPost(): Promise<{ id: string; author_id: string }> {

@@ -5,6 +5,7 @@
 import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
+import { it } from "../../scripts/test_http.ts";
 
 const env = await functionTestEnv({ env: { NOTIFICATIONS_RATE_LIMIT_PER_MIN: "100000" } });
 await seed(env.db.sql, { users: 5, posts: 5, seed: 11 });
@@ -38,9 +39,6 @@ function markRead(body: unknown, t = token, contentType = "application/json") {
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
 }
-
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 it("pages walk every notification once, newest first, with the unread count", async () => {
   const seen: Page["items"] = [];

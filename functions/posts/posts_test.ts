@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "../../scripts/assert.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
+import { assertProblem, dbStatements, it } from "../../scripts/test_http.ts";
 
 const env = await functionTestEnv({ env: { POST_RATE_LIMIT_PER_MIN: "20" } });
 await seed(env.db.sql, { users: 60, posts: 300, seed: 5 });
@@ -26,24 +27,6 @@ async function call(
   }
   return await app.request(`/posts${path}`, { ...init, headers, body });
 }
-
-/** Statements the request ran, from its Server-Timing `db;desc="N calls"`. */
-function dbStatements(res: Response): number {
-  const match = res.headers.get("server-timing")?.match(/db;dur=[\d.]+;desc="(\d+) calls"/);
-  assert(match, `no db metric in ${res.headers.get("server-timing")}`);
-  return Number(match[1]);
-}
-
-async function assertProblem(res: Response, status: number, mentions?: string) {
-  assertEquals(res.status, status, await res.clone().text());
-  assertEquals(res.headers.get("content-type"), "application/problem+json");
-  const body = await res.json();
-  assertEquals(body.status, status);
-  if (mentions) assert(JSON.stringify(body).includes(mentions), JSON.stringify(body));
-}
-
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 it("publish a post, read it back: one statement each", async () => {
   const res = await call("", {

@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
+import { assertProblem, dbStatements, it } from "../../scripts/test_http.ts";
 
 const env = await functionTestEnv({ env: { PROFILE_SEARCH_RATE_LIMIT_PER_MIN: "60" } });
 await seed(env.db.sql, { users: 160, posts: 100, seed: 11 });
@@ -36,24 +37,6 @@ function patchMe(body: unknown, token = demoToken) {
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
 }
-
-/** Statements the request ran, from its Server-Timing `db;desc="N calls"`. */
-function dbStatements(res: Response): number {
-  const match = res.headers.get("server-timing")?.match(/db;dur=[\d.]+;desc="(\d+) calls"/);
-  assert(match, `no db metric in ${res.headers.get("server-timing")}`);
-  return Number(match[1]);
-}
-
-async function assertProblem(res: Response, status: number, mentions?: string) {
-  assertEquals(res.status, status, await res.clone().text());
-  assertEquals(res.headers.get("content-type"), "application/problem+json");
-  const body = await res.json();
-  assertEquals(body.status, status);
-  if (mentions) assert(JSON.stringify(body).includes(mentions), JSON.stringify(body));
-}
-
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 it("one profile, with exact follow counts; unknown → 404, malformed id → 400", async () => {
   const res = await call(`/${DEMO_USER_ID}`);

@@ -4,6 +4,7 @@ import { type ChatRequest, startOpenAIFake } from "../../scripts/fakes/openai.ts
 import { startShazamFake } from "../../scripts/fakes/shazam.ts";
 import { seed } from "../../scripts/seed.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
+import { it } from "../../scripts/test_http.ts";
 
 // The breakers, limiters and leases read the clock through Date.now: tests move it instead of
 // sleeping through a breaker's open period or a rate window.
@@ -181,9 +182,6 @@ const providerCalls = () => ({
   acrcloud: acr.identifyCalls(),
   shazam: shazam.detectCalls(),
 });
-
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 it("text: catalog, intent and the large model answer; merged, persisted in a new thread", async () => {
   const u = await newUser();

@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "../../scripts/assert.ts";
 import { seed } from "../../scripts/seed.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
+import { it } from "../../scripts/test_http.ts";
 
 // The embedded default: no provider keys at all (whatever earlier test files left set).
 for (
@@ -85,9 +86,6 @@ async function walk<T extends { id: string }>(path: string, user = alice): Promi
   }
   throw new Error("too many pages");
 }
-
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 it("with no provider keys the catalog alone answers (not degraded)", async () => {
   const answer = await resolve(carol, { text: "cobalt carousel" });

@@ -2,6 +2,7 @@ import { assert, assertEquals } from "../../scripts/assert.ts";
 import { startOpenAIFake } from "../../scripts/fakes/openai.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
+import { dbStatements, it } from "../../scripts/test_http.ts";
 
 let answers = 0;
 const fake = startOpenAIFake({
@@ -56,16 +57,6 @@ async function addReplies(postId: string, n: number, prefix = "reply") {
     insert into replies (post_id, author_id, body)
     select ${postId}, ${userIds[5]}, ${prefix} || ' ' || g from generate_series(1, ${n}) g`;
 }
-
-/** Statements the request ran, from its Server-Timing `db;desc="N calls"`. */
-function dbStatements(res: Response): number {
-  const match = res.headers.get("server-timing")?.match(/db;dur=[\d.]+;desc="(\d+) calls"/);
-  assert(match, `no db metric in ${res.headers.get("server-timing")}`);
-  return Number(match[1]);
-}
-
-const it = (name: string, fn: () => Promise<void> | void) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 
 it("a thread without replies says so, without calling the LLM", async () => {
   const postId = published[0];
