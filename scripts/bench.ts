@@ -56,6 +56,14 @@ interface Measured {
   providerCalls: number;
 }
 
+if (Deno.args[0] === "--report") {
+  // Rewrites bench/results.md from bench/results.json (e.g. after merging runs by hand).
+  const results = JSON.parse(await Deno.readTextFile(`${repoRoot}/bench/results.json`));
+  await Deno.writeTextFile(`${repoRoot}/bench/results.md`, toMarkdown(results));
+  console.log(toMarkdown(results));
+  Deno.exit(0);
+}
+
 const cleanups: (() => Promise<unknown>)[] = [];
 const log = (msg: string) => console.log(`[bench] ${msg}`);
 
@@ -296,13 +304,17 @@ try {
       return version.split(",")[0];
     })(),
   };
+  // A subset run (BENCH_CASES) updates its cases in the last full report.
+  const previous = only
+    ? JSON.parse(await Deno.readTextFile(`${repoRoot}/bench/results.json`).catch(() => "{}"))
+    : {};
   const results = {
     date: new Date().toISOString(),
     machine,
     seeded,
     commonRate,
     stepS,
-    cases: report,
+    cases: { ...previous.cases, ...report },
   };
   await Deno.mkdir(`${repoRoot}/bench`, { recursive: true });
   await Deno.writeTextFile(
