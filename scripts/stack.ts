@@ -27,7 +27,7 @@ export async function spawnServer(
   ready: (line: string) => boolean,
 ): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script],
+    args: ["run", "-A", "--unstable-net", script],
     cwd: repoRoot,
     env: { PORT: String(port), LOG_REQUESTS: "false", ...env },
     stdout: "piped",

@@ -193,9 +193,17 @@ export class TwoTierCache {
    */
   async sync(): Promise<void> {
     if (!this.#redis || this.#local.size === 0 && this.#seenSeq !== null) return;
-    const seq = Number(
-      await timed("redis", this.#redis.get<number>(this.#seqKey)).catch(() => null) ?? 0,
-    );
+    try {
+      await this.#sync(this.#redis);
+    } catch {
+      // Can't tell what was invalidated: serve nothing from this isolate until we can.
+      this.#clearLocal();
+      this.#seenSeq = null;
+    }
+  }
+
+  async #sync(redis: Redis): Promise<void> {
+    const seq = Number(await timed("redis", redis.get<number>(this.#seqKey)) ?? 0);
     const seen = this.#seenSeq;
     if (seen === null || seq === seen) {
       this.#seenSeq = Math.max(seq, seen ?? 0);
@@ -206,7 +214,7 @@ export class TwoTierCache {
     } else {
       const entries = await timed(
         "redis",
-        this.#redis.lrange<string>(this.#logKey, 0, seq - seen - 1),
+        redis.lrange<string>(this.#logKey, 0, seq - seen - 1),
       );
       for (const line of entries) {
         const [n, kind, name] = String(line).split("\t");

@@ -40,6 +40,7 @@ const envSchema = z.object({
   CORS_ORIGINS: z.string().default("*"),
   MAX_BODY_BYTES: int(1024 * 1024),
   REQUEST_BUDGET_MS: int(10_000),
+  MAX_IN_FLIGHT: int(256),
   FEED_RATE_LIMIT_PER_MIN: int(120),
   ANON_READ_RATE_LIMIT_PER_MIN: int(120),
   ANON_WRITE_RATE_LIMIT_PER_MIN: int(30),
@@ -132,6 +133,7 @@ export function loadConfig(env: Record<string, string | undefined>) {
     corsOrigins: e.CORS_ORIGINS === "*" ? "*" : e.CORS_ORIGINS.split(",").map((o) => o.trim()),
     maxBodyBytes: e.MAX_BODY_BYTES,
     requestBudgetMs: e.REQUEST_BUDGET_MS,
+    maxInFlight: e.MAX_IN_FLIGHT,
     limits: {
       feedPerMin: e.FEED_RATE_LIMIT_PER_MIN,
       anonReadPerMin: e.ANON_READ_RATE_LIMIT_PER_MIN,

@@ -36,6 +36,33 @@ export interface AppOptions {
   maxBodyBytes?: number;
   /** OpenAPI document title. */
   title?: string;
+  /** Refuse requests beyond `MAX_IN_FLIGHT` at once (default true; health opts out). */
+  shed?: boolean;
+}
+
+/** Requests in flight in this isolate, across every function it serves. */
+let inFlight = 0;
+
+/**
+ * Admission control: past `MAX_IN_FLIGHT` concurrent requests an isolate answers 503 at once
+ * instead of queueing work it can't finish within anyone's budget (queued requests only
+ * time out later, holding memory and connections meanwhile).
+ */
+function shedLoad(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    if (inFlight >= config.maxInFlight) {
+      metrics.inc("requests_shed_total");
+      throw new ProblemError(503, "unavailable", "the server is at capacity, retry shortly", {
+        headers: { "retry-after": "1" },
+      });
+    }
+    inFlight++;
+    try {
+      await next();
+    } finally {
+      inFlight--;
+    }
+  };
 }
 
 /** Builds the Hono app of the function `slug`, mounted at `/<slug>`. */
@@ -49,6 +76,7 @@ export function createApp(slug: string, options: AppOptions = {}): App {
   app.use(contextStorage());
   app.use(requestId());
   app.use(accessLog(slug));
+  if (options.shed !== false) app.use(shedLoad());
   app.use(timing({ totalDescription: "total", crossOrigin: true }));
   app.use(usageTiming());
   app.use(
@@ -90,7 +118,8 @@ export function createApp(slug: string, options: AppOptions = {}): App {
 
   app.onError((err, c) => {
     const problem = toProblem(err);
-    if (problem.status >= 500) {
+    if (problem.code === "internal") {
+      // Overload answers (503/504) are counted in metrics; only the unexpected is logged.
       console.error(JSON.stringify({
         msg: "request failed",
         request_id: c.get("requestId"),

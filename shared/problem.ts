@@ -100,8 +100,30 @@ export function toProblem(err: unknown): ProblemError {
       : err.message || titles[code];
     return new ProblemError(status, code, detail, { cause: err });
   }
+  const e = err as { code?: string; name?: string };
+  if (e?.code === "57014" || e?.name === "TimeoutError") {
+    return new ProblemError(504, "timeout", "a dependency did not answer in time", { cause: err });
+  }
+  if (unavailableCodes.has(e?.code ?? "")) {
+    return new ProblemError(503, "unavailable", "the database is unavailable, retry shortly", {
+      cause: err,
+      headers: { "retry-after": "1" },
+    });
+  }
   return new ProblemError(500, "internal", "an unexpected error occurred", { cause: err });
 }
+
+/** Postgres / postgres.js codes that mean "not now" rather than "broken". */
+const unavailableCodes = new Set([
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_DESTROYED",
+  "CONNECTION_ENDED",
+  "ECONNREFUSED",
+  "53300", // too_many_connections
+  "57P01", // admin_shutdown
+  "57P03", // cannot_connect_now
+]);
 
 /** Renders a problem as an `application/problem+json` response. */
 export function problemResponse(c: Context, problem: ProblemError): Response {

@@ -37,7 +37,7 @@ const Health = z.object({
   version: z.string(),
 }).openapi("Health");
 
-export const app = createApp("health", { budgetMs: 2000 });
+export const app = createApp("health", { budgetMs: 2000, shed: false });
 
 // The queue is global state: any isolate's metrics export can report its depth.
 collectQueueDepth(sql);
