@@ -49,7 +49,7 @@ let inFlight = 0;
  * time out later, holding memory and connections meanwhile).
  */
 function shedLoad(): MiddlewareHandler<AppEnv> {
-  return async (c, next) => {
+  return async (_c, next) => {
     if (inFlight >= config.maxInFlight) {
       metrics.inc("requests_shed_total");
       throw new ProblemError(503, "unavailable", "the server is at capacity, retry shortly", {
