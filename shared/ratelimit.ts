@@ -11,6 +11,7 @@ import { Ratelimit } from "@upstash/ratelimit";
 import type { Redis } from "@upstash/redis";
 import type { Context, MiddlewareHandler } from "hono";
 import { type Clock, systemClock } from "./clock.ts";
+import { config } from "./config.ts";
 import { metrics } from "./metrics.ts";
 import { ProblemError } from "./problem.ts";
 import { redis as defaultRedis, redisKey } from "./redis.ts";
@@ -29,7 +30,7 @@ export interface RateLimitPolicy {
   windows: RateWindow[];
   /** When Redis can't answer: let the request through (cheap reads) or refuse it (503). */
   failOpen: boolean;
-  /** How long to wait for Redis before applying `failOpen` (default 50 ms). */
+  /** How long to wait for Redis before applying `failOpen` (default `RATE_LIMIT_DECISION_MS`). */
   decisionMs?: number;
 }
 
@@ -204,7 +205,7 @@ export class RateLimiter {
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<null>((resolve) => {
-      timer = setTimeout(resolve, policy.decisionMs ?? 50, null);
+      timer = setTimeout(resolve, policy.decisionMs ?? config.limits.decisionMs, null);
     });
     try {
       const checks = Promise.all(this.#stores.map((s) => s.limit(identifier)));

@@ -26,13 +26,11 @@ const userLimiter = new RateLimiter({
   name: "events",
   windows: [{ limit: config.limits.eventsPerMin, windowS: 60 }],
   failOpen: true,
-  decisionMs: config.limits.decisionMs,
 });
 const anonLimiter = new RateLimiter({
   name: "events-anon",
   windows: [{ limit: config.limits.anonWritePerMin, windowS: 60 }],
   failOpen: true,
-  decisionMs: config.limits.decisionMs,
 });
 
 const Event = z.object({

@@ -21,7 +21,6 @@ const feedLimiter = new RateLimiter({
   name: "feed",
   windows: [{ limit: config.limits.feedPerMin, windowS: 60 }],
   failOpen: true, // a cheap read: better served unlimited for a moment than refused
-  decisionMs: config.limits.decisionMs,
 });
 
 const Author = z.object({

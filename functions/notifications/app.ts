@@ -19,7 +19,6 @@ const limiter = new RateLimiter({
   name: "notifications",
   windows: [{ limit: config.limits.notificationsPerMin, windowS: 60 }],
   failOpen: true, // cheap, own-rows-only reads and writes
-  decisionMs: config.limits.decisionMs,
 });
 
 const Notification = z.object({

@@ -23,19 +23,16 @@ const postLimiter = new RateLimiter({
   name: "posts",
   windows: [{ limit: config.limits.postsPerMin, windowS: 60 }],
   failOpen: true, // a cheap write: a moment unlimited beats refusing every post
-  decisionMs: config.limits.decisionMs,
 });
 const replyLimiter = new RateLimiter({
   name: "replies",
   windows: [{ limit: config.limits.repliesPerMin, windowS: 60 }],
   failOpen: true,
-  decisionMs: config.limits.decisionMs,
 });
 const likesLimiter = new RateLimiter({
   name: "likes",
   windows: [{ limit: config.limits.likesPerMin, windowS: 60 }],
   failOpen: true,
-  decisionMs: config.limits.decisionMs,
 });
 
 /** 1–2000 characters as Postgres counts them (code points), not only whitespace. */
@@ -261,7 +258,6 @@ const generateLimiter = new RateLimiter({
   name: "generate-replies",
   windows: [{ limit: config.limits.postsPerMin, windowS: 60 }],
   failOpen: false, // each job ends in an LLM call: refuse rather than run unlimited
-  decisionMs: config.limits.decisionMs,
 });
 const GenerateReplies = z.object({
   persona_ids: z.array(z.guid()).min(1).max(maxPersonasPerRequest),

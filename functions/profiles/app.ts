@@ -25,13 +25,11 @@ const searchLimiter = new RateLimiter({
   name: "profile-search",
   windows: [{ limit: config.limits.profileSearchPerMin, windowS: 60 }],
   failOpen: true, // an indexed read: better unlimited for a moment than refused
-  decisionMs: config.limits.decisionMs,
 });
 const followLimiter = new RateLimiter({
   name: "follows",
   windows: [{ limit: config.limits.likesPerMin, windowS: 60 }],
   failOpen: true,
-  decisionMs: config.limits.decisionMs,
 });
 
 const Id = z.guid().openapi({ description: "a profile (user) id" });

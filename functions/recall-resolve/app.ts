@@ -42,7 +42,6 @@ const limiter = new RateLimiter({
     { limit: config.limits.recallPerHour, windowS: 3600 },
   ],
   failOpen: false, // every resolve may cost money: refuse (503) rather than run unlimited
-  decisionMs: config.limits.decisionMs,
 });
 
 export const app = createApp("recall-resolve", { budgetMs, maxBodyBytes: 9 * 1024 * 1024 });

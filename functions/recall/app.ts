@@ -33,7 +33,6 @@ const limiter = new RateLimiter({
   name: "recall-read",
   windows: [{ limit: config.limits.recallReadPerMin, windowS: 60 }],
   failOpen: true, // cheap, cached reads
-  decisionMs: config.limits.decisionMs,
 });
 
 export const app = createApp("recall");
