@@ -18,6 +18,7 @@ import { handleSummary, runScenario } from "../loadtest/lib/runner.ts";
 import { scenario as smoke } from "../loadtest/smoke.ts";
 import { startStack } from "./stack.ts";
 import { buildTemplate, dropTemplate } from "./test_db.ts";
+import { deleteKeys, testRedis } from "./test_redis.ts";
 
 /** Starts the stack on a fresh database and runs the smoke scenario; true when it passed. */
 async function runSmoke(adminUrl: string, redisUrl: string): Promise<boolean> {
@@ -44,6 +45,9 @@ async function runSmoke(adminUrl: string, redisUrl: string): Promise<boolean> {
   } finally {
     await stack.stop();
     await dropDatabase(adminUrl, name).catch((err) => console.error(err));
+    const redis = await testRedis(redisUrl);
+    await deleteKeys(redis.redis, `smoke:${name}:*`).catch((err) => console.error(err));
+    await redis.close();
   }
 }
 

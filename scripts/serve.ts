@@ -20,3 +20,4 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(signal, () => server.shutdown());
 }
 await server.finished;
+Deno.exit(0); // module-scope pools and timers would otherwise keep the process alive

@@ -59,7 +59,14 @@ export async function spawnServer(
       try {
         child.kill("SIGTERM");
       } catch { /* already gone */ }
+      // A graceful stop gets a few seconds; then it is killed.
+      const timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone meanwhile */ }
+      }, 5000);
       await child.status;
+      clearTimeout(timer);
       await pumps;
     },
   };
