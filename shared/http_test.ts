@@ -37,6 +37,10 @@ it("overload and dependency failures map to 503/504, anything else to an opaque 
     toProblem(new DOMException("The operation was aborted due to timeout", "TimeoutError")).status,
     504,
   );
+  const nul = Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), {
+    code: "22021",
+  });
+  assertEquals(toProblem(nul).status, 400);
   const internal = toProblem(new TypeError("x is undefined"));
   assertEquals(internal.status, 500);
   assertMatch(internal.detail, /^an unexpected error occurred$/);

@@ -100,7 +100,19 @@ export function toProblem(err: unknown): ProblemError {
       : err.message || titles[code];
     return new ProblemError(status, code, detail, { cause: err });
   }
-  const e = err as { code?: string; name?: string };
+  const e = err as { code?: string; name?: string; message?: string };
+  // SQLSTATE class 22 (data exception): the database refused a value we passed on from the
+  // request (a NUL byte, an out-of-range number…). That is bad input, not a server fault.
+  if (/^22[0-9A-Z]{3}$/.test(e?.code ?? "")) {
+    return new ProblemError(
+      400,
+      "invalid_parameter",
+      `a value in the request is not valid: ${e.message}`,
+      {
+        cause: err,
+      },
+    );
+  }
   if (e?.code === "57014" || e?.name === "TimeoutError") {
     return new ProblemError(504, "timeout", "a dependency did not answer in time", { cause: err });
   }
