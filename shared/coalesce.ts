@@ -15,6 +15,7 @@ import { ProblemError } from "./problem.ts";
 import { metrics } from "./metrics.ts";
 import { redis, redisKey } from "./redis.ts";
 import { timed } from "./timing.ts";
+import { untilAborted } from "./abort.ts";
 
 /** Tuning of one coalesced call; every field has a default. */
 export interface CoalesceOptions {
@@ -117,18 +118,6 @@ export class SingleFlight {
 export interface Coalescer {
   /** `compute`'s result, computed here or by whoever is already computing `key`. */
   run<T>(key: string, compute: () => Promise<T>, options?: CoalesceOptions): Promise<T>;
-}
-
-/** Rejects with the signal's reason as soon as it aborts; otherwise settles like `work`. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return work;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  let onAbort!: () => void;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-  return Promise.race([work, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }
 
 /** Single-flight only: the in-process implementation (no Redis configured, tests). */

@@ -15,6 +15,7 @@ import { ProblemError } from "./problem.ts";
 import { metrics } from "./metrics.ts";
 import { redis, redisKey } from "./redis.ts";
 import { timed } from "./timing.ts";
+import { untilAborted } from "./abort.ts";
 
 /** How many leases a key allows and how long one lives. */
 export interface LeaseOptions {
@@ -236,18 +237,6 @@ export async function acquireWithin(
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Rejects with the signal's reason as soon as it aborts; otherwise settles like `work`. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  work.catch(() => {}); // may reject after we stopped waiting for it
-  if (signal.aborted) return Promise.reject(signal.reason);
-  let onAbort!: () => void;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-  return Promise.race([work, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }
 
 /**

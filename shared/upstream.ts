@@ -16,7 +16,8 @@ import {
 } from "./breaker.ts";
 import type { Budget } from "./budget.ts";
 import { metrics } from "./metrics.ts";
-import { backoffDelay, type BackoffOptions, delay, parseRetryAfter, RetryBudget } from "./retry.ts";
+import { delay } from "./abort.ts";
+import { backoffDelay, type BackoffOptions, parseRetryAfter, RetryBudget } from "./retry.ts";
 import { timed } from "./timing.ts";
 
 /** An external API as our calls see it. */

@@ -10,7 +10,7 @@ import { cache } from "../../shared/cache.ts";
 import { config } from "../../shared/config.ts";
 import { asUser } from "../../shared/db.ts";
 import { notFound, ProblemError } from "../../shared/problem.ts";
-import { delay } from "../../shared/retry.ts";
+import { delay } from "../../shared/abort.ts";
 
 /** A public profile, as every endpoint answers it. */
 export interface Profile {
