@@ -9,7 +9,7 @@
  */
 import { Budget } from "../budget.ts";
 import { metrics } from "../metrics.ts";
-import { delay } from "../retry.ts";
+import { delay } from "../abort.ts";
 import { collectQueueDepth } from "./metrics.ts";
 import {
   claimJobs,
