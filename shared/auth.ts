@@ -141,6 +141,9 @@ async function sha256(text: string): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
 }
 
+/** Digests of the configured secret keys, computed once per isolate. */
+const secretKeyDigests = Promise.all([...config.secretKeys.values()].map(sha256));
+
 /**
  * Requires one of the project's secret API keys (`SUPABASE_SECRET_KEYS`), sent as
  * `apikey: sb_secret_…` or `Authorization: Bearer sb_secret_…`: for machine callers such
@@ -152,8 +155,7 @@ export function requireSecretKey(): MiddlewareHandler<{ Variables: AuthVariables
     if (!presented) throw unauthorized("a secret API key is required (apikey header)");
     const digest = await sha256(presented);
     let match = 0;
-    for (const key of config.secretKeys.values()) {
-      const expected = await sha256(key);
+    for (const expected of await secretKeyDigests) {
       let diff = 0;
       for (let i = 0; i < expected.length; i++) diff |= expected[i] ^ digest[i];
       match |= diff === 0 ? 1 : 0;

@@ -76,15 +76,13 @@ export interface CoalesceStats {
   polls: number;
 }
 
+/** Zeroed counters (one set per isolate, or per coalescer in tests). */
+export function newCoalesceStats(): CoalesceStats {
+  return { leader: 0, followers: 0, localShares: 0, fallbacks: 0, takeovers: 0, polls: 0 };
+}
+
 /** Counts since the isolate started (exported in metrics). */
-export const coalesceStats: CoalesceStats = {
-  leader: 0,
-  followers: 0,
-  localShares: 0,
-  fallbacks: 0,
-  takeovers: 0,
-  polls: 0,
-};
+export const coalesceStats: CoalesceStats = newCoalesceStats();
 
 /**
  * Single-flight: concurrent `run`s with the same key share one promise until it settles.

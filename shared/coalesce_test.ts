@@ -5,42 +5,25 @@
  *
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/coalesce_test.ts`
  */
+import "../scripts/unit_env.ts";
 import { Redis } from "@upstash/redis";
 import { assert, assertEquals, assertRejects } from "../scripts/assert.ts";
 import { freePort, startRedisServer } from "../scripts/local_services.ts";
 import { type TestRedis, testRedis } from "../scripts/test_redis.ts";
-
-// config.ts (imported through coalesce.ts → redis.ts) validates the environment at load;
-// these modules need none of it, so placeholders do, and the import waits until they are set.
-if (!Deno.env.get("DATABASE_URL")) Deno.env.set("DATABASE_URL", "postgres://test@127.0.0.1/test");
-if (!Deno.env.get("SUPABASE_JWKS")) Deno.env.set("SUPABASE_JWKS", '{"keys":[]}');
-const { CoalescedFailure, LocalCoalescer, RedisCoalescer, SingleFlight } = await import(
-  "./coalesce.ts"
-);
-const { ProblemError } = await import("./problem.ts");
-type Coalescer = import("./coalesce.ts").Coalescer;
-type CoalesceStats = import("./coalesce.ts").CoalesceStats;
-type CoalescerOptions = import("./coalesce.ts").CoalescerOptions;
-
-const newStats = (): CoalesceStats => ({
-  leader: 0,
-  followers: 0,
-  localShares: 0,
-  fallbacks: 0,
-  takeovers: 0,
-  polls: 0,
-});
+import {
+  CoalescedFailure,
+  type Coalescer,
+  type CoalescerOptions,
+  type CoalesceStats,
+  LocalCoalescer,
+  newCoalesceStats,
+  RedisCoalescer,
+  SingleFlight,
+} from "./coalesce.ts";
+import { ProblemError } from "./problem.ts";
 
 /** A promise resolved from outside: the tests' only synchronisation. */
-function latch<T = void>() {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+const latch = <T = void>() => Promise.withResolvers<T>();
 
 /** A compute that counts its runs, signals when it starts, and finishes when told. */
 function gated<T>() {
@@ -86,7 +69,7 @@ interface Harness {
 const kinds: Record<string, () => Promise<Harness & { close(): Promise<void> }>> = {
   local: () =>
     Promise.resolve({
-      make: (options = {}) => new LocalCoalescer({ stats: newStats(), ...options }),
+      make: (options = {}) => new LocalCoalescer({ stats: newCoalesceStats(), ...options }),
       close: () => Promise.resolve(),
     }),
   redis: async () => {
@@ -96,7 +79,7 @@ const kinds: Record<string, () => Promise<Harness & { close(): Promise<void> }>>
       fixture,
       make(options = {}) {
         const c = new RedisCoalescer(isolateClient(fixture), `${fixture.prefix}co:`, {
-          stats: newStats(),
+          stats: newCoalesceStats(),
           ...options,
         });
         made.push(c);
@@ -136,7 +119,7 @@ function contract(name: string, fn: (h: Harness) => Promise<void>, only?: string
 }
 
 contract("50 concurrent identical calls in one isolate compute once", async ({ make }) => {
-  const stats = newStats();
+  const stats = newCoalesceStats();
   const co = make({ stats });
   const g = gated<{ n: number }>();
   const calls = Array.from({ length: 50 }, () => co.run("k", g.compute));
@@ -189,8 +172,8 @@ Deno.test("SingleFlight: a synchronous throw becomes a shared rejection", async 
 // ---- across isolates: two RedisCoalescer instances, one Redis --------------------------------
 
 contract("two isolates: the slow compute runs once, both get the value", async ({ make }) => {
-  const statsA = newStats();
-  const statsB = newStats();
+  const statsA = newCoalesceStats();
+  const statsB = newCoalesceStats();
   const polls = observedSleep();
   const a = make({ stats: statsA });
   const b = make({ stats: statsB, sleep: polls.sleep });
@@ -250,7 +233,7 @@ contract("two isolates: a ProblemError crosses as a ProblemError", async ({ make
 }, "redis");
 
 contract("lock expiry with a dead leader: a follower takes over", async ({ make }) => {
-  const statsB = newStats();
+  const statsB = newCoalesceStats();
   const a = make();
   const b = make({ stats: statsB });
   const stuck = gated<string>(); // never finishes until the end of the test
@@ -267,7 +250,7 @@ contract("lock expiry with a dead leader: a follower takes over", async ({ make 
 contract(
   "wait timeout with a live but slow leader: the follower computes itself",
   async ({ make }) => {
-    const statsB = newStats();
+    const statsB = newCoalesceStats();
     const a = make();
     const b = make({ stats: statsB });
     const slow = gated<string>();
@@ -316,10 +299,10 @@ contract("values round-trip between isolates", async ({ make }) => {
 
 Deno.test("redis: round trips — leader 2, follower 1 + one per poll", async () => {
   const fixture = await testRedis();
-  const statsB = newStats();
+  const statsB = newCoalesceStats();
   const polls = observedSleep();
   const prefix = `${fixture.prefix}co:`;
-  const a = new RedisCoalescer(isolateClient(fixture), prefix, { stats: newStats() });
+  const a = new RedisCoalescer(isolateClient(fixture), prefix, { stats: newCoalesceStats() });
   const b = new RedisCoalescer(isolateClient(fixture), prefix, {
     stats: statsB,
     sleep: polls.sleep,
@@ -353,7 +336,7 @@ Deno.test("redis: round trips — leader 2, follower 1 + one per poll", async ()
 Deno.test("redis gone: every caller computes for itself, quickly", async () => {
   const server = await startRedisServer(freePort());
   const fixture = await testRedis(server.url);
-  const stats = newStats();
+  const stats = newCoalesceStats();
   const co = new RedisCoalescer(fixture.redis, `${fixture.prefix}co:`, { stats });
   try {
     await co.run("warm", () => Promise.resolve(0));

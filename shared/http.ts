@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { OpenAPIHono } from "@hono/zod-openapi";
+import { OpenAPIHono, type z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { contextStorage } from "hono/context-storage";
@@ -216,6 +216,19 @@ function validationProblem(issues: readonly Issue[], target: string): ProblemErr
     extensions: { invalid_params: params },
   });
 }
+
+/** An OpenAPI response with a JSON body (for `createRoute`'s `responses`). */
+export function jsonContent<T extends z.ZodType>(schema: T, description: string) {
+  return { description, content: { "application/json": { schema } } };
+}
+
+/** A required JSON request body (for `createRoute`'s `request`). */
+export function jsonBody<T extends z.ZodType>(schema: T) {
+  return { body: { content: { "application/json": { schema } }, required: true } };
+}
+
+/** The route's security requirement: a bearer access token. */
+export const bearerAuth = [{ bearer: [] }];
 
 /** The client IP for anonymous rate limits (the platform's gateway sets x-forwarded-for). */
 export function clientIp(c: Context): string {

@@ -4,22 +4,21 @@
  *
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/lease_test.ts`
  */
+import "../scripts/unit_env.ts";
 import { Hono } from "hono";
 import { assert, assertEquals, assertRejects } from "../scripts/assert.ts";
 import { freePort, startRedisServer } from "../scripts/local_services.ts";
 import { type TestRedis, testRedis } from "../scripts/test_redis.ts";
 import type { Clock } from "./clock.ts";
-
-// config.ts (imported through lease.ts → redis.ts) validates the environment at load; these
-// modules need none of it, so placeholders do, and the import waits until they are set.
-if (!Deno.env.get("DATABASE_URL")) Deno.env.set("DATABASE_URL", "postgres://test@127.0.0.1/test");
-if (!Deno.env.get("SUPABASE_JWKS")) Deno.env.set("SUPABASE_JWKS", '{"keys":[]}');
-const { concurrencyLimit, MemoryLeaseStore, RedisLeaseStore, withLease } = await import(
-  "./lease.ts"
-);
-const { ProblemError, problemResponse, toProblem } = await import("./problem.ts");
-type LeaseStore = import("./lease.ts").LeaseStore;
-type ConcurrencyPolicy = import("./lease.ts").ConcurrencyPolicy;
+import {
+  concurrencyLimit,
+  type ConcurrencyPolicy,
+  type LeaseStore,
+  MemoryLeaseStore,
+  RedisLeaseStore,
+  withLease,
+} from "./lease.ts";
+import { ProblemError, problemResponse, toProblem } from "./problem.ts";
 
 /** A store plus the hand-moved clock it reads. */
 interface Harness {
@@ -70,15 +69,7 @@ function contract(name: string, fn: (h: Harness) => Promise<void>) {
 }
 
 /** A promise resolved from outside: the tests' only synchronisation. */
-function latch<T = void>() {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+const latch = <T = void>() => Promise.withResolvers<T>();
 
 const opts = { limit: 5, ttlMs: 10_000 };
 

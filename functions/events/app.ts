@@ -12,7 +12,7 @@ import type postgres from "postgres";
 import { optionalUser } from "../../shared/auth.ts";
 import { config } from "../../shared/config.ts";
 import { asUser } from "../../shared/db.ts";
-import { type AppEnv, clientIp, createApp } from "../../shared/http.ts";
+import { type AppEnv, bearerAuth, clientIp, createApp } from "../../shared/http.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 
 const maxEventsPerCall = 100;
@@ -82,7 +82,7 @@ const route = createRoute({
   method: "post",
   path: "/",
   summary: "Record analytics events (1–100)",
-  security: [{ bearer: [] }],
+  security: bearerAuth,
   middleware: [optionalUser(), limitSender] as const,
   request: {
     body: { content: { "application/json": { schema: EventsBody } }, required: true },

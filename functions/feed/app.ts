@@ -13,7 +13,7 @@ import { cache, cached } from "../../shared/cache.ts";
 import { config } from "../../shared/config.ts";
 import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
-import { createApp } from "../../shared/http.ts";
+import { bearerAuth, createApp } from "../../shared/http.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 
 const maxLimit = 50;
@@ -62,7 +62,7 @@ const route = createRoute({
   method: "get",
   path: "/",
   summary: "A page of the caller's feed",
-  security: [{ bearer: [] }],
+  security: bearerAuth,
   middleware: [
     requireUser(),
     rateLimit(feedLimiter, (c) => c.var.user!.id),

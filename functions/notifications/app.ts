@@ -10,7 +10,7 @@ import { requireUser } from "../../shared/auth.ts";
 import { config } from "../../shared/config.ts";
 import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
-import { createApp } from "../../shared/http.ts";
+import { bearerAuth, createApp } from "../../shared/http.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 
 const maxLimit = 100;
@@ -61,7 +61,7 @@ const listRoute = createRoute({
   method: "get",
   path: "/",
   summary: "The caller's notifications, newest first, with the unread count",
-  security: [{ bearer: [] }],
+  security: bearerAuth,
   middleware: [requireUser(), rateLimit(limiter, (c) => c.var.user!.id)] as const,
   request: { query: ListQuery },
   responses: {
@@ -132,7 +132,7 @@ const readRoute = createRoute({
   method: "post",
   path: "/read",
   summary: "Mark notifications read: `{ids}` or `{all: true}`",
-  security: [{ bearer: [] }],
+  security: bearerAuth,
   middleware: [requireUser(), rateLimit(limiter, (c) => c.var.user!.id)] as const,
   request: {
     body: { content: { "application/json": { schema: ReadBody } }, required: true },

@@ -11,7 +11,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { requireUser } from "../../shared/auth.ts";
 import { config } from "../../shared/config.ts";
 import { asUser } from "../../shared/db.ts";
-import { createApp } from "../../shared/http.ts";
+import { bearerAuth, createApp, jsonBody, jsonContent } from "../../shared/http.ts";
 import { notFound, ProblemError } from "../../shared/problem.ts";
 import { enqueueReplyJobs, maxPersonasPerRequest } from "../../shared/jobs/reply_jobs.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
@@ -76,15 +76,6 @@ const PageQuery = z.object({
   cursor: z.string().optional(),
 });
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  description,
-  content: { "application/json": { schema } },
-});
-const jsonBody = <T extends z.ZodType>(schema: T) => ({
-  body: { content: { "application/json": { schema } }, required: true },
-});
-const auth = [{ bearer: [] }];
-
 /** Maps the database's refusals of a write to what the client did wrong. */
 function writeProblem(err: unknown, what: string): never {
   const e = err as { code?: string; constraint_name?: string };
@@ -104,10 +95,10 @@ const likes = createRoute({
   path: "/likes",
   summary: "Like and unlike many posts at once (idempotent)",
   description: `At most ${maxLikeIds} ids in all; posts you cannot see are listed in not_found.`,
-  security: auth,
+  security: bearerAuth,
   middleware: [requireUser(), rateLimit(likesLimiter, (c) => c.var.user!.id)] as const,
   request: jsonBody(LikeBatch),
-  responses: { 200: json(LikeResult, "the counts after the change") },
+  responses: { 200: jsonContent(LikeResult, "the counts after the change") },
 });
 
 app.openapi(likes, async (c) => {
@@ -133,10 +124,10 @@ const create = createRoute({
   method: "post",
   path: "/",
   summary: "Publish a post",
-  security: auth,
+  security: bearerAuth,
   middleware: [requireUser(), rateLimit(postLimiter, (c) => c.var.user!.id)] as const,
   request: jsonBody(NewPost),
-  responses: { 201: json(Post, "the new post") },
+  responses: { 201: jsonContent(Post, "the new post") },
 });
 
 app.openapi(create, async (c) => {
@@ -167,10 +158,10 @@ const one = createRoute({
   method: "get",
   path: "/{id}",
   summary: "One post",
-  security: auth,
+  security: bearerAuth,
   middleware: [requireUser()] as const,
   request: { params: IdParam },
-  responses: { 200: json(Post, "the post"), 404: { description: "no such post (for you)" } },
+  responses: { 200: jsonContent(Post, "the post"), 404: { description: "no such post (for you)" } },
 });
 
 app.openapi(one, async (c) => {
@@ -196,10 +187,13 @@ const replies = createRoute({
   path: "/{id}/replies",
   summary: "Replies to a post, oldest first",
   description: `Keyset-paged, ${maxRepliesPage} a page.`,
-  security: auth,
+  security: bearerAuth,
   middleware: [requireUser()] as const,
   request: { params: IdParam, query: PageQuery },
-  responses: { 200: json(ReplyPage, "a page"), 404: { description: "no such post (for you)" } },
+  responses: {
+    200: jsonContent(ReplyPage, "a page"),
+    404: { description: "no such post (for you)" },
+  },
 });
 
 app.openapi(replies, async (c) => {
@@ -219,10 +213,13 @@ const reply = createRoute({
   path: "/{id}/replies",
   summary: "Reply to a post",
   description: "The post's reply_count and replies_updated_at move in the same transaction.",
-  security: auth,
+  security: bearerAuth,
   middleware: [requireUser(), rateLimit(replyLimiter, (c) => c.var.user!.id)] as const,
   request: { params: IdParam, ...jsonBody(NewReply) },
-  responses: { 201: json(Reply, "the new reply"), 404: { description: "no such post (for you)" } },
+  responses: {
+    201: jsonContent(Reply, "the new reply"),
+    404: { description: "no such post (for you)" },
+  },
 });
 
 app.openapi(reply, async (c) => {
@@ -276,10 +273,10 @@ const generate = createRoute({
   method: "post",
   path: "/{id}/generate-replies",
   summary: "Ask AI personas to reply to a post (queued; the jobs worker writes the replies)",
-  security: auth,
+  security: bearerAuth,
   middleware: [requireUser(), rateLimit(generateLimiter, (c) => c.var.user!.id)] as const,
   request: { params: IdParam, ...jsonBody(GenerateReplies) },
-  responses: { 202: json(ReplyJobs, "the jobs created, or already active, per persona") },
+  responses: { 202: jsonContent(ReplyJobs, "the jobs created, or already active, per persona") },
 });
 
 app.openapi(generate, async (c) => {

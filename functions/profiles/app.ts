@@ -12,7 +12,7 @@ import { requireUser } from "../../shared/auth.ts";
 import { config } from "../../shared/config.ts";
 import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
-import { createApp } from "../../shared/http.ts";
+import { bearerAuth, createApp, jsonContent } from "../../shared/http.ts";
 import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 import { getProfiles, invalidateProfile, toProfile } from "./profile_cache.ts";
@@ -98,12 +98,6 @@ const SearchQuery = z.object({
   limit: z.coerce.number().int().min(1).default(20).transform((n) => Math.min(n, maxSearch)),
 });
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  description,
-  content: { "application/json": { schema } },
-});
-const auth = [{ bearer: [] }];
-
 export const app = createApp("profiles");
 
 // Static paths before `/:id`, which would otherwise take "search" and "me" for ids.
@@ -111,10 +105,10 @@ const search = createRoute({
   method: "get",
   path: "/search",
   summary: "Profiles by name: word prefixes, typo tolerant",
-  security: auth,
+  security: bearerAuth,
   middleware: [requireUser(), rateLimit(searchLimiter, (c) => c.var.user!.id)] as const,
   request: { query: SearchQuery },
-  responses: { 200: json(SearchPage, "best matches first") },
+  responses: { 200: jsonContent(SearchPage, "best matches first") },
 });
 
 app.openapi(search, async (c) => {
@@ -145,11 +139,11 @@ const patchMe = createRoute({
   method: "patch",
   path: "/me",
   summary: "Edit your profile",
-  security: auth,
+  security: bearerAuth,
   middleware: [requireUser()] as const,
   request: { body: { content: { "application/json": { schema: ProfilePatch } }, required: true } },
   responses: {
-    200: json(Profile, "the profile after the edit"),
+    200: jsonContent(Profile, "the profile after the edit"),
     409: { description: "username taken" },
   },
 });
@@ -181,10 +175,10 @@ const batch = createRoute({
   method: "get",
   path: "/",
   summary: "Up to 100 profiles at once, in the order asked (unknown ids left out)",
-  security: auth,
+  security: bearerAuth,
   middleware: [requireUser()] as const,
   request: { query: IdsQuery },
-  responses: { 200: json(ProfileList, "the profiles found") },
+  responses: { 200: jsonContent(ProfileList, "the profiles found") },
 });
 
 app.openapi(batch, async (c) => {
@@ -200,10 +194,10 @@ const one = createRoute({
   method: "get",
   path: "/{id}",
   summary: "One profile",
-  security: auth,
+  security: bearerAuth,
   middleware: [requireUser()] as const,
   request: { params: IdParam },
-  responses: { 200: json(Profile, "the profile"), 404: { description: "no such profile" } },
+  responses: { 200: jsonContent(Profile, "the profile"), 404: { description: "no such profile" } },
 });
 
 app.openapi(one, async (c) => {
@@ -220,10 +214,10 @@ for (const direction of ["followers", "following"] as const) {
     path: `/{id}/${direction}`,
     summary: direction === "followers" ? "Who follows this profile" : "Whom this profile follows",
     description: "Newest first, keyset-paged (100 a page).",
-    security: auth,
+    security: bearerAuth,
     middleware: [requireUser()] as const,
     request: { params: IdParam, query: PageQuery },
-    responses: { 200: json(FollowPage, "a page"), 404: { description: "no such profile" } },
+    responses: { 200: jsonContent(FollowPage, "a page"), 404: { description: "no such profile" } },
   });
   app.openapi(route, async (c) => {
     const { id } = c.req.valid("param");
@@ -284,11 +278,11 @@ for (const method of ["put", "delete"] as const) {
     method,
     path: "/{id}/follow",
     summary: method === "put" ? "Follow (idempotent)" : "Unfollow (idempotent)",
-    security: auth,
+    security: bearerAuth,
     middleware: [requireUser(), rateLimit(followLimiter, (c) => c.var.user!.id)] as const,
     request: { params: IdParam },
     responses: {
-      200: json(FollowState, "the state after the call"),
+      200: jsonContent(FollowState, "the state after the call"),
       404: { description: "no such profile" },
     },
   });

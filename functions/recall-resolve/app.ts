@@ -21,7 +21,7 @@ import { cache } from "../../shared/cache.ts";
 import { coalesce } from "../../shared/coalesce.ts";
 import { config } from "../../shared/config.ts";
 import { asUser } from "../../shared/db.ts";
-import { createApp } from "../../shared/http.ts";
+import { bearerAuth, createApp } from "../../shared/http.ts";
 import { acquireWithin, leaseStats, leaseStore } from "../../shared/lease.ts";
 import { metrics } from "../../shared/metrics.ts";
 import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
@@ -79,7 +79,7 @@ const route = createRoute({
   method: "post",
   path: "/",
   summary: "Identify a song from text or audio",
-  security: [{ bearer: [] }],
+  security: bearerAuth,
   middleware: [
     requireUser(),
     rateLimit(limiter, (c) => c.var.user!.id),

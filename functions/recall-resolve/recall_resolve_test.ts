@@ -16,12 +16,8 @@ const advanceClock = (ms: number) => clockOffsetMs += ms;
 const SONG = { title: "Midnight Velvet Echo", artist: "The Rusty Amps" };
 const LYRIC = "the neon rain keeps falling on my velvet shoes";
 
-/** Deferred promise: a latch the test opens. */
-function latch<T = void>() {
-  let open!: (v: T) => void;
-  const promise = new Promise<T>((r) => open = r);
-  return { promise, open };
-}
+/** A promise resolved from outside: the tests' only synchronisation. */
+const latch = <T = void>() => Promise.withResolvers<T>();
 
 // What the fakes "know". Audio markers are ASCII inside the uploaded bytes.
 const chatCalls: Record<string, number> = {};
@@ -520,14 +516,14 @@ it("the 6th concurrent resolve is a 429; slots are released after successes, err
   const fiveIn = latch();
   shazamGate = gate.promise;
   shazamArrivals = 0;
-  onShazamArrival = (n) => n === 5 && fiveIn.open();
+  onShazamArrival = (n) => n === 5 && fiveIn.resolve();
   const held = Array.from({ length: 5 }, (_, i) => resolveAudio(u.token, `GATE held ${i}`));
   await fiveIn.promise;
   assertEquals(await redis.zcard(slots), 5);
   const { res, body } = await problem(resolveText(u.token, { text: freshText() }), 429);
   assertEquals(body.policy, "recall-concurrency");
   assert(Number(res.headers.get("retry-after")) >= 1);
-  gate.open();
+  gate.resolve();
   for (const r of held) await ok(r);
   shazamGate = null;
   assertEquals(await redis.zcard(slots), 0);

@@ -20,7 +20,7 @@ import { cache } from "../../shared/cache.ts";
 import { config } from "../../shared/config.ts";
 import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
-import { createApp } from "../../shared/http.ts";
+import { bearerAuth, createApp, jsonContent } from "../../shared/http.ts";
 import { notFound } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 
@@ -70,20 +70,16 @@ type Message = z.infer<typeof Message>;
 type Page<T> = { items: T[]; next_cursor: string | null };
 
 const limitReads = rateLimit(limiter, (c) => c.var.user!.id);
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  description,
-  content: { "application/json": { schema } },
-});
 
 app.openapi(
   createRoute({
     method: "get",
     path: "/threads",
     summary: "The caller's recall threads",
-    security: [{ bearer: [] }],
+    security: bearerAuth,
     middleware: [requireUser(), limitReads] as const,
     request: { query: pageQuery(threadsPage) },
-    responses: { 200: json(ThreadPage, "a page") },
+    responses: { 200: jsonContent(ThreadPage, "a page") },
   }),
   async (c) => {
     const { limit, cursor } = c.req.valid("query");
@@ -104,10 +100,10 @@ app.openapi(
     method: "get",
     path: "/threads/{id}",
     summary: "One of the caller's recall threads",
-    security: [{ bearer: [] }],
+    security: bearerAuth,
     middleware: [requireUser(), limitReads] as const,
     request: { params: ThreadParam },
-    responses: { 200: json(Thread, "the thread") },
+    responses: { 200: jsonContent(Thread, "the thread") },
   }),
   async (c) => {
     const { id } = c.req.valid("param");
@@ -128,10 +124,10 @@ app.openapi(
     method: "get",
     path: "/threads/{id}/messages",
     summary: "A thread's messages, newest first",
-    security: [{ bearer: [] }],
+    security: bearerAuth,
     middleware: [requireUser(), limitReads] as const,
     request: { params: ThreadParam, query: pageQuery(messagesPage) },
-    responses: { 200: json(MessagePage, "a page") },
+    responses: { 200: jsonContent(MessagePage, "a page") },
   }),
   async (c) => {
     const { id } = c.req.valid("param");
@@ -154,7 +150,7 @@ app.openapi(
     method: "delete",
     path: "/threads/{id}",
     summary: "Delete a recall thread (soft)",
-    security: [{ bearer: [] }],
+    security: bearerAuth,
     middleware: [requireUser(), limitReads] as const,
     request: { params: ThreadParam },
     responses: { 204: { description: "deleted" } },

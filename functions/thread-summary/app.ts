@@ -8,7 +8,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { requireUser } from "../../shared/auth.ts";
 import { asUser } from "../../shared/db.ts";
-import { createApp } from "../../shared/http.ts";
+import { bearerAuth, createApp } from "../../shared/http.ts";
 import { notFound } from "../../shared/problem.ts";
 import { maxRepliesPage, Post, readThread, ReplyPage } from "../posts/thread.ts";
 import { summaryFor } from "./summary.ts";
@@ -31,7 +31,7 @@ const route = createRoute({
   method: "get",
   path: "/{postId}",
   summary: "A thread: the post, a page of replies (oldest first), and its summary",
-  security: [{ bearer: [] }],
+  security: bearerAuth,
   middleware: [requireUser()] as const,
   request: {
     params: z.object({ postId: z.guid() }),
