@@ -14,7 +14,6 @@ import {
   CoalescedFailure,
   type Coalescer,
   type CoalescerOptions,
-  type CoalesceStats,
   LocalCoalescer,
   newCoalesceStats,
   RedisCoalescer,
