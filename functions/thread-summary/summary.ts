@@ -84,12 +84,13 @@ export async function summaryFor(thread: Thread): Promise<SummaryView> {
     };
   }
   // First summary of this thread: the most-liked replies of this page until it is ready.
+  // Built from the current replies, so not stale (stale means "the replies changed since").
   const replies = thread.replies.items.map(toSourceReply);
   return {
     text: extractiveText(replies, post.reply_count),
     source: "extractive",
     generated_at: new Date().toISOString(),
-    stale: true,
+    stale: false,
   };
 }
 

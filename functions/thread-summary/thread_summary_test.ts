@@ -74,7 +74,8 @@ it("50 concurrent reads of a changed thread: one LLM call; then none while uncha
   await addReplies(postId, 12);
   const before = fake.chatCalls();
   const first = await readConcurrently(postId);
-  assert(first.every((v) => v.summary.stale && v.summary.source === "extractive"));
+  // built from the current replies while the LLM one is made: not stale
+  assert(first.every((v) => !v.summary.stale && v.summary.source === "extractive"));
   await settleBackground();
   assertEquals(fake.chatCalls() - before, 1);
 
@@ -104,6 +105,24 @@ it("50 concurrent reads of a changed thread: one LLM call; then none while uncha
   assertEquals(row.llm_calls, 2);
   assertEquals(Number(row.prompt_tokens), 600);
   assertEquals(Number(row.completion_tokens), 100);
+});
+
+it("a summary built from the current replies is not stale; one older than them is", async () => {
+  const postId = published[5];
+  await addReplies(postId, 3);
+  // first read: the extractive stand-in of this page, computed from the current replies
+  const first = await view(postId);
+  assertEquals(first.summary.source, "extractive");
+  assertEquals(first.summary.stale, false);
+  await settleBackground();
+  const made = await view(postId);
+  assertEquals([made.summary.source, made.summary.stale], ["llm", false]);
+  // a reply after it: the stored summary is older than the replies
+  await addReplies(postId, 1, "later");
+  const older = await view(postId);
+  assertEquals([older.summary.text, older.summary.stale], [made.summary.text, true]);
+  await settleBackground();
+  assertEquals((await view(postId)).summary.stale, false);
 });
 
 it("unchanged threads cost no call and one statement per read once cached", async () => {
