@@ -8,7 +8,8 @@
  * management and pipelining are ioredis; HTTP is `Deno.serve`.
  *
  * Run: `UPSTASH_REDIS_REST_TOKEN=secret deno run -A scripts/redis_bridge.ts`
- * (env: `REDIS_URL`, default redis://127.0.0.1:6379; `BRIDGE_PORT`, default 8079).
+ * (env: `REDIS_URL`, default redis://127.0.0.1:6379; `BRIDGE_PORT`, default 8079;
+ * `BRIDGE_DELAY_MS`, default 0: hold every answer that long, to play a slow Redis).
  *
  * @module
  */
@@ -33,6 +34,12 @@ export interface RedisBridgeOptions {
    * Must exceed the slowest legitimate command (e.g. a long Lua script).
    */
   socketTimeoutMs?: number;
+  /**
+   * Milliseconds every Upstash request waits before it is forwarded (default 0): a slow Redis
+   * or a slow link to it, for tests and drills (`BRIDGE_DELAY_MS`). Changeable later through
+   * {@link RedisBridge.delayMs}.
+   */
+  delayMs?: number;
 }
 
 /** A running bridge, returned by {@link startRedisBridge}. */
@@ -45,6 +52,8 @@ export interface RedisBridge {
   close(): Promise<void>;
   /** Live counters; `requests` counts HTTP requests received (tests count round trips with it). */
   stats: { requests: number };
+  /** The current answer delay in ms (see {@link RedisBridgeOptions.delayMs}); settable. */
+  delayMs: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,6 +397,7 @@ export async function startRedisBridge(
 
   const scripts = new ScriptRegistry();
   const stats = { requests: 0 };
+  let delayMs = validDelay(opts.delayMs ?? 0);
   const expectedAuth = `Bearer ${opts.token}`;
 
   async function single(raw: unknown, base64: boolean): Promise<Response> {
@@ -462,6 +472,7 @@ export async function startRedisBridge(
     // Not Upstash protocol: lets benchmarks count the round trips of a bridge in another process.
     if (req.method === "GET" && path === "/__bridge/stats") return json({ ...stats }, 200);
     stats.requests++;
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
     try {
       if (
         req.method === "POST" &&
@@ -506,6 +517,12 @@ export async function startRedisBridge(
     url: `http://${host}:${addr.port}`,
     token: opts.token,
     stats,
+    get delayMs() {
+      return delayMs;
+    },
+    set delayMs(ms: number) {
+      delayMs = validDelay(ms);
+    },
     close() {
       closing ??= (async () => {
         await server.shutdown();
@@ -514,6 +531,11 @@ export async function startRedisBridge(
       return closing;
     },
   };
+}
+
+function validDelay(ms: number): number {
+  if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`delayMs must be >= 0, got ${ms}`);
+  return ms;
 }
 
 if (import.meta.main) {
@@ -526,6 +548,7 @@ if (import.meta.main) {
     redisUrl: Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379",
     token,
     port: Number(Deno.env.get("BRIDGE_PORT") ?? Deno.env.get("PORT") ?? 8079),
+    delayMs: Number(Deno.env.get("BRIDGE_DELAY_MS") ?? 0),
   });
   console.log(bridge.url);
   const stop = async () => {

@@ -541,3 +541,50 @@ Deno.test("a Redis that stops answering (SIGSTOP) produces a fast error", async 
     await bridge?.close();
   }
 });
+
+/** Milliseconds one PING through `url` takes. */
+async function timedPing(url: string): Promise<number> {
+  const start = performance.now();
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TOKEN}` },
+    body: '["PING"]',
+  });
+  assertEquals(await res.json(), { result: "PONG" });
+  return performance.now() - start;
+}
+
+Deno.test("delayMs holds every answer (a slow Redis), and can be changed while running", () =>
+  withBridge(async (bridge) => {
+    assertEquals(bridge.delayMs, 0);
+    assert((await timedPing(bridge.url)) < 150, "no delay by default");
+    bridge.delayMs = 200;
+    const slow = await timedPing(bridge.url);
+    assert(slow >= 195, `answered after ${slow.toFixed(0)} ms`);
+    bridge.delayMs = 0;
+    assert((await timedPing(bridge.url)) < 150, "back to normal");
+    await assertRejects(() => Promise.resolve().then(() => bridge.delayMs = -1), RangeError);
+  }));
+
+Deno.test("the standalone bridge reads BRIDGE_DELAY_MS", async () => {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./redis_bridge.ts", import.meta.url).pathname],
+    env: {
+      REDIS_URL,
+      UPSTASH_REDIS_REST_TOKEN: TOKEN,
+      BRIDGE_PORT: String(port),
+      BRIDGE_DELAY_MS: "250",
+    },
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitForPort(port, 15_000);
+    const ms = await timedPing(`http://127.0.0.1:${port}`);
+    assert(ms >= 245, `answered after ${ms.toFixed(0)} ms`);
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+  }
+});

@@ -6,7 +6,13 @@ import { freePort, startRedisServer } from "../scripts/local_services.ts";
 import { startRedisBridge } from "../scripts/redis_bridge.ts";
 import { testRedis } from "../scripts/test_redis.ts";
 import { ProblemError, problemResponse } from "./problem.ts";
-import { rateLimit, RateLimiter, type RateLimitPolicy, slidingWindowRetryAt } from "./ratelimit.ts";
+import {
+  loopDeadline,
+  rateLimit,
+  RateLimiter,
+  type RateLimitPolicy,
+  slidingWindowRetryAt,
+} from "./ratelimit.ts";
 
 const redisFixture = await testRedis();
 const realNow = Date.now;
@@ -203,6 +209,234 @@ Deno.test({
     const start = performance.now();
     assertEquals((await open.check("u")).success, true);
     assert(performance.now() - start < 250);
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Degraded mode: Redis slow, Redis gone, the event loop busy
+// ---------------------------------------------------------------------------------------------
+
+/** A fail-open policy with a unique name, limit 5 per minute, 50 ms to decide. */
+function openPolicy(limit = 5): RateLimitPolicy {
+  return {
+    name: `deg-${crypto.randomUUID().slice(0, 6)}`,
+    windows: [{ limit, windowS: 60 }],
+    failOpen: true,
+    decisionMs: 50,
+  };
+}
+
+/** The Redis count of `identifier` in the current minute bucket of `policy`, read raw. */
+async function redisCount(
+  redis: Redis,
+  prefix: string,
+  policy: RateLimitPolicy,
+  identifier: string,
+): Promise<number> {
+  const w = Math.floor(Date.now() / 60_000);
+  return Number(await redis.get(`${prefix}${policy.name}:60:${identifier}:${w}`) ?? 0);
+}
+
+/** Spends `ms` on the CPU, the way a large multipart parse or a JSON dump does. */
+function busy(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) { /* the loop is blocked */ }
+}
+
+/** Keeps the event loop saturated with `blockMs` blocks until `stop` is aborted. */
+function saturate(blockMs: number, stop: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const tick = () => {
+      if (stop.aborted) return resolve();
+      busy(blockMs);
+      setTimeout(tick, 0);
+    };
+    setTimeout(tick, 0);
+  });
+}
+
+Deno.test({
+  name: "degraded: Redis slowed past the window, the isolate admits exactly the limit; " +
+    "late answers leave Redis counting what was admitted",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const policy = openPolicy(5);
+    const prefix = `${redisFixture.prefix}deg1:`;
+    const limiter = new RateLimiter(policy, { redis: redisFixture.redis, prefix });
+    redisFixture.bridge.delayMs = 300;
+    let decisions;
+    try {
+      decisions = await Promise.all(Array.from({ length: 30 }, () => limiter.check("u")));
+    } finally {
+      redisFixture.bridge.delayMs = 0;
+    }
+    assertEquals(decisions.filter((d) => d.success).length, 5);
+    assert(decisions.every((d) => d.degraded), "every decision was the isolate's");
+    const refused = decisions.find((d) => !d.success)!;
+    assertEquals(refused.windows[0].remaining, 0);
+    assert(refused.retryAt > Date.now(), "a refusal says when to come back");
+    await limiter.idle();
+    assertEquals(await redisCount(redisFixture.redis, prefix, policy, "u"), 5);
+    // Redis is back to normal and knows: the next request is refused by Redis itself.
+    const next = await limiter.check("u");
+    assertEquals([next.success, next.degraded], [false, false]);
+    // A second isolate (no local history) is refused by Redis too.
+    const other = new RateLimiter(policy, { redis: redisFixture.redis, prefix });
+    assertEquals((await other.check("u")).success, false);
+  },
+});
+
+Deno.test({
+  name: "degraded: a fail-closed policy stays closed when Redis is slow, and Redis is refunded",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const policy = { ...openPolicy(5), failOpen: false };
+    const prefix = `${redisFixture.prefix}deg2:`;
+    const limiter = new RateLimiter(policy, { redis: redisFixture.redis, prefix });
+    redisFixture.bridge.delayMs = 300;
+    let decisions;
+    try {
+      decisions = await Promise.all(Array.from({ length: 3 }, () => limiter.check("u")));
+    } finally {
+      redisFixture.bridge.delayMs = 0;
+    }
+    assert(decisions.every((d) => !d.success && d.degraded && d.windows.length === 0));
+    const res = await appWith(limiter).request("/"); // as "user-1"
+    assertEquals(res.status, 200); // Redis answers in time again
+    await limiter.idle();
+    assertEquals(await redisCount(redisFixture.redis, prefix, policy, "u"), 0);
+    assertEquals(await redisCount(redisFixture.redis, prefix, policy, "user-1"), 1);
+  },
+});
+
+Deno.test({
+  name: "degraded: Redis killed, the isolate admits the limit and answers 429 with headers; " +
+    "Redis counts those requests once it is back",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const port = freePort();
+    let server = await startRedisServer(port);
+    const bridge = await startRedisBridge({ redisUrl: server.url, token: "t", port: 0 });
+    const redis = new Redis({
+      url: bridge.url,
+      token: "t",
+      retry: { retries: 1, backoff: () => 20 },
+      enableAutoPipelining: true,
+      enableTelemetry: false,
+    });
+    try {
+      const policy = openPolicy(5);
+      const limiter = new RateLimiter(policy, { redis, prefix: "rl:" });
+      assert((await limiter.check("user-1")).success, "works while Redis is up");
+      await limiter.idle();
+      await server.stop(); // killed
+      const decisions = await Promise.all(
+        Array.from({ length: 20 }, () => limiter.check("user-1")),
+      );
+      assertEquals(decisions.filter((d) => d.success).length, 4, "5 in all, 1 counted by Redis");
+      assert(decisions.every((d) => d.degraded));
+      await limiter.idle();
+      assertEquals(limiter.pending, 4);
+      const res = await appWith(limiter).request("/");
+      assertEquals(res.status, 429);
+      assert(Number(res.headers.get("retry-after")) >= 1);
+      assertEquals(res.headers.get("ratelimit-policy"), `"${policy.name}";q=5;w=60`);
+      assertMatch(res.headers.get("ratelimit") ?? "", new RegExp(`^"${policy.name}";r=0;t=\\d+$`));
+
+      server = await startRedisServer(port);
+      // The bridge reconnects within ~1 s; until then the isolate keeps refusing.
+      const deadline = performance.now() + 10_000;
+      let d = await limiter.check("user-1");
+      while (d.degraded && performance.now() < deadline) {
+        assertEquals(d.success, false);
+        await new Promise((r) => setTimeout(r, 100)); // polling a reconnect, bounded
+        d = await limiter.check("user-1");
+      }
+      assertEquals([d.success, d.degraded], [false, false], "Redis decides again, and refuses");
+      await limiter.idle();
+      assertEquals(limiter.pending, 0);
+      // The first request was lost with the old server; the 4 admitted while it was gone are in.
+      assertEquals(await redisCount(redis, "rl:", policy, "user-1"), 4);
+    } finally {
+      await server.stop();
+      await bridge.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "Redis that forgot (a lost key) cannot lift the isolate past the limit",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const policy = openPolicy(3);
+    const prefix = `${redisFixture.prefix}deg4:`;
+    const limiter = new RateLimiter(policy, { redis: redisFixture.redis, prefix });
+    for (let i = 0; i < 3; i++) assert((await limiter.check("u")).success);
+    const w = Math.floor(Date.now() / 60_000);
+    await redisFixture.redis.del(`${prefix}${policy.name}:60:u:${w}`);
+    const d = await limiter.check("u");
+    assertEquals([d.success, d.degraded], [false, false]);
+    await limiter.idle();
+    assertEquals(await redisCount(redisFixture.redis, prefix, policy, "u"), 0, "refunded");
+  },
+});
+
+Deno.test({
+  name: "loopDeadline: a busy event loop stretches the window instead of spending it",
+  fn: async () => {
+    const stop = new AbortController();
+    const load = saturate(40, stop.signal);
+    const start = performance.now();
+    await loopDeadline(50, 5000).done;
+    const saturated = performance.now() - start;
+    stop.abort();
+    await load;
+    // Each 10 ms step waits behind a 40 ms block: five steps, not one timer that fired late.
+    assert(saturated >= 150, `resolved after ${saturated.toFixed(0)} ms of a saturated loop`);
+    const idleStart = performance.now();
+    await loopDeadline(50, 5000).done;
+    const idle = performance.now() - idleStart;
+    assert(idle >= 49 && idle < 150, `idle loop: ${idle.toFixed(0)} ms`);
+    // The wall-clock bound holds however busy the loop is.
+    const stop2 = new AbortController();
+    const load2 = saturate(40, stop2.signal);
+    const capStart = performance.now();
+    await loopDeadline(10_000, 200).done;
+    const capped = performance.now() - capStart;
+    stop2.abort();
+    await load2;
+    assert(capped < 400, `capped at ${capped.toFixed(0)} ms`);
+  },
+});
+
+Deno.test({
+  name: "CPU saturated, Redis healthy: Redis still decides and never more than the limit passes",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const policy = openPolicy(20);
+    const prefix = `${redisFixture.prefix}deg5:`;
+    const limiter = new RateLimiter(policy, { redis: redisFixture.redis, prefix });
+    await limiter.check("warm"); // loads the script
+    const stop = new AbortController();
+    const load = saturate(60, stop.signal);
+    let decisions;
+    try {
+      decisions = await Promise.all(Array.from({ length: 100 }, () => limiter.check("u")));
+    } finally {
+      stop.abort();
+      await load;
+    }
+    const admitted = decisions.filter((d) => d.success).length;
+    const local = decisions.filter((d) => d.degraded).length;
+    assertEquals(admitted, 20);
+    assert(local <= 10, `${local} of 100 decided in the isolate with Redis healthy`);
+    await limiter.idle();
+    assertEquals(await redisCount(redisFixture.redis, prefix, policy, "u"), 20);
   },
 });
 
