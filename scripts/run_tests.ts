@@ -1,8 +1,9 @@
 /**
  * `npm test`: every test against real Postgres and Redis. Uses DATABASE_URL / REDIS_URL when
  * set, else starts its own (embedded Postgres; redis-server from PATH). Builds one migrated
- * template database that each test file copies, runs `deno test`, then the k6 smoke when
- * k6 is installed, and tears everything down.
+ * template database that each test file copies, runs `deno test`, then the load smoke (full
+ * run only), and tears everything down. It prints only the failures, in full, and the closing
+ * line `tests: N passed, N failed` (TEST_VERBOSE=1: everything `deno test` prints).
  *
  * @module
  */
@@ -19,6 +20,11 @@ import { scenario as smoke } from "../loadtest/smoke.ts";
 import { startStack } from "./stack.ts";
 import { buildTemplate, dropTemplate } from "./test_db.ts";
 import { deleteKeys, testRedis } from "./test_redis.ts";
+import { isNoise, TestOutputFilter } from "./test_output.ts";
+import { TextLineStream } from "./text_lines.ts";
+
+const verbose = Deno.env.get("TEST_VERBOSE") === "1";
+const info = (msg: string) => verbose && console.log(msg);
 
 /** Starts the stack on a fresh database and runs the smoke scenario; true when it passed. */
 async function runSmoke(adminUrl: string, redisUrl: string): Promise<boolean> {
@@ -35,9 +41,12 @@ async function runSmoke(adminUrl: string, redisUrl: string): Promise<boolean> {
     SEED_POSTS: "600",
   });
   try {
-    console.log(`[test] smoke: stack up at ${stack.url}`);
+    info(`[test] smoke: stack up at ${stack.url}`);
     const result = await runScenario(smoke, stack.url);
+    if (result.ok && !verbose) return true;
+    // Its table only when it failed (or asked for).
     const dir = await Deno.makeTempDir({ prefix: "rockout-smoke-" });
+    if (!result.ok) console.log("\nin the load smoke (loadtest/smoke.ts):");
     return (await handleSummary(result, dir)) === 0;
   } catch (err) {
     console.error("[test] smoke failed:", err, stack.output.slice(-20).join("\n"));
@@ -57,7 +66,7 @@ let exitCode = 1;
 try {
   let adminUrl = env.get("DATABASE_URL");
   if (!adminUrl) {
-    console.log("[test] DATABASE_URL not set: starting embedded Postgres");
+    info("[test] DATABASE_URL not set: starting embedded Postgres");
     const dir = await Deno.makeTempDir({ prefix: "rockout-test-pg-" });
     const pg: LocalService = await startEmbeddedPostgres(dir, freePort());
     stops.push(async () => {
@@ -68,14 +77,14 @@ try {
   }
   let redisUrl = env.get("REDIS_URL");
   if (!redisUrl) {
-    console.log("[test] REDIS_URL not set: starting redis-server");
+    info("[test] REDIS_URL not set: starting redis-server");
     const redis = await startRedisServer(freePort());
     stops.push(redis.stop);
     redisUrl = redis.url;
   }
   const template = await buildTemplate(adminUrl);
   stops.push(() => dropTemplate(adminUrl!, template));
-  console.log(`[test] template database ${template} ready`);
+  info(`[test] template database ${template} ready`);
 
   const args = Deno.args.length ? Deno.args : [];
   const child = new Deno.Command(Deno.execPath(), {
@@ -90,16 +99,24 @@ try {
       NO_COLOR: "1",
     },
     stdout: "piped",
-    stderr: "inherit",
+    stderr: "piped",
   }).spawn();
   let summary = "";
-  const decoder = new TextDecoder();
-  for await (const chunk of child.stdout) {
-    const text = decoder.decode(chunk, { stream: true });
-    Deno.stdout.writeSync(chunk);
-    summary += text;
+  const filter = new TestOutputFilter();
+  const lines = (stream: ReadableStream<Uint8Array>) =>
+    stream.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
+  const errors = (async () => {
+    for await (const line of lines(child.stderr)) {
+      if (verbose || !isNoise(line)) console.error(line);
+    }
+  })();
+  for await (const line of lines(child.stdout)) {
+    if (verbose) console.log(line);
+    else for (const shown of filter.push(line)) console.log(shown);
+    summary += line + "\n";
     if (summary.length > 8192) summary = summary.slice(-8192);
   }
+  await errors;
   const status = await child.status;
   // The closing line CI reads: deno prints "ok | 12 passed | 0 failed"; we restate it plainly.
   const match = summary.match(
