@@ -27,6 +27,10 @@ const envSchema = z.object({
   SUPABASE_DB_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
   DB_POOL_MAX: int(4),
   DB_STATEMENT_TIMEOUT_MS: int(5000),
+  /** Pool connections searches may hold at once (default: half the pool, at least 1). */
+  DB_SEARCH_SLOTS: z.coerce.number().int().positive().optional(),
+  SEARCH_STATEMENT_TIMEOUT_MS: int(300),
+  SEARCH_CONCURRENCY_PER_USER: int(2),
   UPSTASH_REDIS_REST_URL: z.url().optional(),
   UPSTASH_REDIS_REST_TOKEN: z.string().min(1).optional(),
   REDIS_PREFIX: z.string().default("rockout:"),
@@ -119,6 +123,17 @@ export function loadConfig(env: Record<string, string | undefined>) {
     databaseUrl,
     dbPoolMax: e.DB_POOL_MAX,
     dbStatementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
+    /** Never the whole pool: other work keeps at least one connection. */
+    dbSearchSlots: Math.max(
+      1,
+      Math.min(e.DB_SEARCH_SLOTS ?? Math.floor(e.DB_POOL_MAX / 2), e.DB_POOL_MAX - 1),
+    ),
+    search: {
+      /** `statement_timeout` of one search (profiles, recall catalog). */
+      statementTimeoutMs: e.SEARCH_STATEMENT_TIMEOUT_MS,
+      /** Searches in flight per user (every isolate, and each isolate on its own). */
+      concurrencyPerUser: e.SEARCH_CONCURRENCY_PER_USER,
+    },
     redis: e.UPSTASH_REDIS_REST_URL
       ? { url: e.UPSTASH_REDIS_REST_URL, token: e.UPSTASH_REDIS_REST_TOKEN! }
       : null,

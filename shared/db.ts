@@ -2,12 +2,20 @@
  * Postgres: one postgres.js pool per isolate, and the helper that runs user-facing work as
  * the calling user so row-level security applies exactly as it does behind PostgREST.
  *
+ * The pool can't be starved by slow work: every transaction first takes a slot of
+ * {@link poolGate} (one per pool connection), and that wait counts against the request budget
+ * and is given up when the budget runs out or the client leaves, so a statement that never
+ * started never runs. Searches take slots of their own lane, which may hold only some of the
+ * connections: the rest always serve other work. A statement still running when its request
+ * is abandoned is cancelled in the database.
+ *
  * @module
  */
 import postgres from "postgres";
 import type { AuthUser } from "./auth.ts";
 import type { Budget } from "./budget.ts";
 import { config } from "./config.ts";
+import { metrics, type Sample } from "./metrics.ts";
 import { countCall, timed } from "./timing.ts";
 
 /** A transaction handle, as postgres.js passes to `begin`. */
@@ -31,49 +39,263 @@ export const sql: postgres.Sql = postgres(config.databaseUrl, {
 });
 
 /**
+ * A connection of its own for `/health`: a saturated pool is load, not an outage, so the
+ * liveness check must not queue behind the work it reports on.
+ */
+export const healthSql: postgres.Sql = postgres(config.databaseUrl, {
+  prepare: false,
+  max: 1,
+  idle_timeout: 20,
+  connect_timeout: 2,
+  connection: { application_name: "rockout-edge-health", statement_timeout: 1500 },
+  onnotice: () => {},
+});
+
+/** Which share of the pool a transaction may use. */
+export type Lane = "default" | "search";
+
+/** Counts since the isolate started (exported in metrics). */
+export const poolStats = {
+  /** Waits for a slot given up because the budget ran out or the client left. */
+  abandonedWaits: 0,
+  /** Statements cancelled in the database because their request was abandoned. */
+  cancelledStatements: 0,
+};
+
+interface Waiter {
+  lane: Lane;
+  grant: () => void;
+}
+
+/**
+ * Slots in front of the pool: `size` in all, of which lane `search` may hold `laneLimits.search`.
+ * postgres.js queues a statement when every connection is taken and offers no way to take it
+ * back, so we wait here instead, where a wait can be abandoned (FIFO, except that a waiter
+ * whose lane is full lets others pass).
+ */
+export class PoolGate {
+  readonly #inUse: Record<Lane, number> = { default: 0, search: 0 };
+  readonly #waiters: Waiter[] = [];
+
+  constructor(readonly size: number, readonly laneLimits: Partial<Record<Lane, number>> = {}) {}
+
+  /** Slots held now, in all and per lane. */
+  get inUse(): { total: number; search: number } {
+    return { total: this.#inUse.default + this.#inUse.search, search: this.#inUse.search };
+  }
+
+  /** Waiters queued now. */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
+  /**
+   * Resolves with a release function once a slot of `lane` is free; rejects with the signal's
+   * reason (and leaves the queue) when `signal` aborts first.
+   */
+  acquire(lane: Lane, signal?: AbortSignal): Promise<() => void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        poolStats.abandonedWaits++;
+        return reject(signal.reason);
+      }
+      const grant = () => {
+        signal?.removeEventListener("abort", onAbort);
+        this.#inUse[lane]++;
+        let released = false;
+        resolve(() => {
+          if (released) return;
+          released = true;
+          this.#inUse[lane]--;
+          this.#dispatch();
+        });
+      };
+      const waiter: Waiter = { lane, grant };
+      const onAbort = () => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i < 0) return;
+        this.#waiters.splice(i, 1);
+        poolStats.abandonedWaits++;
+        reject(signal!.reason);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiters.push(waiter);
+      this.#dispatch();
+    });
+  }
+
+  #free(lane: Lane): boolean {
+    const total = this.#inUse.default + this.#inUse.search;
+    return total < this.size && this.#inUse[lane] < (this.laneLimits[lane] ?? this.size);
+  }
+
+  #dispatch(): void {
+    for (let i = 0; i < this.#waiters.length && this.inUse.total < this.size;) {
+      const waiter = this.#waiters[i];
+      if (this.#free(waiter.lane)) {
+        this.#waiters.splice(i, 1);
+        waiter.grant();
+      } else i++;
+    }
+  }
+}
+
+/** The isolate's gate: one slot per pool connection; searches get at most `dbSearchSlots`. */
+export const poolGate = new PoolGate(config.dbPoolMax, { search: config.dbSearchSlots });
+
+/**
  * Counts the statements `work` issues in the current request (Server-Timing `db` calls),
  * at the call site: a driver hook would run in whichever request freed the connection.
+ * Each statement is also handed to `track`, so an abandoned request can cancel it.
  */
-function counting(tx: Tx): Tx {
+function counting(tx: Tx, track: (q: postgres.PendingQuery<postgres.Row[]>) => void): Tx {
   return new Proxy(tx, {
     apply(target, self, args) {
-      if (Array.isArray(args[0]) && "raw" in args[0]) countCall("db");
-      return Reflect.apply(target, self, args);
+      const result = Reflect.apply(target, self, args);
+      if (Array.isArray(args[0]) && "raw" in args[0]) {
+        countCall("db");
+        track(result);
+      }
+      return result;
     },
   });
 }
 
+/** Options of {@link asUser}. */
+export interface AsUserOptions {
+  /** Caps `statement_timeout` below the default (e.g. searches: short by design). */
+  statementTimeoutMs?: number;
+  /** The pool share to use (default: `default`, which may use every connection). */
+  lane?: Lane;
+}
+
 /**
  * Runs `work` in one transaction as `user` (role `authenticated` with their JWT claims), or
- * as `anon` when `user` is null, with `statement_timeout` capped by the request budget so an
- * expired budget stops the query in the database too. The setup statement is pipelined with
- * the first query of `work`: no extra round trip.
+ * as `anon` when `user` is null.
+ *
+ * - The wait for a connection counts against `budget` and is abandoned when it runs out or
+ *   the client leaves (rejecting with the budget's reason): nothing is sent to the database.
+ * - `statement_timeout` is what is left of the budget when the connection is ours (capped by
+ *   `options.statementTimeoutMs` and `DB_STATEMENT_TIMEOUT_MS`).
+ * - When the request is abandoned while a statement runs, the statement is cancelled
+ *   (postgres.js sends a CancelRequest on a side connection) and the transaction rolls back.
+ *
+ * The setup statement is pipelined with the first query of `work`: no extra round trip.
  */
-export function asUser<T>(
+export async function asUser<T>(
   user: AuthUser | null,
   work: (tx: Tx) => Promise<T>,
   budget?: Budget,
+  options: AsUserOptions = {},
+): Promise<T> {
+  const signal = budget?.signal();
+  const release = await timed("db", poolGate.acquire(options.lane ?? "default", signal), 0);
+  try {
+    const timeoutMs = Math.floor(
+      Math.min(
+        config.dbStatementTimeoutMs,
+        options.statementTimeoutMs ?? Infinity,
+        budget?.remaining() ?? Infinity,
+      ),
+    );
+    if (timeoutMs < 1 || signal?.aborted) {
+      poolStats.abandonedWaits++;
+      throw signal?.reason ?? new DOMException("request budget expired", "TimeoutError");
+    }
+    return await timed("db", transaction(user, work, timeoutMs, signal), 0); // counted per statement
+  } finally {
+    release();
+  }
+}
+
+function transaction<T>(
+  user: AuthUser | null,
+  work: (tx: Tx) => Promise<T>,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
 ): Promise<T> {
   const role = user ? "authenticated" : "anon";
   const claims = JSON.stringify(user ? user.claims : { role: "anon" });
-  const timeoutMs = Math.max(
-    1,
-    Math.floor(Math.min(config.dbStatementTimeoutMs, budget?.remaining() ?? Infinity)),
-  );
-  return timed(
-    "db",
-    sql.begin(async (tx) => {
-      const setup = tx`/* as-user */ select set_config('role', ${role}, true),
-        set_config('request.jwt.claims', ${claims}, true),
-        set_config('statement_timeout', ${String(timeoutMs)}, true)`.execute();
-      const [, result] = await Promise.all([setup, work(counting(tx))]);
-      return result as T;
-    }) as Promise<T>,
-    0, // statements are counted one by one in `counting`
-  );
+  // Every tagged template of this transaction: statements, but also fragments nested in
+  // other statements, which must never be awaited or rejected here (that would run them).
+  const issued = new Set<postgres.PendingQuery<postgres.Row[]>>();
+  const cancelAll = () => {
+    for (const q of issued) {
+      // Only statements sent to this transaction's backend (postgres.js sets `state` then);
+      // one that already finished is harmless: the CancelRequest targets what runs now.
+      if (!(q as unknown as { state?: unknown }).state) continue;
+      poolStats.cancelledStatements++;
+      q.cancel();
+    }
+  };
+  const track = (q: postgres.PendingQuery<postgres.Row[]>) => {
+    issued.add(q);
+  };
+  signal?.addEventListener("abort", cancelAll, { once: true });
+  return (sql.begin(async (tx) => {
+    const setup = tx`/* as-user */ select set_config('role', ${role}, true),
+      set_config('request.jwt.claims', ${claims}, true),
+      set_config('statement_timeout', ${String(timeoutMs)}, true)`.execute();
+    track(setup);
+    const [, result] = await Promise.all([setup, work(counting(tx, track))]);
+    return result as T;
+  }) as Promise<T>).finally(() => signal?.removeEventListener("abort", cancelAll));
 }
 
-/** A statement run with the function's own role (health checks, shared caches' misses). */
-export function query<T extends readonly object[]>(q: postgres.PendingQuery<T>): Promise<T> {
-  return timed("db", q as unknown as Promise<T>);
+/**
+ * A statement run with the function's own role (shared caches' misses), through the same
+ * gate as {@link asUser}: postgres.js statements are lazy, so `q` is sent only once a slot
+ * is ours, and the wait is abandoned (nothing sent) when `signal` aborts.
+ */
+export async function query<T extends readonly object[]>(
+  q: postgres.PendingQuery<T>,
+  signal?: AbortSignal,
+): Promise<T> {
+  const release = await poolGate.acquire("default", signal);
+  const cancel = () => q.cancel();
+  signal?.addEventListener("abort", cancel, { once: true });
+  try {
+    return await timed("db", q as unknown as Promise<T>);
+  } finally {
+    signal?.removeEventListener("abort", cancel);
+    release();
+  }
 }
+
+metrics.collect((): Sample[] => [
+  {
+    name: "db_pool_slots_in_use",
+    labels: { lane: "all" },
+    value: poolGate.inUse.total,
+    type: "gauge" as const,
+    help: "Pool connections held by transactions of this isolate",
+  },
+  {
+    name: "db_pool_slots_in_use",
+    labels: { lane: "search" },
+    value: poolGate.inUse.search,
+    type: "gauge" as const,
+    help: "Pool connections held by transactions of this isolate",
+  },
+  {
+    name: "db_pool_waiting",
+    labels: {},
+    value: poolGate.waiting,
+    type: "gauge" as const,
+    help: "Transactions waiting for a pool connection",
+  },
+  {
+    name: "db_pool_abandoned_waits_total",
+    labels: {},
+    value: poolStats.abandonedWaits,
+    type: "counter" as const,
+    help: "Waits for a pool connection given up at the request's deadline (nothing ran)",
+  },
+  {
+    name: "db_statements_cancelled_total",
+    labels: {},
+    value: poolStats.cancelledStatements,
+    type: "counter" as const,
+    help: "Statements cancelled in the database because their request was abandoned",
+  },
+]);

@@ -7,7 +7,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { breakerHealth } from "../../shared/breaker.ts";
 import { config } from "../../shared/config.ts";
-import { sql } from "../../shared/db.ts";
+import { healthSql, sql } from "../../shared/db.ts";
 import { createApp } from "../../shared/http.ts";
 import { collectQueueDepth } from "../../shared/jobs/metrics.ts";
 import { metrics } from "../../shared/metrics.ts";
@@ -57,8 +57,9 @@ const route = createRoute({
 
 app.openapi(route, async (c) => {
   const [db, cache, breakers] = await Promise.all([
+    // On a connection of its own: a saturated pool is load, not an outage.
     check(async () => {
-      const q = sql`select 1`;
+      const q = healthSql`select 1`;
       const timer = setTimeout(() => q.cancel(), checkTimeoutMs);
       try {
         await q;

@@ -1,0 +1,199 @@
+import { assert, assertEquals } from "../scripts/assert.ts";
+import { DEMO_USER_ID, seed } from "../scripts/seed.ts";
+import { functionTestEnv } from "../scripts/test_env.ts";
+import { it } from "../scripts/test_http.ts";
+
+// A pool of 4 (2 for searches) and a short request budget, so saturation is cheap to build.
+const env = await functionTestEnv({
+  env: { DB_POOL_MAX: "4", DB_SEARCH_SLOTS: "2", REQUEST_BUDGET_MS: "1500" },
+});
+await seed(env.db.sql, { users: 20, posts: 10, follows: 0, likes: 0, songs: 10, seed: 5 });
+await env.db.sql`create table public.db_test_marks (tag text not null)`;
+await env.db.sql`grant select, insert on public.db_test_marks to anon`;
+const db = await import("./db.ts");
+const { Budget } = await import("./budget.ts");
+const { app: health } = await import("../functions/health/app.ts");
+const { app: posts } = await import("../functions/posts/app.ts");
+const postIds: string[] = (await env.db.sql`select id from posts limit 8`).map((r) => r.id);
+
+const auth = { headers: { authorization: `Bearer ${await env.keys.mint(DEMO_USER_ID)}` } };
+const lockKey = 4242;
+
+/**
+ * Holds the advisory lock `lockKey` on a connection of the test's own, so every transaction
+ * of the app's pool that asks for it blocks (a slow statement we can end when we want).
+ */
+async function holdLock() {
+  const conn = await env.db.sql.reserve();
+  await conn`select pg_advisory_lock(${lockKey})`;
+  return {
+    conn,
+    async release() {
+      await conn`select pg_advisory_unlock(${lockKey})`;
+      conn.release();
+    },
+  };
+}
+
+/** `n` app transactions (lane `lane`) that hold pool slots until the lock is released. */
+function blockers(n: number, lane: "default" | "search" = "default") {
+  return Array.from(
+    { length: n },
+    () =>
+      db.asUser(null, (tx) => tx`select pg_advisory_xact_lock(${lockKey})`, undefined, { lane }),
+  );
+}
+
+/** Backends of the app's pool (application_name rockout-edge) running a statement now. */
+async function activeAppStatements(): Promise<number> {
+  const [row] = await env.db.sql`select count(*)::int as n from pg_stat_activity
+    where datname = current_database() and application_name = 'rockout-edge'
+      and state = 'active'`;
+  return row.n;
+}
+
+/** Resolves once `check()` is true, polling the database state; fails after `ms`. */
+async function eventually(check: () => Promise<boolean>, ms: number, what: string) {
+  const deadline = performance.now() + ms;
+  while (!(await check())) {
+    assert(performance.now() < deadline, `not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+it("PoolGate: FIFO, a full lane lets others pass, an aborted wait leaves the queue", async () => {
+  const gate = new db.PoolGate(2, { search: 1 });
+  const s1 = await gate.acquire("search");
+  const order: string[] = [];
+  const s2 = gate.acquire("search").then((r) => (order.push("search"), r));
+  const d1 = await gate.acquire("default"); // passes the waiting search: its lane is full
+  assertEquals(gate.inUse, { total: 2, search: 1 });
+  const controller = new AbortController();
+  const abandoned = gate.acquire("default", controller.signal);
+  const d2 = gate.acquire("default").then((r) => (order.push("default"), r));
+  assertEquals(gate.waiting, 3);
+  controller.abort(new DOMException("budget", "TimeoutError"));
+  const err = await abandoned.catch((e) => e);
+  assertEquals(err.name, "TimeoutError");
+  assertEquals(gate.waiting, 2);
+  s1(); // frees a search slot: the search waiter is first in line and may use it
+  const r2 = await s2;
+  d1();
+  const r3 = await d2;
+  assertEquals(order, ["search", "default"]);
+  r2();
+  r3();
+  s1(); // idempotent
+  assertEquals(gate.inUse, { total: 0, search: 0 });
+});
+
+it("a wait for a pool connection is abandoned at the budget, and its statement never runs", async () => {
+  const lock = await holdLock();
+  const held = blockers(4);
+  await eventually(async () => (await activeAppStatements()) === 4, 3000, "4 blocked");
+  const tag = crypto.randomUUID();
+  const budget = new Budget(300);
+  const start = performance.now();
+  const err = await db.asUser(
+    null,
+    (tx) => tx`insert into public.db_test_marks (tag) values (${tag})`,
+    budget,
+  ).catch((e) => e);
+  const waited = performance.now() - start;
+  assert(err instanceof Error, `rejected: ${err}`);
+  assertEquals((err as Error).name, "TimeoutError");
+  assert(waited >= 250 && waited < 1000, `gave up after ${waited} ms`);
+  assertEquals(db.poolGate.waiting, 0);
+  await lock.release();
+  await Promise.all(held);
+  // Every slot is free again, and the abandoned insert never reached the database.
+  await db.asUser(null, (tx) => tx`select 1`);
+  const rows = await env.db.sql`select 1 from public.db_test_marks where tag = ${tag}`;
+  assertEquals(rows.length, 0);
+});
+
+it("a statement whose client went away is cancelled in the database", async () => {
+  const lock = await holdLock();
+  try {
+    const client = new AbortController();
+    const budget = new Budget(10_000, client.signal); // far from expiring by itself
+    const running = db.asUser(
+      null,
+      (tx) => tx`select pg_advisory_xact_lock(${lockKey})`,
+      budget,
+    ).catch((e) => e);
+    await eventually(async () => (await activeAppStatements()) === 1, 3000, "statement running");
+    const before = db.poolStats.cancelledStatements;
+    const start = performance.now();
+    client.abort();
+    const err = await running;
+    assertEquals(err?.code, "57014"); // canceling statement due to user request
+    assert(performance.now() - start < 1000, "cancelled at once, lock still held");
+    assert(db.poolStats.cancelledStatements > before);
+    assertEquals(await activeAppStatements(), 0);
+    assertEquals(db.poolGate.inUse.total, 0);
+  } finally {
+    await lock.release();
+  }
+});
+
+it("requests that answered 504 leave nothing running or queued in the database", async () => {
+  const locker = await env.db.sql.reserve();
+  await locker`begin`;
+  await locker`lock table public.posts in access exclusive mode`;
+  try {
+    // Twice the pool: 4 block on the lock, 4 wait for a connection.
+    const answers = await Promise.all(
+      postIds.map((id) => posts.request(`/posts/${id}`, auth)), // distinct: no coalescing
+    );
+    assertEquals(answers.map((r) => r.status), Array(8).fill(504));
+    // The lock is still held: whatever still ran or started now would be stuck on it.
+    await eventually(async () => (await activeAppStatements()) === 0, 1000, "all cancelled");
+    await eventually(() => Promise.resolve(db.poolGate.inUse.total === 0), 1000, "slots freed");
+    assertEquals(db.poolGate.waiting, 0);
+    assertEquals(await activeAppStatements(), 0);
+  } finally {
+    await locker`rollback`;
+    locker.release();
+  }
+  const ok = await posts.request(`/posts/${postIds[0]}`, auth);
+  assertEquals(ok.status, 200, await ok.clone().text());
+});
+
+it("/health stays 200 while the pool is saturated and connections are queued", async () => {
+  const lock = await holdLock();
+  const held = blockers(8); // 4 hold every connection, 4 more wait
+  try {
+    await eventually(async () => (await activeAppStatements()) === 4, 3000, "pool saturated");
+    assertEquals(db.poolGate.waiting, 4);
+    const res = await health.request("/health");
+    const body = await res.json();
+    assertEquals(res.status, 200, JSON.stringify(body)); // 503 if the db check had failed
+    assertEquals(body.status, "ok");
+  } finally {
+    await lock.release();
+    await Promise.all(held);
+  }
+});
+
+it("searches hold at most DB_SEARCH_SLOTS connections: other reads still get one", async () => {
+  const lock = await holdLock();
+  const searches = blockers(4, "search"); // 2 run (blocked), 2 wait for the search lane
+  try {
+    await eventually(async () => (await activeAppStatements()) === 2, 3000, "2 searches run");
+    assertEquals(db.poolGate.inUse, { total: 2, search: 2 });
+    const budget = new Budget(1000);
+    const rows = await db.asUser(null, (tx) => tx`select count(*)::int as n from posts`, budget);
+    assert(rows[0].n > 0);
+  } finally {
+    await lock.release();
+    await Promise.all(searches);
+  }
+});
+
+it("teardown", async () => {
+  await (await import("./background.ts")).settleBackground();
+  await db.sql.end();
+  await db.healthSql.end();
+  await env.close();
+});
