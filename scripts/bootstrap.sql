@@ -117,8 +117,8 @@ begin
 end
 $$;
 
--- Grants (Supabase's defaults; RLS is what protects rows). Only default
--- privileges for public: existing tables' grants are never touched.
+-- Grants (Supabase's defaults, least privilege; RLS is what protects rows). Only
+-- default privileges for public: existing tables' grants are never touched.
 grant usage on schema public to anon, authenticated, service_role;
 grant usage on schema auth to anon, authenticated, service_role;
 grant usage on schema extensions to anon, authenticated, service_role;
@@ -137,6 +137,16 @@ begin
 end
 $$;
 
-alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
-alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
-alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
+-- Supabase grants ALL to the three API roles; anon and authenticated keep the same defaults
+-- minus what no client needs: TRUNCATE (it skips RLS), TRIGGER, REFERENCES, and UPDATE on
+-- sequences (setval). The revokes make a re-run fix a database bootstrapped with the old
+-- `grant all`; migration 20261128000100_least_privilege does the same on Supabase.
+alter default privileges in schema public grant all on tables to service_role;
+alter default privileges in schema public grant all on sequences to service_role;
+alter default privileges in schema public grant select, insert, update, delete on tables to anon, authenticated;
+alter default privileges in schema public grant usage, select on sequences to anon, authenticated;
+alter default privileges in schema public grant execute on functions to anon, authenticated, service_role;
+alter default privileges in schema public revoke truncate, trigger, references on tables from anon, authenticated;
+alter default privileges in schema public revoke update on sequences from anon, authenticated;
+-- Functions are executable by PUBLIC unless revoked; a per-schema default can't revoke it.
+alter default privileges revoke execute on functions from public;
