@@ -2,7 +2,7 @@
  * Database tooling: bootstrap a plain Postgres to look like Supabase, apply
  * `migrations/` with the Supabase CLI, create/drop databases.
  *
- *   deno run -A scripts/db.ts migrate      # bootstrap + migrate DATABASE_URL
+ *   deno run -A scripts/db.ts migrate      # bootstrap + migrate DATABASE_URL (default: npm start's)
  *   deno run -A scripts/db.ts bootstrap    # bootstrap only
  *
  * Layout: the top-level `migrations/` folder is the source of truth. The
@@ -155,10 +155,14 @@ export function redact(url: string): string {
 
 if (import.meta.main) {
   const cmd = Deno.args[0] ?? "migrate";
+  // Default: the database of the running `npm start`.
+  const { useLocalStack } = await import("./stack.ts");
+  await useLocalStack();
   const url = Deno.env.get("DATABASE_URL");
   if (!url) {
     console.error(
-      "DATABASE_URL is not set. Example:\n  DATABASE_URL=postgres://postgres@127.0.0.1:5432/rockout npm run migrate",
+      "no database: start the stack (npm start) in another terminal, or set DATABASE_URL, e.g.\n" +
+        "  DATABASE_URL=postgres://postgres@127.0.0.1:5432/rockout npm run migrate",
     );
     Deno.exit(2);
   }

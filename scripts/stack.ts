@@ -27,7 +27,7 @@ export async function spawnServer(
   ready: (line: string) => boolean,
 ): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-net", script],
+    args: ["run", "-A", "--unstable-net", "--unstable-no-legacy-abort", script],
     cwd: repoRoot,
     env: { PORT: String(port), LOG_REQUESTS: "false", ...env },
     stdout: "piped",
@@ -80,4 +80,95 @@ export function startStack(port: number, env: Record<string, string>): Promise<S
     env,
     (line) => line.startsWith("rockout-edge is running at"),
   );
+}
+
+/**
+ * What a running `npm start` tells the other commands (`npm run worker|seed|migrate|token`):
+ * written to `.local/stack.json` (mode 0600, not committed) once it serves, removed when it
+ * stops. Only local, generated values: never a real API key.
+ */
+export interface LocalStack {
+  /** The `npm start` process; the file counts only while it lives. */
+  pid: number;
+  baseUrl: string;
+  databaseUrl: string;
+  /** The Redis behind the bridge (REDIS_URL), when there is one. */
+  redisUrl: string | null;
+  /** Upstash REST endpoint the functions use (the local bridge or a real Upstash). */
+  upstash: { url: string; token: string } | null;
+  /** OPENAI_BASE_URL of the stand-in model, when `npm start` serves one (no key set). */
+  openaiStandIn: string | null;
+}
+
+/** `.local/stack.json`, or `STACK_FILE` (tests). */
+export function localStackPath(): string {
+  return Deno.env.get("STACK_FILE") ?? `${repoRoot}/.local/stack.json`;
+}
+
+/** True while process `pid` exists (Linux: /proc; elsewhere assumed alive). */
+export function processAlive(pid: number): boolean {
+  if (Deno.build.os !== "linux") return true;
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes the running stack's description (0600: it holds the local Redis bridge token). */
+export async function writeLocalStack(stack: LocalStack, path = localStackPath()): Promise<void> {
+  await Deno.mkdir(path.replace(/\/[^/]+$/, ""), { recursive: true });
+  const tmp = `${path}.${stack.pid}.tmp`;
+  await Deno.writeTextFile(tmp, JSON.stringify(stack, null, 2) + "\n", { mode: 0o600 });
+  await Deno.rename(tmp, path);
+}
+
+/** Removes the file if process `pid` wrote it. */
+export async function removeLocalStack(pid: number, path = localStackPath()): Promise<void> {
+  const stack = await readStackFile(path);
+  if (stack?.pid === pid) await Deno.remove(path).catch(() => {});
+}
+
+async function readStackFile(path: string): Promise<LocalStack | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as LocalStack;
+  } catch {
+    return null;
+  }
+}
+
+/** The stack a live `npm start` described, or null (no file, or its process is gone). */
+export async function readLocalStack(path = localStackPath()): Promise<LocalStack | null> {
+  const stack = await readStackFile(path);
+  return stack && Number.isInteger(stack.pid) && processAlive(stack.pid) ? stack : null;
+}
+
+/**
+ * Fills what the environment leaves unset from the running `npm start`: DATABASE_URL, the
+ * Upstash endpoint (or REDIS_URL), and the stand-in model when no OPENAI_API_KEY is set.
+ * An explicit variable always wins. Returns the stack used, or null.
+ */
+export async function useLocalStack(
+  env: { get(k: string): string | undefined; set(k: string, v: string): void } = Deno.env,
+  path = localStackPath(),
+): Promise<LocalStack | null> {
+  const stack = await readLocalStack(path);
+  if (!stack) return null;
+  const fill = (key: string, value: string | null | undefined) => {
+    if (value && !env.get(key)) env.set(key, value);
+  };
+  fill("DATABASE_URL", stack.databaseUrl);
+  if (!env.get("UPSTASH_REDIS_REST_URL") && !env.get("REDIS_URL") && stack.upstash) {
+    env.set("UPSTASH_REDIS_REST_URL", stack.upstash.url);
+    env.set("UPSTASH_REDIS_REST_TOKEN", stack.upstash.token);
+  }
+  if (!env.get("OPENAI_API_KEY") && stack.openaiStandIn) {
+    env.set("OPENAI_API_KEY", "stand-in");
+    fill("OPENAI_BASE_URL", stack.openaiStandIn);
+    for (const key of ["OPENAI_SMALL_MODEL", "OPENAI_LARGE_MODEL", "OPENAI_TRANSCRIBE_MODEL"]) {
+      fill(key, "stand-in");
+    }
+  }
+  return stack;
 }

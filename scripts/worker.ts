@@ -3,7 +3,11 @@
  * (polling when it is empty) with the same handlers as the `jobs-worker` function. Any
  * number of these may run at once, next to `jobs-worker` runs.
  *
- *   DATABASE_URL=… npm run worker -- [--concurrency 4] [--poll-ms 1000] [--grace-ms 10000]
+ *   npm run worker -- [--concurrency 4] [--poll-ms 1000] [--grace-ms 10000]
+ *
+ * With `npm start` running, it uses that stack's database, Redis and model (stand-in
+ * included) from .local/stack.json; DATABASE_URL and the others, when set, win. It needs
+ * no auth settings. One log line per job.
  *
  * SIGTERM / SIGINT: stop claiming, let running jobs finish for up to `--grace-ms`, then
  * abort what is still running and release those jobs (runnable again at once, attempt not
@@ -12,6 +16,9 @@
  *
  * @module
  */
+
+import type { JobHandler } from "../shared/jobs/pool.ts";
+import { useLocalStack } from "./stack.ts";
 
 function flag(name: string, fallback: number): number {
   const i = Deno.args.indexOf(`--${name}`);
@@ -25,6 +32,14 @@ const pollMs = flag("poll-ms", 1000);
 const graceMs = flag("grace-ms", 10_000);
 // One connection per loop plus one for recovery, unless told otherwise.
 if (!Deno.env.get("DB_POOL_MAX")) Deno.env.set("DB_POOL_MAX", String(concurrency + 1));
+
+const stack = await useLocalStack();
+if (!Deno.env.get("DATABASE_URL") && !Deno.env.get("SUPABASE_DB_URL")) {
+  console.error(
+    "no database: start the stack (npm start) in another terminal, or set DATABASE_URL",
+  );
+  Deno.exit(2);
+}
 
 // Config is read when these load: after the environment above is set.
 const { config } = await import("../shared/config.ts");
@@ -48,13 +63,31 @@ const shutdown = (signal: string) => {
 Deno.addSignalListener("SIGTERM", () => shutdown("SIGTERM"));
 Deno.addSignalListener("SIGINT", () => shutdown("SIGINT"));
 
-const handlers = jobHandlers();
+/** One line per job that ran to completion (the pool logs every failure itself). */
+function logged(type: string, handler: JobHandler): JobHandler {
+  return async (job, ctx) => {
+    const start = performance.now();
+    await handler(job, ctx);
+    console.log(JSON.stringify({
+      msg: "job done",
+      job_id: job.id,
+      job_type: type,
+      attempt: job.attempts,
+      ms: Math.round(performance.now() - start),
+    }));
+  };
+}
+const handlers = Object.fromEntries(
+  Object.entries(jobHandlers()).map(([type, handler]) => [type, logged(type, handler)]),
+);
 console.log(JSON.stringify({
   msg: "worker started",
   worker: workerId,
   concurrency,
   job_types: Object.keys(handlers),
   task_timeout_ms: config.jobs.taskTimeoutMs,
+  ...(stack ? { stack: stack.baseUrl } : {}),
+  ...(config.openai?.apiKey === "stand-in" ? { model: "stand-in" } : {}),
 }));
 const summary = await runWorkerPool({
   workerId,

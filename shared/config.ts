@@ -114,11 +114,12 @@ export function loadConfig(env: Record<string, string | undefined>) {
   }
   const jwksUrl = e.SUPABASE_JWKS_URL ??
     (e.SUPABASE_URL ? new URL("/auth/v1/.well-known/jwks.json", e.SUPABASE_URL).href : undefined);
-  if (!e.SUPABASE_JWKS && !jwksUrl && !e.JWT_SECRET) {
-    throw new Error(
-      "invalid environment:\n  SUPABASE_JWKS: required to verify access tokens (or SUPABASE_JWKS_URL, SUPABASE_URL, JWT_SECRET)",
-    );
-  }
+  const auth = {
+    jwks: e.SUPABASE_JWKS ?? null,
+    jwksUrl: jwksUrl ?? null,
+    jwtSecret: e.JWT_SECRET ?? null,
+  };
+  const authConfigured = !!(e.SUPABASE_JWKS || jwksUrl || e.JWT_SECRET);
   return {
     databaseUrl,
     dbPoolMax: e.DB_POOL_MAX,
@@ -139,10 +140,17 @@ export function loadConfig(env: Record<string, string | undefined>) {
       : null,
     redisPrefix: e.REDIS_PREFIX,
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
-    auth: {
-      jwks: e.SUPABASE_JWKS ?? null,
-      jwksUrl: jwksUrl ?? null,
-      jwtSecret: e.JWT_SECRET ?? null,
+    /**
+     * Token verification keys, checked on first read: only processes that verify tokens
+     * (every function, through shared/auth.ts at import) need them, not `npm run worker`.
+     */
+    get auth(): typeof auth {
+      if (!authConfigured) {
+        throw new Error(
+          "invalid environment:\n  SUPABASE_JWKS: required to verify access tokens (or SUPABASE_JWKS_URL, SUPABASE_URL, JWT_SECRET)",
+        );
+      }
+      return auth;
     },
     secretKeys: parseKeySet(e.SUPABASE_SECRET_KEYS),
     corsOrigins: e.CORS_ORIGINS === "*" ? "*" : e.CORS_ORIGINS.split(",").map((o) => o.trim()),
