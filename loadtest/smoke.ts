@@ -57,9 +57,29 @@ export const scenario: Scenario<Data> = {
         await expect(client, "health", client.get(`${v1}/health`), 200, {
           "db and redis ok": (r) => r.json<{ status: string }>().status === "ok",
         });
-        await expect(client, "metrics", client.get(`${v1}/health/metrics`), 200, {
-          "prometheus text": (r) => r.body.includes("# TYPE"),
-        });
+        // metrics: the secret key's, like jobs-worker's
+        await expect(
+          client,
+          "metrics without key",
+          client.get(`${v1}/health/metrics`, { expected: [401] }),
+          401,
+          { "problem+json": problem },
+        );
+        const secretKey = Deno.env.get("SMOKE_SECRET_KEY");
+        if (secretKey) {
+          await expect(
+            client,
+            "metrics",
+            client.get(`${v1}/health/metrics`, { headers: { apikey: secretKey } }),
+            200,
+            {
+              "prometheus text": (r) => r.body.includes("# TYPE"),
+              "rss and db connections": (r) =>
+                /^process_resident_memory_bytes \d+/m.test(r.body) &&
+                /^db_connections_total_open \d+/m.test(r.body),
+            },
+          );
+        }
 
         // feed
         const feed = await expect(client, "feed for-you", get("/feed?limit=5"), 200, {

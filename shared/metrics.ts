@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type postgres from "postgres";
 
 /** Label names to values. */
 export type Labels = Record<string, string | number>;
@@ -114,3 +115,68 @@ export class Metrics {
 
 /** The isolate's metrics. */
 export const metrics: Metrics = new Metrics();
+
+/**
+ * The process's memory, read at each scrape: what a soak test watches for leaks (the edge
+ * runtime gives an isolate no /proc of its own, so this is the only view it has).
+ */
+export function processSamples(): Sample[] {
+  const m = Deno.memoryUsage();
+  return [
+    {
+      name: "process_resident_memory_bytes",
+      help: "Resident set size of the process serving this isolate",
+      value: m.rss,
+    },
+    {
+      name: "process_pid",
+      help: "Process id (tells apart the processes behind one URL)",
+      value: Deno.pid,
+    },
+    { name: "process_heap_used_bytes", help: "V8 heap in use", value: m.heapUsed },
+    { name: "process_heap_total_bytes", help: "V8 heap reserved", value: m.heapTotal },
+    {
+      name: "process_external_memory_bytes",
+      help: "Memory held outside the V8 heap",
+      value: m.external,
+    },
+  ];
+}
+metrics.collect(processSamples);
+
+let dbConnectionsRegistered = false;
+
+/**
+ * Registers `db_connections{application_name,state}`: the database's open connections of
+ * every process of this app (`application_name` `rockout-edge…`), from `pg_stat_activity`
+ * through `db` (give it a connection of its own: a scrape must not wait behind a full pool).
+ * Server-wide on purpose: a leak shows as a count that keeps growing, whichever isolate leaks.
+ * Not cached: one cheap catalog read per scrape, and only secret-key holders can scrape.
+ */
+export function collectDbConnections(db: postgres.Sql): void {
+  if (dbConnectionsRegistered) return;
+  dbConnectionsRegistered = true;
+  metrics.collect(() => dbConnections(db));
+}
+
+async function dbConnections(db: postgres.Sql): Promise<Sample[]> {
+  const rows = await db<{ application_name: string; state: string; n: number }[]>`
+    select application_name, coalesce(state, 'unknown') as state, count(*)::int as n
+      from pg_catalog.pg_stat_activity
+     where datname = current_database() and application_name like 'rockout-edge%'
+     group by 1, 2`;
+  const help = "Open database connections of this app (all processes), by application_name " +
+    "and state";
+  const samples: Sample[] = rows.map((r) => ({
+    name: "db_connections",
+    help,
+    labels: { application_name: r.application_name, state: r.state },
+    value: r.n,
+  }));
+  samples.push({
+    name: "db_connections_total_open",
+    help: "Open database connections of this app (all processes)",
+    value: rows.reduce((sum, r) => sum + r.n, 0),
+  });
+  return samples;
+}

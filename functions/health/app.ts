@@ -1,16 +1,21 @@
 /**
- * `health`: is this isolate able to reach its database and Redis? Anonymous, never hangs
- * past 2 s: each check gets its own short deadline.
+ * `health`: is this isolate able to reach its database and Redis? Never hangs past 2 s: each
+ * check gets its own short deadline. Anyone may ask and learns the status only; the checks,
+ * breakers and version, and `GET /health/metrics`, need a secret API key (the same rule as
+ * `jobs-worker/metrics`): they tell an attacker which dependency to push on.
  *
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { requireSecretKey } from "../../shared/auth.ts";
 import { breakerHealth } from "../../shared/breaker.ts";
 import { config } from "../../shared/config.ts";
 import { healthSql, sql } from "../../shared/db.ts";
-import { createApp } from "../../shared/http.ts";
+import { clientIp, createApp } from "../../shared/http.ts";
 import { collectQueueDepth } from "../../shared/jobs/metrics.ts";
-import { metrics } from "../../shared/metrics.ts";
+import { collectDbConnections, metrics } from "../../shared/metrics.ts";
+import { anonymousReads } from "../../shared/ratelimit.ts";
 import { redis } from "../../shared/redis.ts";
 
 const checkTimeoutMs = 1500;
@@ -31,21 +36,24 @@ const Breaker = z.object({
 });
 const Health = z.object({
   status: z.enum(["ok", "degraded"]),
-  checks: z.object({ db: Check, redis: Check }),
+  /** Only with a secret API key, like `breakers` and `version`. */
+  checks: z.object({ db: Check, redis: Check }).optional(),
   /** Circuit breakers of the external APIs: an open one degrades features, not health. */
-  breakers: z.array(Breaker),
-  version: z.string(),
+  breakers: z.array(Breaker).optional(),
+  version: z.string().optional(),
 }).openapi("Health");
 
 export const app = createApp("health", { budgetMs: 2000, shed: false });
 
 // The queue is global state: any isolate's metrics export can report its depth.
 collectQueueDepth(sql);
+collectDbConnections(healthSql);
 
 const route = createRoute({
   method: "get",
   path: "/",
-  summary: "Liveness of the database and Redis",
+  middleware: [anonymousReads(clientIp)] as const,
+  summary: "Liveness of the database and Redis (details with a secret API key)",
   responses: {
     200: { description: "all ok", content: { "application/json": { schema: Health } } },
     503: {
@@ -88,15 +96,20 @@ app.openapi(route, async (c) => {
     version: config.version,
   };
   c.header("cache-control", "no-store");
-  return ok ? c.json(body, 200) : c.json(body, 503);
+  const shown = await hasSecretKey(c) ? body : { status: body.status };
+  return ok ? c.json(shown, 200) : c.json(shown, 503);
 });
 
 const metricsRoute = createRoute({
   method: "get",
   path: "/metrics",
-  summary: "This isolate's counters and histograms, Prometheus text format",
+  summary: "This isolate's counters, histograms and gauges (RSS, database connections), " +
+    "Prometheus text format",
+  security: [{ apikey: [] }],
+  middleware: [requireSecretKey()] as const,
   responses: {
     200: { description: "Prometheus text", content: { "text/plain": { schema: z.string() } } },
+    401: { description: "no secret API key" },
   },
 });
 
@@ -106,6 +119,17 @@ app.openapi(metricsRoute, async (c) => {
   c.header("content-type", "text/plain; version=0.0.4; charset=utf-8");
   return c.text(text, 200);
 });
+
+/** Whether the caller presented one of the project's secret API keys (never throws). */
+async function hasSecretKey(c: Context): Promise<boolean> {
+  if (!c.req.header("apikey") && !c.req.header("authorization")) return false;
+  try {
+    await requireSecretKey()(c, () => Promise.resolve());
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Rejects when `work` takes longer than `ms`. */
 async function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {

@@ -7,15 +7,30 @@ import { it } from "../../scripts/test_http.ts";
 // A dedicated redis-server, so the test can stop it without touching anyone else's Redis.
 const redisServer = await startRedisServer(freePort());
 const bridge = await startRedisBridge({ redisUrl: redisServer.url, token: "t0ken", port: 0 });
+const secret = `sb_secret_health_${crypto.randomUUID().replaceAll("-", "")}`;
 const env = await functionTestEnv({
   redis: false,
-  env: { UPSTASH_REDIS_REST_URL: bridge.url, UPSTASH_REDIS_REST_TOKEN: "t0ken" },
+  env: {
+    UPSTASH_REDIS_REST_URL: bridge.url,
+    UPSTASH_REDIS_REST_TOKEN: "t0ken",
+    SUPABASE_SECRET_KEYS: JSON.stringify({ default: secret }),
+  },
 });
 const { app } = await import("./app.ts");
 const { sql } = await import("../../shared/db.ts");
 
-it("200 with db and redis ok, no auth needed", async () => {
-  const res = await app.request("/health");
+const withKey = { headers: { apikey: secret } };
+
+it("200 with db and redis ok, no auth needed; the public body is the status only", async () => {
+  const anonymous = await app.request("/health");
+  assertEquals(anonymous.status, 200);
+  assertEquals(await anonymous.json(), { status: "ok" });
+  // A publishable key or a wrong secret is no secret key: still the status only.
+  for (const apikey of ["sb_publishable_x", "sb_secret_wrong"]) {
+    const res = await app.request("/health", { headers: { apikey } });
+    assertEquals(await res.json(), { status: "ok" });
+  }
+  const res = await app.request("/health", withKey);
   assertEquals(res.status, 200);
   const body = await res.json();
   assertEquals(body.status, "ok");
@@ -26,14 +41,49 @@ it("200 with db and redis ok, no auth needed", async () => {
 });
 
 it("lists every external API's circuit breaker", async () => {
-  const body = await (await app.request("/health")).json();
+  const body = await (await app.request("/health", withKey)).json();
   const names = body.breakers.map((b: { name: string }) => b.name).sort();
   assertEquals(names, ["acrcloud", "openai-chat", "openai-transcribe", "shazam"]);
   for (const b of body.breakers) assertEquals(b.state, "closed");
 });
 
+it("metrics need the secret key: 401 without one, or with a publishable or wrong key", async () => {
+  const attempts: Record<string, string>[] = [
+    {},
+    { apikey: "sb_publishable_x" },
+    { apikey: "sb_secret_wrong" },
+  ];
+  for (const headers of attempts) {
+    const res = await app.request("/health/metrics", { headers });
+    assertEquals(res.status, 401);
+    assert(res.headers.get("content-type")?.startsWith("application/problem+json"));
+    const text = await res.text();
+    assert(!text.includes("http_requests_total"), text);
+  }
+  const bearer = await app.request("/health/metrics", {
+    headers: { authorization: `Bearer ${secret}` },
+  });
+  assertEquals(bearer.status, 200);
+  await bearer.body?.cancel();
+});
+
+it("metrics include the process's RSS and the app's open database connections", async () => {
+  await sql`select 1`; // the isolate's pool holds an open connection now
+  const text = await (await app.request("/health/metrics", withKey)).text();
+  const rss = Number(text.match(/^process_resident_memory_bytes (\d+)$/m)?.[1]);
+  assert(rss > 10_000_000, `rss ${rss}\n${text}`);
+  assert(text.includes("# TYPE db_connections gauge"), text);
+  // The health check's own connection, at least, is open (it just answered /health).
+  const open = Number(text.match(/^db_connections_total_open (\d+)$/m)?.[1]);
+  assert(open >= 1, `db_connections_total_open ${open}\n${text}`);
+  const pool = text.match(
+    /^db_connections\{application_name="rockout-edge",state="[a-z ]+"\} (\d+)$/m,
+  );
+  assert(Number(pool?.[1]) >= 1, text);
+});
+
 it("Prometheus metrics: request counts by route and status, latency histogram", async () => {
-  const res = await app.request("/health/metrics");
+  const res = await app.request("/health/metrics", withKey);
   assertEquals(res.status, 200);
   assert(res.headers.get("content-type")?.startsWith("text/plain"));
   const text = await res.text();
@@ -53,7 +103,8 @@ it("503 within 2 s when Redis is down", async () => {
   const res = await app.request("/health");
   const elapsed = performance.now() - start;
   assertEquals(res.status, 503);
-  const body = await res.json();
+  assertEquals(await res.json(), { status: "degraded" });
+  const body = await (await app.request("/health", withKey)).json();
   assertEquals(body.status, "degraded");
   assertEquals(body.checks.redis.ok, false);
   assertEquals(body.checks.db.ok, true);
