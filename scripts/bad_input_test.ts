@@ -141,6 +141,27 @@ it("garbage in every route: always 4xx problem+json (or success), never a 5xx", 
   );
 });
 
+it("searches: a query under 3 characters is a 400; pathological ones are bounded, never a 5xx", async () => {
+  const auth = { authorization: `Bearer ${token}` };
+  const search = (q: string) =>
+    gateway.fetch(
+      new Request(`http://x/functions/v1/profiles/search?q=${encodeURIComponent(q)}`, {
+        headers: auth,
+      }),
+    );
+  for (const q of ["a", "ab", "  x  ", "%%"]) {
+    const res = await search(q);
+    assert(res.status === 400, `${q}: ${res.status} ${await res.clone().text()}`);
+    assert(res.headers.get("content-type") === "application/problem+json");
+    assert((await res.text()).includes("q"));
+  }
+  for (const q of ["user_".repeat(13).slice(0, 64), "or ".repeat(21), "a b c d e f g h i j k"]) {
+    const res = await search(q);
+    assert(res.status === 200, `${q}: ${res.status} ${await res.clone().text()}`);
+    await res.body?.cancel();
+  }
+});
+
 it("teardown", async () => {
   await settleBackground();
   await sql.end();

@@ -15,6 +15,7 @@ import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp, jsonContent } from "../../shared/http.ts";
 import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { searchConcurrency, searchQueryWords, searchTimeout } from "../../shared/search.ts";
 import { getProfiles, invalidateProfile, toProfile } from "./profile_cache.ts";
 
 const maxBatchIds = 100;
@@ -94,7 +95,8 @@ const PageQuery = z.object({
   cursor: z.string().optional(),
 });
 const SearchQuery = z.object({
-  q: z.string().trim().min(1).max(64),
+  // Two letters match half the names: ranking them is work, not a search.
+  q: z.string().trim().min(3, "at least 3 characters").max(64),
   limit: z.coerce.number().int().min(1).default(20).transform((n) => Math.min(n, maxSearch)),
 });
 
@@ -106,15 +108,23 @@ const search = createRoute({
   path: "/search",
   summary: "Profiles by name: word prefixes, typo tolerant",
   security: bearerAuth,
-  middleware: [requireUser(), rateLimit(searchLimiter, (c) => c.var.user!.id)] as const,
+  middleware: [
+    requireUser(),
+    rateLimit(searchLimiter, (c) => c.var.user!.id),
+    ...searchConcurrency((c) => c.var.user!.id),
+  ] as const,
   request: { query: SearchQuery },
-  responses: { 200: jsonContent(SearchPage, "best matches first") },
+  responses: {
+    200: jsonContent(SearchPage, "best matches first"),
+    429: { description: "too many searches in flight for this user" },
+    503: { description: "the search took longer than its statement timeout" },
+  },
 });
 
 app.openapi(search, async (c) => {
   const { q, limit } = c.req.valid("query");
   const query = q.toLowerCase();
-  const words = query.match(/[\p{L}\p{N}]+/gu)?.slice(0, 8) ?? [];
+  const words = searchQueryWords(query, 4);
   const prefixQuery = words.length ? words.map((w) => `${w}:*`).join(" & ") : null;
   const rows = await asUser(
     c.var.user,
@@ -122,7 +132,8 @@ app.openapi(search, async (c) => {
       tx`select id, username, display_name, avatar_url, follower_count
         from public.search_profiles(${query}, ${prefixQuery}, ${limit})`,
     c.var.budget,
-  );
+    { lane: "search", statementTimeoutMs: config.search.statementTimeoutMs },
+  ).catch(searchTimeout);
   return c.json({
     items: rows.map((r) => ({
       id: r.id,

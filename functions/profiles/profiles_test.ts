@@ -256,7 +256,7 @@ it("search: word prefixes, typos, exact username first; limit clamped; 60/min", 
   assert(typo.some((h) => h.id === drummer.id), `typo: ${JSON.stringify(typo.slice(0, 3))}`);
   const exact = await hits(drummer.username);
   assertEquals(exact[0].id, drummer.id);
-  assertEquals((await hits("e", 500)).length <= 100, true);
+  assertEquals((await hits("use", 500)).length <= 100, true);
   await assertProblem(await call("/search?q="), 400, "q");
   await assertProblem(await call(`/search?q=${"x".repeat(65)}`), 400, "q");
   assertEquals(dbStatements(await call("/search?q=velvet")), 1);
@@ -267,6 +267,47 @@ it("search: word prefixes, typos, exact username first; limit clamped; 60/min", 
   const refused = await call("/search?q=velvet");
   await assertProblem(refused, 429);
   assertMatch(refused.headers.get("retry-after") ?? "", /^\d+$/);
+});
+
+it("search bounds: under 3 characters → 400 naming q; the SQL ranks at most 100", async () => {
+  const token = await env.keys.mint(userIds[42]); // the demo user spent its 60/min above
+  await assertProblem(await call("/search?q=ab", { token }), 400, "q");
+  await assertProblem(await call(`/search?q=${encodeURIComponent("  e ")}`, { token }), 400, "q");
+  // Every seeded username starts with "user": the function clamps whatever limit it is given.
+  const [{ n }] = await env.db.sql`
+    select count(*)::int as n from public.search_profiles('user', 'user:*', 1000)`;
+  assertEquals(n, 100);
+});
+
+it("search: 2 in flight per user (429 beyond), each cut at its own statement timeout (503)", async () => {
+  const [alice, bob] = await Promise.all([userIds[40], userIds[41]].map((id) => env.keys.mint(id)));
+  const locker = await env.db.sql.reserve();
+  await locker`begin`;
+  await locker`lock table public.profiles in access exclusive mode`; // every search now waits
+  try {
+    const start = performance.now();
+    const answers = await Promise.all([
+      ...[1, 2, 3].map(() => call("/search?q=velvet", { token: alice })),
+      call("/search?q=velvet", { token: bob }),
+    ]);
+    const elapsed = performance.now() - start;
+    const alices = answers.slice(0, 3).map((r) => r.status).sort();
+    assertEquals(alices, [429, 503, 503]);
+    assertEquals(answers[3].status, 503); // bob has slots of his own
+    const refused = answers.find((r) => r.status === 429)!;
+    await assertProblem(refused, 429, "search");
+    assertMatch(refused.headers.get("retry-after") ?? "", /^\d+$/);
+    const slow = answers.find((r) => r.status === 503)!;
+    await assertProblem(slow, 503, "300 ms");
+    assertMatch(slow.headers.get("retry-after") ?? "", /^\d+$/);
+    // The statement timeout (300 ms), not the request budget (10 s), ended the searches.
+    assert(elapsed < 3000, `searches ended after ${elapsed} ms`);
+  } finally {
+    await locker`rollback`;
+    locker.release();
+  }
+  // The slots were handed back: alice searches again.
+  assertEquals((await call("/search?q=velvet", { token: alice })).status, 200);
 });
 
 it("one statement per request: profile (cold), edit, follow, followers page", async () => {

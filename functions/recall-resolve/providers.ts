@@ -85,6 +85,8 @@ export async function searchCatalog(text: string, budget: Budget): Promise<Propo
     null,
     (tx) => tx<CatalogRow[]>`select * from public.search_songs(${text.slice(0, 500)}, 5)`,
     budget,
+    // A search: bounded in SQL (8 words, capped candidates), short, in the search lane.
+    { lane: "search", statementTimeoutMs: config.search.statementTimeoutMs },
   );
   return rows.map((r) => ({
     title: r.title,

@@ -1,0 +1,54 @@
+/**
+ * Bounds shared by the searches (profiles, the recall catalog): a search is cheap by design
+ * (few words, capped candidates in SQL, its own short statement timeout, its own share of the
+ * pool: see shared/db.ts), and a user may run only a few at once.
+ *
+ * @module
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import { config } from "./config.ts";
+import { concurrencyLimit, MemoryLeaseStore } from "./lease.ts";
+import { ProblemError } from "./problem.ts";
+
+/** The distinct words (letters and digits, 2+ characters) of `text`, the first `max` of them. */
+export function searchQueryWords(text: string, max: number): string[] {
+  const words = text.match(/[\p{L}\p{N}]+/gu) ?? [];
+  return [...new Set(words.filter((w) => w.length >= 2))].slice(0, max);
+}
+
+/** This isolate's search slots: they decide at once, whatever Redis does. */
+const isolateSearchSlots = new MemoryLeaseStore();
+
+/**
+ * Route middleware capping a user's searches in flight at `SEARCH_CONCURRENCY_PER_USER`:
+ * in this isolate (in memory, always decides) and across isolates (Redis leases; when Redis
+ * can't answer in time that check is skipped, and the isolate's cap still holds). Over the
+ * cap: 429 with Retry-After.
+ */
+export function searchConcurrency(key: (c: Context) => string): MiddlewareHandler[] {
+  const common = {
+    name: "search",
+    limit: config.search.concurrencyPerUser,
+    ttlMs: config.requestBudgetMs + 1_000,
+    key,
+    failOpen: true,
+    decisionMs: config.limits.decisionMs,
+  };
+  return [concurrencyLimit({ ...common, store: isolateSearchSlots }), concurrencyLimit(common)];
+}
+
+/**
+ * Turns a search's statement timeout (SQLSTATE 57014) into 503 with Retry-After: the
+ * database was too busy for a search right now; anything else is rethrown.
+ */
+export function searchTimeout(err: unknown): never {
+  if ((err as { code?: string })?.code === "57014") {
+    throw new ProblemError(
+      503,
+      "unavailable",
+      `the search took longer than ${config.search.statementTimeoutMs} ms; retry shortly`,
+      { headers: { "retry-after": "1" }, cause: err },
+    );
+  }
+  throw err;
+}
