@@ -12,6 +12,7 @@ import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp } from "../../shared/http.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { uuid } from "../../shared/schemas.ts";
 
 const maxLimit = 100;
 const maxIdsPerCall = 100;
@@ -40,7 +41,7 @@ const ListQuery = z.object({
 });
 
 const ReadBody = z.object({
-  ids: z.array(z.uuid()).min(1).max(maxIdsPerCall).optional(),
+  ids: z.array(uuid()).min(1).max(maxIdsPerCall).optional(),
   all: z.literal(true).optional(),
 }).superRefine((body, ctx) => {
   if ((body.ids === undefined) === (body.all === undefined)) {

@@ -15,6 +15,7 @@ import { bearerAuth, createApp, jsonBody, jsonContent } from "../../shared/http.
 import { notFound, ProblemError } from "../../shared/problem.ts";
 import { enqueueReplyJobs, maxPersonasPerRequest } from "../../shared/jobs/reply_jobs.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { plainText, uuid } from "../../shared/schemas.ts";
 import { maxRepliesPage, Post, readThread, Reply, ReplyPage, toPost } from "./thread.ts";
 
 const maxLikeIds = 100;
@@ -36,7 +37,7 @@ const likesLimiter = new RateLimiter({
 });
 
 /** 1–2000 characters as Postgres counts them (code points), not only whitespace. */
-const Body = z.string()
+const Body = plainText()
   .refine((s) => s.trim().length > 0, "must not be empty")
   .refine((s) => [...s].length <= 2000, "at most 2000 characters");
 const MediaUrl = z.url({ protocol: /^https?$/ }).max(2048).nullable().optional();
@@ -45,8 +46,8 @@ const NewPost = z.object({ body: Body, media_url: MediaUrl, thumbnail_url: Media
   .openapi("NewPost");
 const NewReply = z.object({ body: Body }).strict().openapi("NewReply");
 const LikeBatch = z.object({
-  like: z.array(z.guid()).default([]),
-  unlike: z.array(z.guid()).default([]),
+  like: z.array(uuid()).default([]),
+  unlike: z.array(uuid()).default([]),
 }).strict().superRefine((b, ctx) => {
   const total = new Set(b.like).size + new Set(b.unlike).size;
   if (total === 0) ctx.addIssue({ code: "custom", path: ["like"], message: "no post ids" });
@@ -69,7 +70,7 @@ const LikeResult = z.object({
   not_found: z.array(z.guid()).openapi({ description: "ids of posts you cannot see" }),
 }).openapi("LikeResult");
 
-const IdParam = z.object({ id: z.guid() });
+const IdParam = z.object({ id: uuid() });
 const PageQuery = z.object({
   limit: z.coerce.number().int().min(1).default(maxRepliesPage)
     .transform((n) => Math.min(n, maxRepliesPage)),
@@ -257,7 +258,7 @@ const generateLimiter = new RateLimiter({
   failOpen: false, // each job ends in an LLM call: refuse rather than run unlimited
 });
 const GenerateReplies = z.object({
-  persona_ids: z.array(z.guid()).min(1).max(maxPersonasPerRequest),
+  persona_ids: z.array(uuid()).min(1).max(maxPersonasPerRequest),
 }).strict().openapi("GenerateReplies");
 const ReplyJobs = z.object({
   post_id: z.guid(),

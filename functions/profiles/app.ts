@@ -16,6 +16,7 @@ import { bearerAuth, createApp, jsonContent } from "../../shared/http.ts";
 import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 import { searchConcurrency, searchQueryWords, searchTimeout } from "../../shared/search.ts";
+import { plainText, uuid } from "../../shared/schemas.ts";
 import { getProfiles, invalidateProfile, toProfile } from "./profile_cache.ts";
 
 const maxBatchIds = 100;
@@ -33,7 +34,7 @@ const followLimiter = new RateLimiter({
   failOpen: true,
 });
 
-const Id = z.guid().openapi({ description: "a profile (user) id" });
+const Id = uuid().openapi({ description: "a profile (user) id" });
 const Profile = z.object({
   id: z.guid(),
   username: z.string(),
@@ -71,8 +72,8 @@ const FollowState = z.object({
 
 const ProfilePatch = z.object({
   username: z.string().regex(/^[a-z0-9_]{3,30}$/, "3–30 of a-z, 0-9 and _").optional(),
-  display_name: z.string().trim().min(1).max(80).nullable().optional(),
-  bio: z.string().max(500).nullable().optional(),
+  display_name: plainText().trim().min(1).max(80).nullable().optional(),
+  bio: plainText().max(500).nullable().optional(),
   avatar_url: z.url({ protocol: /^https?$/ }).max(2048).nullable().optional(),
 }).strict().refine((p) => Object.keys(p).length > 0, {
   message: "send at least one of username, display_name, bio, avatar_url",
@@ -80,7 +81,10 @@ const ProfilePatch = z.object({
 
 const IdsQuery = z.object({
   ids: z.string().transform((text, ctx) => {
-    const ids = [...new Set(text.split(",").map((s) => s.trim()).filter(Boolean))];
+    // Lowercased before deduplication: one id in two spellings is one id.
+    const ids = [
+      ...new Set(text.split(",").map((s) => s.trim().toLowerCase()).filter(Boolean)),
+    ];
     if (!ids.length) ctx.addIssue({ code: "custom", message: "at least one id" });
     if (ids.length > maxBatchIds) {
       ctx.addIssue({ code: "custom", message: `at most ${maxBatchIds} ids` });
@@ -96,7 +100,7 @@ const PageQuery = z.object({
 });
 const SearchQuery = z.object({
   // Two letters match half the names: ranking them is work, not a search.
-  q: z.string().trim().min(3, "at least 3 characters").max(64),
+  q: plainText().trim().min(3, "at least 3 characters").max(64),
   limit: z.coerce.number().int().min(1).default(20).transform((n) => Math.min(n, maxSearch)),
 });
 

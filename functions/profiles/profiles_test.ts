@@ -322,6 +322,36 @@ it("one statement per request: profile (cold), edit, follow, followers page", as
   assertEquals(dbStatements(await call(`/${DEMO_USER_ID}/following?limit=5`)), 1);
 });
 
+it("uppercase ids are the same ids: read, batch, follow and unfollow, self-follow", async () => {
+  const target = userIds[140];
+  const upper = target.toUpperCase();
+  const byUpper = await call(`/${upper}`);
+  assertEquals(byUpper.status, 200, await byUpper.clone().text());
+  assertEquals((await byUpper.json()).id, target);
+  const batch = await (await call(`?ids=${upper},${target}`)).json();
+  assertEquals(batch.items.map((p: Profile) => p.id), [target]);
+  // Following by the uppercase id invalidates the (canonical) cached entry at once.
+  await call(`/${target}/follow`, { method: "DELETE" });
+  const base: Profile = await (await call(`/${target}`)).json(); // cached now
+  const followed = await call(`/${upper}/follow`, { method: "PUT" });
+  assertEquals(followed.status, 200);
+  assertEquals((await followed.json()).id, target);
+  assertEquals((await (await call(`/${target}`)).json()).follower_count, base.follower_count + 1);
+  await call(`/${upper}/follow`, { method: "DELETE" });
+  assertEquals((await (await call(`/${target}`)).json()).follower_count, base.follower_count);
+  // Following yourself by your id in capitals is the same 400, not a database error.
+  await assertProblem(
+    await call(`/${DEMO_USER_ID.toUpperCase()}/follow`, { method: "PUT" }),
+    400,
+    "follow yourself",
+  );
+});
+
+it("control characters in display_name or bio: 400 naming the field", async () => {
+  await assertProblem(await patchMe({ bio: "a\u0000b" }), 400, "bio");
+  await assertProblem(await patchMe({ display_name: "x\u0007y" }), 400, "display_name");
+});
+
 it("teardown", async () => {
   await (await import("../../shared/background.ts")).settleBackground();
   await (await import("../../shared/db.ts")).sql.end();

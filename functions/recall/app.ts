@@ -23,6 +23,7 @@ import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp, jsonContent } from "../../shared/http.ts";
 import { notFound } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { uuid } from "../../shared/schemas.ts";
 
 const threadsPage = 20;
 const messagesPage = 50;
@@ -63,7 +64,7 @@ const pageQuery = (max: number) =>
     limit: z.coerce.number().int().min(1).default(max).transform((n) => Math.min(n, max)),
     cursor: z.string().optional(),
   });
-const ThreadParam = z.object({ id: z.uuid() });
+const ThreadParam = z.object({ id: uuid() });
 
 type Thread = z.infer<typeof Thread>;
 type Message = z.infer<typeof Message>;

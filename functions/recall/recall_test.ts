@@ -217,6 +217,22 @@ it("soft delete: 204, then gone from the list, the thread and its messages", asy
   assertEquals(status, "deleted");
 });
 
+it("a thread deleted by its uppercase id is gone at once, also from the cached reads", async () => {
+  const [thread] = await makeThreads(alice, 1);
+  assertEquals((await get(`/threads/${thread}`)).status, 200); // cached now
+  assertEquals((await get(`/threads/${thread}/messages`)).status, 200);
+  const upper = await get(`/threads/${thread.toUpperCase()}`);
+  assertEquals((await upper.json()).id, thread);
+  const del = await app.request(`/recall/threads/${thread.toUpperCase()}`, {
+    method: "DELETE",
+    headers: { authorization: `Bearer ${tokens.get(alice)}` },
+  });
+  assertEquals(del.status, 204);
+  assertEquals((await get(`/threads/${thread}`)).status, 404);
+  assertEquals((await get(`/threads/${thread}/messages`)).status, 404);
+  assertEquals((await get(`/threads/${thread.toUpperCase()}/messages`)).status, 404);
+});
+
 it("reads are cached; a resolve invalidates the thread list and the thread's messages at once", async () => {
   const user = users[3];
   const first = await resolve(user, { text: "cobalt carousel nell harlow" });

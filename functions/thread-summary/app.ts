@@ -10,6 +10,7 @@ import { requireUser } from "../../shared/auth.ts";
 import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp } from "../../shared/http.ts";
 import { notFound } from "../../shared/problem.ts";
+import { uuid } from "../../shared/schemas.ts";
 import { maxRepliesPage, Post, readThread, ReplyPage } from "../posts/thread.ts";
 import { summaryFor } from "./summary.ts";
 
@@ -34,7 +35,7 @@ const route = createRoute({
   security: bearerAuth,
   middleware: [requireUser()] as const,
   request: {
-    params: z.object({ postId: z.guid() }),
+    params: z.object({ postId: uuid() }),
     query: z.object({ cursor: z.string().optional() }),
   },
   responses: {
