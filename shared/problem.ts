@@ -101,17 +101,28 @@ export function toProblem(err: unknown): ProblemError {
     return new ProblemError(status, code, detail, { cause: err });
   }
   const e = err as { code?: string; name?: string; message?: string };
+  // Database refusals are answered with a fixed detail: the server's message names tables,
+  // constraints and encodings, which are nobody's business outside (it is in `cause`).
+  const sqlstate = /^2[23][0-9A-Z]{3}$/.test(e?.code ?? "") ? e.code! : null;
   // SQLSTATE class 22 (data exception): the database refused a value we passed on from the
   // request (a NUL byte, an out-of-range number…). That is bad input, not a server fault.
-  if (/^22[0-9A-Z]{3}$/.test(e?.code ?? "")) {
-    return new ProblemError(
-      400,
-      "invalid_parameter",
-      `a value in the request is not valid: ${e.message}`,
-      {
-        cause: err,
-      },
-    );
+  if (sqlstate?.startsWith("22")) {
+    return new ProblemError(400, "invalid_parameter", "a value in the request is not valid", {
+      cause: err,
+    });
+  }
+  // Class 23 (integrity constraint violation): a rule of the data refused the request (a check
+  // such as "nobody follows themselves", a duplicate, a missing row it refers to). Routes map
+  // the ones they expect to precise answers; any other is still the caller's, never a 500.
+  if (sqlstate && checkViolations.has(sqlstate)) {
+    return new ProblemError(400, "invalid_parameter", "the request breaks a rule of the data", {
+      cause: err,
+    });
+  }
+  if (sqlstate) {
+    return new ProblemError(409, "conflict", "the request conflicts with the current data", {
+      cause: err,
+    });
   }
   if (e?.code === "57014" || e?.name === "TimeoutError") {
     return new ProblemError(504, "timeout", "a dependency did not answer in time", { cause: err });
@@ -125,6 +136,12 @@ export function toProblem(err: unknown): ProblemError {
   return new ProblemError(500, "internal", "an unexpected error occurred", { cause: err });
 }
 
+/** Class 23 codes that refuse a value itself, not its relation to other rows: a 400. */
+const checkViolations = new Set([
+  "23502", // not_null_violation
+  "23514", // check_violation
+]);
+
 /** Postgres / postgres.js codes that mean "not now" rather than "broken". */
 const unavailableCodes = new Set([
   "CONNECT_TIMEOUT",
@@ -137,17 +154,22 @@ const unavailableCodes = new Set([
   "57P03", // cannot_connect_now
 ]);
 
-/** Renders a problem as an `application/problem+json` response. */
-export function problemResponse(c: Context, problem: ProblemError): Response {
-  const body = {
+/** The RFC 9457 body of a problem. */
+export function problemBody(problem: ProblemError, requestId: string | null) {
+  return {
     type: `urn:problem:rockout:${problem.code}`,
     title: titles[problem.code],
     status: problem.status,
     detail: problem.detail,
     code: problem.code,
-    request_id: c.get("requestId") ?? null,
+    request_id: requestId,
     ...problem.options.extensions,
   };
+}
+
+/** Renders a problem as an `application/problem+json` response. */
+export function problemResponse(c: Context, problem: ProblemError): Response {
+  const body = problemBody(problem, c.get("requestId") ?? null);
   for (const [k, v] of Object.entries(problem.options.headers ?? {})) c.header(k, v);
   c.header("content-type", "application/problem+json");
   return c.body(JSON.stringify(body), problem.status);

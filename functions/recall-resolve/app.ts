@@ -115,7 +115,7 @@ app.openapi(route, async (c) => {
   const budget = c.var.budget;
   const request = c.req.header("content-type")?.toLowerCase().startsWith("multipart/")
     ? await fromMultipart(c)
-    : fromJson(validJson(c) ?? {});
+    : await fromJson(c, validJson(c) ?? {});
   const idempotencyKey = c.req.header("idempotency-key");
   const input = await resolveInput(request.text, request.audio);
   const work = () => resolveInThread(user, request, input, budget);
@@ -127,7 +127,9 @@ app.openapi(route, async (c) => {
   const { body, replayed } = await idempotent(
     user.id,
     await sha256Hex(idempotencyKey),
-    await sha256Hex(`${request.threadId ?? ""}\n${input.key}`),
+    // The request as sent, byte for byte: a body that differs only in what validation
+    // normalizes (spacing, an id's case) is another request, refused with a 422.
+    request.fingerprint,
     work,
     { waitMs: budget.remaining(), signal: budget.aborted },
   );

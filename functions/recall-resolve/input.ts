@@ -9,6 +9,7 @@
 import type { Context } from "hono";
 import { z } from "zod";
 import { invalidParameter, ProblemError } from "../../shared/problem.ts";
+import { plainText, uuid } from "../../shared/schemas.ts";
 import type { Audio } from "./providers.ts";
 import { sha256Hex } from "./resolve.ts";
 
@@ -39,8 +40,10 @@ const audioTypes: Record<string, string> = {
 
 /** The JSON body (also the multipart fields). */
 export const ResolveJson = z.object({
-  thread_id: z.uuid().optional(),
-  text: z.string().trim().min(1, "must not be empty").max(
+  thread_id: uuid().optional(),
+  // Control characters (a NUL byte) are refused here, before any provider is paid to read
+  // text the database would refuse to store.
+  text: plainText().trim().min(1, "must not be empty").max(
     maxTextChars,
     `must be at most ${maxTextChars} characters`,
   ).optional(),
@@ -51,6 +54,12 @@ export interface ResolveRequest {
   threadId?: string;
   text?: string;
   audio?: Audio;
+  /**
+   * SHA-256 (hex) of the request as sent, for `Idempotency-Key`: the raw JSON body, or for a
+   * form the raw fields and the audio's bytes (not the framing: a client's retry picks a new
+   * multipart boundary). Two requests that only normalize the same still differ here.
+   */
+  fingerprint: string;
 }
 
 /** What kind of body this is, or a 415. */
@@ -99,9 +108,17 @@ function complete(request: ResolveRequest): ResolveRequest {
   return request;
 }
 
-/** The JSON form, already validated by the route. */
-export function fromJson(body: z.infer<typeof ResolveJson>): ResolveRequest {
-  return complete({ threadId: body.thread_id, text: body.text });
+/** The JSON form, already validated by the route (whose raw text Hono keeps). */
+export async function fromJson(
+  c: Context,
+  body: z.infer<typeof ResolveJson>,
+): Promise<ResolveRequest> {
+  const raw = await c.req.text();
+  return complete({
+    threadId: body.thread_id,
+    text: body.text,
+    fingerprint: await sha256Hex(`json\n${raw}`),
+  });
 }
 
 /** Parses and validates the multipart form. */
@@ -142,5 +159,8 @@ export async function fromMultipart(c: Context): Promise<ResolveRequest> {
     const bytes = new Uint8Array(await file.arrayBuffer());
     audio = { bytes, type, ext, sha256: await sha256Hex(bytes) };
   }
-  return complete({ threadId: fields.data.thread_id, text: fields.data.text, audio });
+  const fingerprint = await sha256Hex(
+    `form\n${JSON.stringify([field("thread_id"), field("text"), audio?.type, audio?.sha256])}`,
+  );
+  return complete({ threadId: fields.data.thread_id, text: fields.data.text, audio, fingerprint });
 }

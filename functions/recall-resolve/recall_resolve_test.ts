@@ -122,6 +122,14 @@ function resolveText(
   }));
 }
 
+/** A multipart form with `audio` (webm) and `fields`. */
+function form(audio: string, fields: Record<string, string> = {}): FormData {
+  const f = new FormData();
+  f.set("audio", new File([new TextEncoder().encode(audio)], "clip", { type: "audio/webm" }));
+  for (const [k, v] of Object.entries(fields)) f.set(k, v);
+  return f;
+}
+
 function resolveAudio(
   token: string,
   audio: string | Uint8Array,
@@ -324,6 +332,75 @@ it("idempotent replay: same answer, no provider, database or new messages; concu
   const [{ count: after }] = await env.db.sql`
     select count(*)::int from recall_messages where user_id = ${u.id}`;
   assertEquals(after, 4);
+});
+
+it("Idempotency-Key: a body that differs byte-wise is a 422, even when it normalizes the same", async () => {
+  const u = await newUser();
+  const text = freshText("bytewise");
+  const raw = JSON.stringify({ text });
+  const first = await ok(resolveText(u.token, raw, { "idempotency-key": "k-bytes" }));
+  const calls = providerCalls();
+  // Byte-identical: replayed.
+  const replay = await resolveText(u.token, raw, { "idempotency-key": "k-bytes" });
+  assertEquals(replay.headers.get("idempotent-replayed"), "true");
+  assertEquals(await ok(replay), first);
+  // Same meaning once trimmed / re-spaced / re-cased, other bytes: refused, nothing runs.
+  for (
+    const other of [
+      JSON.stringify({ text: `  ${text}  ` }),
+      `{ "text" : ${JSON.stringify(text)} }`,
+      JSON.stringify({ text, thread_id: first.thread_id }),
+    ]
+  ) {
+    const { body } = await problem(
+      resolveText(u.token, other, { "idempotency-key": "k-bytes" }),
+      422,
+    );
+    assertEquals(body.invalid_params[0].name, "Idempotency-Key");
+  }
+  // A thread id in capitals is the same thread, but not the same request bytes.
+  const inThread = JSON.stringify({ text: freshText(), thread_id: first.thread_id });
+  await ok(resolveText(u.token, inThread, { "idempotency-key": "k-thread" }));
+  await problem(
+    resolveText(u.token, inThread.replace(first.thread_id, first.thread_id.toUpperCase()), {
+      "idempotency-key": "k-thread",
+    }),
+    422,
+  );
+  assertEquals(providerCalls().intent - calls.intent, 1); // only the k-thread request ran
+  // A form's boundary is framing, not content: a retry with a new boundary replays; a field
+  // that differs only in a trailing space is another request.
+  const v = await newUser(); // (10 resolves a minute each)
+  const post = (fields: Record<string, string>) =>
+    Promise.resolve(app.request("/recall-resolve", {
+      method: "POST",
+      headers: { authorization: `Bearer ${v.token}`, "idempotency-key": "k-form" },
+      body: form("KNOWN retry clip", fields),
+    }));
+  const keyed = await ok(post({ text: "hum" }));
+  const again = await post({ text: "hum" });
+  assertEquals(again.headers.get("idempotent-replayed"), "true", await again.clone().text());
+  assertEquals(await ok(again), keyed);
+  await problem(post({ text: "hum " }), 422);
+});
+
+it("a NUL byte in the text is a 400 naming text before any provider is paid; no database internals", async () => {
+  const u = await newUser();
+  const calls = providerCalls();
+  for (
+    const res of [
+      resolveText(u.token, { text: "neon rain\u0000 keeps falling" }),
+      resolveAudio(u.token, "KNOWN clip", { text: "a\u0000b" }),
+    ]
+  ) {
+    const { body } = await problem(res, 400, "invalid_parameter");
+    assertEquals(body.invalid_params?.[0]?.name, "text", JSON.stringify(body));
+    assert(!/UTF8|byte sequence|0x00|postgres/i.test(JSON.stringify(body)), body.detail);
+  }
+  assertEquals(providerCalls(), calls);
+  const [{ count }] = await env.db.sql`
+    select count(*)::int from recall_messages where user_id = ${u.id}`;
+  assertEquals(count, 0);
 });
 
 it("50 users resolving the same text at once: one call at each provider, 50 threads", async () => {
