@@ -11,10 +11,23 @@ import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
 export interface DevKeys {
   jwks: { keys: JWK[] };
   /** Mints a Supabase-shaped access token for `userId`. */
-  mint(
-    userId: string,
-    options?: { email?: string; ttlS?: number; issuer?: string },
-  ): Promise<string>;
+  mint(userId: string, options?: MintOptions): Promise<string>;
+  /**
+   * The project's legacy anon key, as a signed-out supabase-js client sends it: `role: anon`,
+   * no `sub`, no `aud`, signed by the project's key.
+   */
+  mintAnon(options?: { ttlS?: number }): Promise<string>;
+}
+
+/** How to shape a minted token (tests also mint broken ones). */
+export interface MintOptions {
+  email?: string;
+  ttlS?: number;
+  issuer?: string;
+  /** Registered or custom claims to leave out (`exp`, `sub`, `aud`, `role`…). */
+  omit?: string[];
+  /** Claims to set or override. */
+  claims?: Record<string, unknown>;
 }
 
 /** A fresh in-memory key pair (tests). */
@@ -45,7 +58,7 @@ async function fromPrivateJwk(privateJwk: JWK): Promise<DevKeys> {
     jwks: { keys: [{ ...publicJwk, use: "sig", key_ops: ["verify"] }] },
     mint(userId, options = {}) {
       const now = Math.floor(Date.now() / 1000);
-      return new SignJWT({
+      const payload: Record<string, unknown> = {
         email: options.email ?? `${userId.slice(0, 8)}@rockout.local`,
         phone: "",
         app_metadata: { provider: "email", providers: ["email"] },
@@ -55,13 +68,24 @@ async function fromPrivateJwk(privateJwk: JWK): Promise<DevKeys> {
         amr: [{ method: "password", timestamp: now }],
         session_id: crypto.randomUUID(),
         is_anonymous: false,
-      })
+        sub: userId,
+        aud: "authenticated",
+        iss: options.issuer ?? "http://127.0.0.1:54321/auth/v1",
+        iat: now,
+        exp: now + (options.ttlS ?? 3600),
+        ...options.claims,
+      };
+      for (const claim of options.omit ?? []) delete payload[claim];
+      return new SignJWT(payload)
         .setProtectedHeader({ alg: "ES256", kid: privateJwk.kid, typ: "JWT" })
-        .setSubject(userId)
-        .setAudience("authenticated")
-        .setIssuer(options.issuer ?? "http://127.0.0.1:54321/auth/v1")
+        .sign(key);
+    },
+    mintAnon(options = {}) {
+      const now = Math.floor(Date.now() / 1000);
+      return new SignJWT({ iss: "supabase", ref: "local", role: "anon" })
+        .setProtectedHeader({ alg: "ES256", kid: privateJwk.kid, typ: "JWT" })
         .setIssuedAt(now)
-        .setExpirationTime(now + (options.ttlS ?? 3600))
+        .setExpirationTime(now + (options.ttlS ?? 10 * 365 * 24 * 3600))
         .sign(key);
     },
   };

@@ -7,7 +7,9 @@
  * rejects them), and no per-request supabase-js clients (we query Postgres directly).
  * Tokens are accepted exactly when Supabase Auth would have issued them: ES256/RS256 from
  * the project's JWKS (inline `SUPABASE_JWKS` or fetched from `SUPABASE_JWKS_URL`), or HS256
- * with `JWT_SECRET`; `aud` must be `authenticated` and `sub` a user id.
+ * with `JWT_SECRET`; every token must carry `exp` and `role`, a user token also `aud:
+ * authenticated` and `sub` a user id. The project's own keys (publishable, legacy anon JWT)
+ * mean "anonymous".
  *
  * @module
  */
@@ -49,9 +51,13 @@ function unauthorized(detail: string): ProblemError {
   });
 }
 
+/** Claims every token must carry: one without `exp` would be valid forever. */
+const requiredClaims = ["exp", "role"];
+
 /**
  * Verifies a JWT's signature and expiry against the project's keys, as the platform's
- * `verify_jwt` does (any role). Throws a 401 ProblemError saying what is wrong.
+ * `verify_jwt` does (any role; `exp` and `role` required). Throws a 401 ProblemError saying
+ * what is wrong.
  */
 export async function verifyJwt(token: string, audience?: string): Promise<JWTPayload> {
   let header;
@@ -65,56 +71,120 @@ export async function verifyJwt(token: string, audience?: string): Promise<JWTPa
     throw unauthorized(`tokens signed with ${header.alg} are not accepted`);
   }
   try {
-    const options = { audience, algorithms: useSecret ? ["HS256"] : ["ES256", "RS256"] };
+    const options = {
+      audience,
+      requiredClaims,
+      algorithms: useSecret ? ["HS256"] : ["ES256", "RS256"],
+    };
     return useSecret
       ? (await jwtVerify(token, sharedSecret!, options)).payload
       : (await jwtVerify(token, keySet!, options)).payload;
   } catch (err) {
     if (err instanceof errors.JWTExpired) throw unauthorized("the access token has expired");
     if (err instanceof errors.JWTClaimValidationFailed) {
-      throw unauthorized(`the access token's ${err.claim} claim is not valid`);
+      throw unauthorized(
+        err.reason === "missing"
+          ? `the access token has no ${err.claim} claim`
+          : `the access token's ${err.claim} claim is not valid`,
+      );
     }
     throw unauthorized("the access token's signature is not valid");
   }
 }
 
 /**
- * Tokens verified recently in this isolate. A client sends the same access token for up to an
- * hour, and an ES256 signature check costs ~0.4 ms of CPU, the largest single cost of a
- * cached read; a hit is still checked against `exp`.
+ * Tokens verified recently in this isolate (null: a project key, i.e. anonymous). A client
+ * sends the same access token for up to an hour, and an ES256 signature check costs ~0.4 ms
+ * of CPU, the largest single cost of a cached read; a hit is still checked against `exp`.
  */
-const verified = new Map<string, AuthUser>();
+const verified = new Map<string, { user: AuthUser | null; expiresAt: number }>();
 const maxVerified = 10_000;
 
-/** Verifies a user access token (`aud: authenticated`, `sub` a user id). */
-export async function verifyAccessToken(token: string): Promise<AuthUser> {
+/**
+ * Who a bearer token names: a user (a user access token), or null, anonymous, for one of the
+ * project's own keys, which a signed-out supabase-js client sends as its bearer: an
+ * `sb_publishable_…` key (supabase-js 2.119 sends it to functions only as `apikey`; older
+ * versions and `supabase.fetch` as the bearer) or the legacy anon JWT (`role: anon`).
+ * Anything else is a 401 saying what is wrong.
+ */
+export async function identify(token: string): Promise<AuthUser | null> {
   const known = verified.get(token);
-  if (known && (known.claims.exp ?? 0) * 1000 > Date.now()) return known;
-  const user = await verifyUserToken(token);
+  if (known && known.expiresAt > Date.now()) return known.user;
+  if (known) verified.delete(token);
+  if (isProjectKey(token)) return null;
+  const payload = await verifyJwt(token);
+  const user = payload.role === "anon" ? null : toUser(payload);
   if (verified.size >= maxVerified) verified.delete(verified.keys().next().value!);
-  verified.set(token, user);
+  verified.set(token, { user, expiresAt: payload.exp! * 1000 });
   return user;
 }
 
-async function verifyUserToken(token: string): Promise<AuthUser> {
-  const payload = await verifyJwt(token, "authenticated");
+/** Verifies a user access token (`aud: authenticated`, `sub` a user id, `role`, `exp`). */
+export async function verifyAccessToken(token: string): Promise<AuthUser> {
+  const user = await identify(token);
+  if (!user) throw projectKeyRefused();
+  return user;
+}
+
+function projectKeyRefused(): ProblemError {
+  return unauthorized(
+    "this route needs a signed-in user's access token; the project's API key names no user",
+  );
+}
+
+/** A publishable key or the legacy anon key of this project; 401 for other API keys. */
+function isProjectKey(token: string): boolean {
+  if (token.startsWith("sb_publishable_")) {
+    // Unconfigured (local development): any publishable key means anonymous, which grants
+    // exactly what sending no token does.
+    if (config.publishableKeys.size === 0 && /^sb_publishable_[\w-]+$/.test(token)) return true;
+    for (const key of config.publishableKeys.values()) if (key === token) return true;
+    throw unauthorized("the API key is not a publishable key of this project");
+  }
+  if (token.startsWith("sb_")) {
+    throw unauthorized("API keys go in the apikey header; the bearer must be an access token");
+  }
+  return config.anonKey !== null && token === config.anonKey;
+}
+
+/** The user of a verified token that is not the anon key, or a 401 naming the bad claim. */
+function toUser(payload: JWTPayload): AuthUser {
+  if (payload.sub === undefined) throw unauthorized("the access token has no sub claim");
   if (typeof payload.sub !== "string" || !uuidPattern.test(payload.sub)) {
     throw unauthorized("the access token names no user");
   }
+  if (payload.aud === undefined) throw unauthorized("the access token has no aud claim");
+  const audiences = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
+  if (!audiences.includes("authenticated")) {
+    throw unauthorized("the access token's aud claim is not valid");
+  }
   if (payload.role !== "authenticated") throw unauthorized("the access token is not a user token");
   return {
-    id: payload.sub,
+    // Canonical (lowercase) like every id from a request, so string comparisons and cache
+    // keys agree with ids from paths and bodies.
+    id: payload.sub.toLowerCase(),
     role: payload.role,
     email: typeof payload.email === "string" ? payload.email : null,
     claims: payload as AuthUser["claims"],
   };
 }
 
-/** The bearer token of a request, or null. */
+/** RFC 6750 `Bearer <b64token>`, nothing before or after. */
+const bearerPattern = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
+
+/**
+ * The bearer token of a request, or null when there is no `Authorization` header. A header
+ * that is present but not exactly `Bearer <token>` is a 401: read as "no token", a typo or a
+ * proxy's mangling would silently make a signed-in caller anonymous.
+ */
 export function bearerToken(req: Request): string | null {
   const value = req.headers.get("authorization");
-  const match = value?.match(/^Bearer\s+(\S+)$/i);
-  return match ? match[1] : null;
+  if (value === null) return null;
+  const match = value.match(bearerPattern);
+  if (!match) {
+    throw unauthorized("the Authorization header is malformed: send `Bearer <access token>`");
+  }
+  return match[1];
 }
 
 /** Requires a valid user token; sets `c.var.user`. */
@@ -127,11 +197,14 @@ export function requireUser(): MiddlewareHandler<{ Variables: AuthVariables }> {
   };
 }
 
-/** Verifies a token when one is sent (a bad one is still a 401); anonymous otherwise. */
+/**
+ * Verifies a token when one is sent (a bad one is still a 401); anonymous without one or with
+ * one of the project's keys (a signed-out supabase-js client).
+ */
 export function optionalUser(): MiddlewareHandler<{ Variables: AuthVariables }> {
   return async (c, next) => {
     const token = bearerToken(c.req.raw);
-    c.set("user", token ? await verifyAccessToken(token) : null);
+    c.set("user", token ? await identify(token) : null);
     await next();
   };
 }

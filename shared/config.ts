@@ -41,6 +41,10 @@ const envSchema = z.object({
   /** Legacy HS256 shared secret; only for projects that have not moved to signing keys. */
   JWT_SECRET: z.string().min(32).optional(),
   SUPABASE_SECRET_KEYS: z.string().optional(),
+  /** `{"default": "sb_publishable_…"}`: a signed-out client's key, which means "anonymous". */
+  SUPABASE_PUBLISHABLE_KEYS: z.string().optional(),
+  /** The legacy anon JWT (same meaning as a publishable key). */
+  SUPABASE_ANON_KEY: z.string().min(1).optional(),
   CORS_ORIGINS: z.string().default("*"),
   MAX_BODY_BYTES: int(1024 * 1024),
   REQUEST_BUDGET_MS: int(10_000),
@@ -153,6 +157,13 @@ export function loadConfig(env: Record<string, string | undefined>) {
       return auth;
     },
     secretKeys: parseKeySet(e.SUPABASE_SECRET_KEYS),
+    /** Project keys a signed-out client sends as its bearer: anonymous, not a user. */
+    publishableKeys: parseKeySet(
+      e.SUPABASE_PUBLISHABLE_KEYS,
+      "SUPABASE_PUBLISHABLE_KEYS",
+      "sb_publishable_…",
+    ),
+    anonKey: e.SUPABASE_ANON_KEY ?? null,
     corsOrigins: e.CORS_ORIGINS === "*" ? "*" : e.CORS_ORIGINS.split(",").map((o) => o.trim()),
     maxBodyBytes: e.MAX_BODY_BYTES,
     requestBudgetMs: e.REQUEST_BUDGET_MS,
@@ -226,13 +237,17 @@ export function loadConfig(env: Record<string, string | undefined>) {
 }
 
 /** `SUPABASE_SECRET_KEYS` is a JSON object of name → `sb_secret_…` key. */
-function parseKeySet(text: string | undefined): Map<string, string> {
+function parseKeySet(
+  text: string | undefined,
+  name = "SUPABASE_SECRET_KEYS",
+  example = "sb_secret_…",
+): Map<string, string> {
   if (!text) return new Map();
   try {
     return new Map(Object.entries(JSON.parse(text) as Record<string, string>));
   } catch {
     throw new Error(
-      'invalid environment:\n  SUPABASE_SECRET_KEYS: must be a JSON object {"default": "sb_secret_…"}',
+      `invalid environment:\n  ${name}: must be a JSON object {"default": "${example}"}`,
     );
   }
 }

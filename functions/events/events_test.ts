@@ -110,6 +110,50 @@ it("bad input → 4xx problem+json naming the problem, nothing stored", async ()
   assertEquals(after, before);
 });
 
+it("a malformed Authorization header is a 401, not an anonymous sender; nothing stored", async () => {
+  const [{ n: before }] = await db`select count(*)::int as n from events`;
+  for (
+    const authorization of [
+      `Bearer ${tokens[1]} junk`,
+      `Token ${tokens[1]}`,
+      `Bearer ${tokens[1]}, Bearer ${tokens[2]}`,
+      "Bearer",
+    ]
+  ) {
+    const res = await send({ events: [{ name: "auth.junk" }] }, {
+      authorization,
+      "x-forwarded-for": "192.0.2.50",
+    });
+    assertEquals(res.status, 401, authorization.slice(0, 20));
+    assertEquals(res.headers.get("content-type"), "application/problem+json");
+  }
+  // A token without exp (valid forever) or without role is refused too.
+  for (const omit of ["exp", "role", "sub", "aud"]) {
+    const res = await send({ events: [{ name: "auth.junk" }] }, {
+      authorization: `Bearer ${await env.keys.mint(users[1], { omit: [omit] })}`,
+    });
+    assertEquals(res.status, 401, omit);
+    assertMatch((await res.json()).detail, new RegExp(omit));
+  }
+  const [{ n: after }] = await db`select count(*)::int as n from events`;
+  assertEquals(after, before);
+});
+
+it("a signed-out supabase-js client's project key (anon JWT, publishable key) is anonymous", async () => {
+  const keys = [await env.keys.mintAnon(), "sb_publishable_local_dev"];
+  for (const [i, key] of keys.entries()) {
+    const res = await send({ events: [{ name: "anon.key" }], anonymous_id: `key-${i}` }, {
+      authorization: `Bearer ${key}`,
+      apikey: key,
+      "x-forwarded-for": `198.51.100.${20 + i}`,
+    });
+    assertEquals(res.status, 202, await res.clone().text());
+  }
+  const rows = await db`select user_id, anonymous_id from events where name = 'anon.key'`;
+  assertEquals(rows.length, 2);
+  assert(rows.every((r) => r.user_id === null));
+});
+
 it("teardown", async () => {
   await (await import("../../shared/db.ts")).sql.end();
   await env.close();
