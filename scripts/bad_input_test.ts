@@ -1,10 +1,13 @@
 /**
- * Every route of every function, fed garbage: malformed ids, bodies of the wrong shape or
- * type, broken JSON, absurd query values. Whatever comes in, the answer is a 4xx
- * problem+json — never a 5xx. Routes are read from each function's OpenAPI document, so a new
- * route is covered without touching this file.
+ * Every route of every function, fed garbage: malformed ids, ids in capitals, bodies of the
+ * wrong shape or type, NUL bytes, broken JSON, absurd query values; then malformed
+ * Authorization headers, tokens missing required claims, the project's own keys as bearer,
+ * methods no function serves, and an Idempotency-Key reused with other bytes. Whatever comes
+ * in, the answer is a 4xx problem+json that names no database internals — never a 5xx.
+ * Routes are read from each function's OpenAPI document, so a new route is covered without
+ * touching this file.
  */
-import { assert } from "./assert.ts";
+import { assert, assertEquals } from "./assert.ts";
 import { DEMO_USER_ID, seed } from "./seed.ts";
 import { functionTestEnv } from "./test_env.ts";
 import { it } from "./test_http.ts";
@@ -23,6 +26,7 @@ const env = await functionTestEnv({
     EVENTS_RATE_LIMIT_PER_MIN: "100000",
     ANON_WRITE_RATE_LIMIT_PER_MIN: "100000",
     NOTIFICATIONS_RATE_LIMIT_PER_MIN: "100000",
+    ANON_READ_RATE_LIMIT_PER_MIN: "100000",
     SUPABASE_SECRET_KEYS: JSON.stringify({ default: "sb_secret_bad_input_test" }),
   },
 });
@@ -40,6 +44,7 @@ const ids = [
   "a".repeat(300),
   "-1",
   DEMO_USER_ID,
+  DEMO_USER_ID.toUpperCase(),
 ];
 const bodies: (string | undefined)[] = [
   undefined,
@@ -61,6 +66,13 @@ const bodies: (string | undefined)[] = [
     all: "yes",
   }),
   JSON.stringify({
+    body: "nul\u0000byte",
+    text: "nul\u0000byte",
+    display_name: "\u0000",
+    bio: "a\u0000b",
+    events: [{ name: "a.b", properties: { s: "\u0000" } }],
+  }),
+  JSON.stringify({
     text: "x".repeat(5000),
     body: "y".repeat(5000),
     events: Array(200).fill({ name: "a" }),
@@ -77,9 +89,13 @@ const queries = [
   "?day=1999-99-99",
 ];
 
-/** Every (method, path) the functions document. */
-async function routes(): Promise<{ method: string; path: string }[]> {
-  const all: { method: string; path: string }[] = [];
+/** What a problem detail must never show: the database's own words. */
+const databaseInternals =
+  /violates|constraint|byte sequence|UTF8|relation "|column "|syntax error|SQLSTATE|PostgresError/i;
+
+/** Every (method, path) the functions document, and whether it names a security scheme. */
+async function routes(): Promise<{ method: string; path: string; secured: boolean }[]> {
+  const all: { method: string; path: string; secured: boolean }[] = [];
   for (const slug of gateway.slugs) {
     const res = await gateway.fetch(
       new Request(`http://x/functions/v1/${slug}/openapi.json`, {
@@ -88,9 +104,13 @@ async function routes(): Promise<{ method: string; path: string }[]> {
     );
     const doc = await res.json();
     for (
-      const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, unknown>>)
+      const [path, ops] of Object.entries(
+        doc.paths as Record<string, Record<string, { security?: unknown[] }>>,
+      )
     ) {
-      for (const method of Object.keys(ops)) all.push({ method: method.toUpperCase(), path });
+      for (const [method, op] of Object.entries(ops)) {
+        all.push({ method: method.toUpperCase(), path, secured: !!op.security?.length });
+      }
     }
   }
   return all;
@@ -129,6 +149,8 @@ it("garbage in every route: always 4xx problem+json (or success), never a 5xx", 
               res.status >= 400 && !res.headers.get("content-type")?.includes("problem+json")
             ) {
               failures.push(`${method} ${concrete}${query} → ${res.status} without problem+json`);
+            } else if (res.status >= 400 && databaseInternals.test(text)) {
+              failures.push(`${method} ${concrete}${query} → ${res.status} leaks: ${text}`);
             }
           }
         }
@@ -139,6 +161,114 @@ it("garbage in every route: always 4xx problem+json (or success), never a 5xx", 
     failures.length === 0,
     `${failures.length} bad answers:\n${failures.slice(0, 20).join("\n")}`,
   );
+});
+
+/** A request to every documented route with `headers`, an id of a seeded post and a small body. */
+async function everyRoute(
+  headers: Record<string, string>,
+  check: (
+    route: { method: string; path: string; secured: boolean },
+    res: Response,
+  ) => string | null,
+): Promise<string[]> {
+  const failures: string[] = [];
+  for (const route of await routes()) {
+    const concrete = route.path.replace(/\{[^}]+\}/g, postId);
+    const hasBody = route.method !== "GET" && route.method !== "DELETE";
+    const res = await gateway.fetch(
+      new Request(`http://x/functions/v1${concrete}`, {
+        method: route.method,
+        headers: { ...headers, ...(hasBody ? { "content-type": "application/json" } : {}) },
+        body: hasBody ? JSON.stringify({ events: [{ name: "bad.input" }], text: "hi" }) : undefined,
+      }),
+    );
+    const text = await res.text();
+    const label = `${route.method} ${concrete} → ${res.status} ${text.slice(0, 160)}`;
+    if (res.status >= 500) failures.push(label);
+    else if (res.status >= 400 && !res.headers.get("content-type")?.includes("problem+json")) {
+      failures.push(`${label} without problem+json`);
+    } else {
+      const problem = check(route, new Response(text, { status: res.status }));
+      if (problem) failures.push(`${label}: ${problem}`);
+    }
+  }
+  return failures;
+}
+
+const [{ id: postId }] = await env.db.sql`select id::text from posts limit 1`;
+
+it("malformed Authorization headers and tokens missing exp/sub/aud/role: 401 on every secured route", async () => {
+  const bad = [
+    `Bearer ${token} junk`,
+    `Bearer ${token},${token}`,
+    `Basic ${btoa("demo:demo")}`,
+    "Bearer",
+    ...await Promise.all(
+      ["exp", "sub", "aud", "role"].map(async (claim) =>
+        `Bearer ${await env.keys.mint(DEMO_USER_ID, { omit: [claim] })}`
+      ),
+    ),
+  ];
+  const failures: string[] = [];
+  for (const authorization of bad) {
+    failures.push(
+      ...await everyRoute(
+        { authorization },
+        (route, res) =>
+          route.secured && res.status !== 401
+            ? `expected 401 for ${authorization.slice(0, 24)}`
+            : null,
+      ),
+    );
+  }
+  assert(
+    failures.length === 0,
+    `${failures.length} bad answers:\n${failures.slice(0, 20).join("\n")}`,
+  );
+});
+
+it("the project's keys as bearer (anon JWT, publishable key) answer exactly as no credentials do", async () => {
+  const anonymous = new Map<string, number>();
+  await everyRoute({}, (route, res) => {
+    anonymous.set(`${route.method} ${route.path}`, res.status);
+    return null;
+  });
+  const failures: string[] = [];
+  for (const key of [await env.keys.mintAnon(), "sb_publishable_bad_input_test"]) {
+    failures.push(
+      ...await everyRoute({ authorization: `Bearer ${key}`, apikey: key }, (route, res) => {
+        const expected = anonymous.get(`${route.method} ${route.path}`)!;
+        // Anonymous routes must not refuse the key; user routes must refuse it as they refuse
+        // no token. (Other statuses may differ: each call writes, e.g. a second event batch.)
+        return (expected === 401) !== (res.status === 401)
+          ? `${key.slice(0, 16)}…: ${res.status}, anonymous ${expected}`
+          : null;
+      }),
+    );
+  }
+  assert(
+    failures.length === 0,
+    `${failures.length} bad answers:\n${failures.slice(0, 20).join("\n")}`,
+  );
+});
+
+it("uppercase ids name the same rows: own-id follow is a 400, a profile in capitals is found", async () => {
+  const auth = { authorization: `Bearer ${token}` };
+  const self = await gateway.fetch(
+    new Request(`http://x/functions/v1/profiles/${DEMO_USER_ID.toUpperCase()}/follow`, {
+      method: "PUT",
+      headers: auth,
+    }),
+  );
+  assertEquals(self.status, 400, await self.clone().text());
+  assert(!databaseInternals.test(await self.text()));
+  const [{ id: other }] = await env.db.sql`
+    select id::text from profiles where id <> ${DEMO_USER_ID} limit 1`;
+  const found = await gateway.fetch(
+    new Request(`http://x/functions/v1/profiles/${other.toUpperCase()}`, { headers: auth }),
+  );
+  assertEquals(found.status, 200, await found.clone().text());
+  assertEquals((await found.json()).id, other);
 });
 
 it("searches: a query under 3 characters is a 400; pathological ones are bounded, never a 5xx", async () => {
@@ -158,6 +288,66 @@ it("searches: a query under 3 characters is a 400; pathological ones are bounded
   for (const q of ["user_".repeat(13).slice(0, 64), "or ".repeat(21), "a b c d e f g h i j k"]) {
     const res = await search(q);
     assert(res.status === 200, `${q}: ${res.status} ${await res.clone().text()}`);
+    await res.body?.cancel();
+  }
+});
+
+it("TRACE, TRACK and unknown methods: 405 problem+json from the gateway, on every function", async () => {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, gateway.fetch);
+  try {
+    for (const slug of gateway.slugs) {
+      for (const method of ["TRACE", "TRACK", "CONNECT", "FOO"]) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+        const target = method === "CONNECT" ? "127.0.0.1:1" : `/functions/v1/${slug}`;
+        await conn.write(
+          new TextEncoder().encode(
+            `${method} ${target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`,
+          ),
+        );
+        let text = "";
+        const buf = new Uint8Array(4096);
+        for (let n; (n = await conn.read(buf)) !== null;) {
+          text += new TextDecoder().decode(buf.subarray(0, n));
+        }
+        try {
+          conn.close();
+        } catch { /* closed by the server */ }
+        assert(/^HTTP\/1\.1 4\d\d/.test(text), `${method} ${slug}: ${text.slice(0, 120)}`);
+        assert(
+          method === "CONNECT" ||
+            (text.startsWith("HTTP/1.1 405") && text.includes("problem+json")),
+          `${method} ${slug}: ${text.slice(0, 300)}`,
+        );
+      }
+    }
+  } finally {
+    await server.shutdown();
+  }
+});
+
+it("an Idempotency-Key reused with a body that only normalizes the same: 422", async () => {
+  const send = (body: string) =>
+    gateway.fetch(
+      new Request("http://x/functions/v1/recall-resolve", {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${token}`,
+          "content-type": "application/json",
+          "idempotency-key": "bad-input-reuse",
+        },
+        body,
+      }),
+    );
+  const first = await send('{"text":"midnight velvet"}');
+  assertEquals(first.status, 200, await first.clone().text());
+  await first.body?.cancel();
+  const replay = await send('{"text":"midnight velvet"}');
+  assertEquals(replay.headers.get("idempotent-replayed"), "true");
+  await replay.body?.cancel();
+  for (const body of ['{"text":" midnight velvet "}', '{ "text": "midnight velvet" }']) {
+    const res = await send(body);
+    assertEquals(res.status, 422, body);
+    assertEquals(res.headers.get("content-type"), "application/problem+json");
     await res.body?.cancel();
   }
 });
