@@ -39,6 +39,8 @@ async function runSmoke(adminUrl: string, redisUrl: string): Promise<boolean> {
     REDIS_PREFIX: `smoke:${name}:`,
     SEED_USERS: "60",
     SEED_POSTS: "600",
+    // Not .local/stack.json: that one belongs to the developer's own npm start.
+    STACK_FILE: `${await Deno.makeTempDir({ prefix: "rockout-smoke-stack-" })}/stack.json`,
   });
   try {
     info(`[test] smoke: stack up at ${stack.url}`);

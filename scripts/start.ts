@@ -187,17 +187,20 @@ try {
     });
   }
 
-  await writeLocalStack({
-    pid: Deno.pid,
-    baseUrl,
-    databaseUrl,
-    redisUrl: env.get("REDIS_URL") ?? null,
-    upstash: env.get("UPSTASH_REDIS_REST_URL")
-      ? { url: env.get("UPSTASH_REDIS_REST_URL")!, token: env.get("UPSTASH_REDIS_REST_TOKEN")! }
-      : null,
-    openaiStandIn: standInUrl,
-  });
-  stops.push(() => removeLocalStack(Deno.pid));
+  // The file is the other npm start's while it runs (e.g. `npm test`'s smoke next to yours).
+  if (!other) {
+    await writeLocalStack({
+      pid: Deno.pid,
+      baseUrl,
+      databaseUrl,
+      redisUrl: env.get("REDIS_URL") ?? null,
+      upstash: env.get("UPSTASH_REDIS_REST_URL")
+        ? { url: env.get("UPSTASH_REDIS_REST_URL")!, token: env.get("UPSTASH_REDIS_REST_TOKEN")! }
+        : null,
+      openaiStandIn: standInUrl,
+    });
+    stops.push(() => removeLocalStack(Deno.pid));
+  }
 
   const token = await keys.mint(DEMO_USER_ID, {
     email: "demo@rockout.local",
