@@ -27,6 +27,8 @@ const env = await functionTestEnv({
     ANON_WRITE_RATE_LIMIT_PER_MIN: "100000",
     NOTIFICATIONS_RATE_LIMIT_PER_MIN: "100000",
     ANON_READ_RATE_LIMIT_PER_MIN: "100000",
+    PROFILE_EDIT_RATE_LIMIT_PER_MIN: "100000",
+    JOBS_RUN_RATE_LIMIT_PER_MIN: "100000",
     SUPABASE_SECRET_KEYS: JSON.stringify({ default: "sb_secret_bad_input_test" }),
   },
 });

@@ -73,6 +73,8 @@ const envSchema = z.object({
   RATE_LIMIT_DECISION_MS: int(50),
   EVENTS_RATE_LIMIT_PER_MIN: int(60),
   NOTIFICATIONS_RATE_LIMIT_PER_MIN: int(120),
+  PROFILE_EDIT_RATE_LIMIT_PER_MIN: int(30),
+  JOBS_RUN_RATE_LIMIT_PER_MIN: int(60),
   JOBS_CONCURRENCY: int(4),
   JOBS_TASK_TIMEOUT_MS: int(15_000),
   JOBS_RUN_BUDGET_MS: int(60_000),
@@ -183,6 +185,10 @@ export function loadConfig(env: Record<string, string | undefined>) {
       decisionMs: e.RATE_LIMIT_DECISION_MS,
       eventsPerMin: e.EVENTS_RATE_LIMIT_PER_MIN,
       notificationsPerMin: e.NOTIFICATIONS_RATE_LIMIT_PER_MIN,
+      /** `PATCH /profiles/me` per user. */
+      profileEditsPerMin: e.PROFILE_EDIT_RATE_LIMIT_PER_MIN,
+      /** `jobs-worker` runs and digest schedulings per secret key. */
+      jobsRunsPerMin: e.JOBS_RUN_RATE_LIMIT_PER_MIN,
     },
     jobs: {
       /** Concurrent handlers per worker (jobs-worker run, `npm run worker` loops). */

@@ -18,6 +18,7 @@ import { type Budget, withBudget } from "./budget.ts";
 import { config } from "./config.ts";
 import { metrics } from "./metrics.ts";
 import { ProblemError, problemResponse, toProblem } from "./problem.ts";
+import { anonymousReads } from "./ratelimit.ts";
 import { type RequestUsage, usageTiming } from "./timing.ts";
 
 /** The Hono environment of every function. */
@@ -147,6 +148,7 @@ export function createApp(slug: string, options: AppOptions = {}): App {
       new ProblemError(404, "not_found", `no route for ${c.req.method} ${c.req.path}`),
     );
   });
+  app.use("/openapi.json", anonymousReads(clientIp)); // anyone may read it: limited per IP
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: { title: options.title ?? `rockout-edge ${slug}`, version: config.version },

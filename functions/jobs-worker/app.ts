@@ -12,6 +12,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { requireSecretKey } from "../../shared/auth.ts";
 import { config } from "../../shared/config.ts";
 import { createApp } from "../../shared/http.ts";
+import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 import { runWorkerPool } from "../../shared/jobs/pool.ts";
 import { metrics } from "../../shared/metrics.ts";
 import { invalidParameter } from "../../shared/problem.ts";
@@ -22,6 +23,14 @@ import { jobHandlers } from "./handlers/index.ts";
 const answerMarginMs = 2000;
 
 export const app = createApp("jobs-worker", { budgetMs: config.jobs.runBudgetMs });
+
+// A cron calls once a minute; a leaked key or a runaway loop must not start runs without end.
+const runLimiter = new RateLimiter({
+  name: "jobs-runs",
+  windows: [{ limit: config.limits.jobsRunsPerMin, windowS: 60 }],
+  failOpen: true,
+});
+const limitRuns = rateLimit(runLimiter, () => "secret-key");
 
 const RunSummary = z.object({
   claimed: z.number().int(),
@@ -39,7 +48,7 @@ const runRoute = createRoute({
   path: "/run",
   summary: "Claim and run jobs until the queue is empty or the time budget is used",
   security: [{ apikey: [] }],
-  middleware: [requireSecretKey()] as const,
+  middleware: [requireSecretKey(), limitRuns] as const,
   responses: {
     200: { description: "what ran", content: { "application/json": { schema: RunSummary } } },
   },
@@ -65,7 +74,7 @@ const digestsRoute = createRoute({
   path: "/digests",
   summary: "Schedule the daily digests of one UTC day (default: yesterday); idempotent",
   security: [{ apikey: [] }],
-  middleware: [requireSecretKey()] as const,
+  middleware: [requireSecretKey(), limitRuns] as const,
   request: {
     query: z.object({ day: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "YYYY-MM-DD").optional() }),
   },

@@ -33,6 +33,11 @@ const followLimiter = new RateLimiter({
   windows: [{ limit: config.limits.likesPerMin, windowS: 60 }],
   failOpen: true,
 });
+const editLimiter = new RateLimiter({
+  name: "profile-edits",
+  windows: [{ limit: config.limits.profileEditsPerMin, windowS: 60 }],
+  failOpen: true,
+});
 
 const Id = uuid().openapi({ description: "a profile (user) id" });
 const Profile = z.object({
@@ -155,7 +160,7 @@ const patchMe = createRoute({
   path: "/me",
   summary: "Edit your profile",
   security: bearerAuth,
-  middleware: [requireUser()] as const,
+  middleware: [requireUser(), rateLimit(editLimiter, (c) => c.var.user!.id)] as const,
   request: { body: { content: { "application/json": { schema: ProfilePatch } }, required: true } },
   responses: {
     200: jsonContent(Profile, "the profile after the edit"),
