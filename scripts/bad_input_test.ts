@@ -294,6 +294,37 @@ it("searches: a query under 3 characters is a 400; pathological ones are bounded
   }
 });
 
+it("secret-key routes (metrics, jobs-worker) refuse every other credential: 401, nothing leaked", async () => {
+  const wrong = [
+    {},
+    { apikey: "sb_publishable_local_dev" },
+    { apikey: "sb_secret_bad_input_tesT" },
+    { apikey: "sb_secret_bad_input_test\u00a0" },
+    { authorization: `Bearer ${token}` },
+    { apikey: "x".repeat(10_000) },
+  ];
+  const routes = [
+    ["GET", "/health/metrics"],
+    ["GET", "/jobs-worker/metrics"],
+    ["POST", "/jobs-worker/run"],
+  ];
+  for (const [method, path] of routes) {
+    for (const headers of wrong) {
+      const res = await gateway.fetch(
+        new Request(`http://x/functions/v1${path}`, { method, headers: headers as HeadersInit }),
+      );
+      const text = await res.text();
+      assertEquals(res.status, 401, `${method} ${path} with ${Object.keys(headers)}: ${text}`);
+      assertEquals(res.headers.get("content-type"), "application/problem+json");
+      assert(!/http_requests_total|process_resident/.test(text), text);
+    }
+  }
+  // The public health answer names no dependency, breaker or version.
+  const health = await (await gateway.fetch(new Request("http://x/functions/v1/health"))).json();
+  assert(typeof health.status === "string", JSON.stringify(health));
+  for (const key of ["checks", "breakers", "version"]) assert(!(key in health), key);
+});
+
 it("TRACE, TRACK and unknown methods: 405 problem+json from the gateway, on every function", async () => {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, gateway.fetch);
   try {
