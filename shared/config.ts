@@ -48,7 +48,13 @@ const envSchema = z.object({
   CORS_ORIGINS: z.string().default("*"),
   MAX_BODY_BYTES: int(1024 * 1024),
   REQUEST_BUDGET_MS: int(10_000),
-  MAX_IN_FLIGHT: int(256),
+  MAX_IN_FLIGHT: int(512),
+  MIN_IN_FLIGHT: int(24),
+  ADMISSION_TARGET_MS: int(100),
+  USER_MAX_IN_FLIGHT: int(16),
+  ANON_IP_MAX_IN_FLIGHT: int(32),
+  BODY_READ_TIMEOUT_MS: int(5000),
+  BODY_MIN_BYTES_PER_S: int(16 * 1024),
   FEED_RATE_LIMIT_PER_MIN: int(120),
   ANON_READ_RATE_LIMIT_PER_MIN: int(120),
   ANON_WRITE_RATE_LIMIT_PER_MIN: int(30),
@@ -169,7 +175,21 @@ export function loadConfig(env: Record<string, string | undefined>) {
     corsOrigins: e.CORS_ORIGINS === "*" ? "*" : e.CORS_ORIGINS.split(",").map((o) => o.trim()),
     maxBodyBytes: e.MAX_BODY_BYTES,
     requestBudgetMs: e.REQUEST_BUDGET_MS,
-    maxInFlight: e.MAX_IN_FLIGHT,
+    admission: {
+      /** Ceiling and floor of the adaptive concurrency limit per isolate. */
+      maxInFlight: e.MAX_IN_FLIGHT,
+      minInFlight: Math.min(e.MIN_IN_FLIGHT, e.MAX_IN_FLIGHT),
+      /** Window p90 latency (ms) above which the limit shrinks. */
+      targetMs: e.ADMISSION_TARGET_MS,
+      /** In-flight requests per signed-in user, and per client IP for anonymous callers. */
+      perUser: e.USER_MAX_IN_FLIGHT,
+      perAnonIp: e.ANON_IP_MAX_IN_FLIGHT,
+    },
+    body: {
+      /** A body must start within this and keep coming at `minBytesPerS` (else 408). */
+      timeoutMs: e.BODY_READ_TIMEOUT_MS,
+      minBytesPerS: e.BODY_MIN_BYTES_PER_S,
+    },
     limits: {
       feedPerMin: e.FEED_RATE_LIMIT_PER_MIN,
       anonReadPerMin: e.ANON_READ_RATE_LIMIT_PER_MIN,

@@ -7,13 +7,14 @@
  */
 import { OpenAPIHono, type z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { contextStorage } from "hono/context-storage";
 import { cors } from "hono/cors";
 import { requestId } from "hono/request-id";
 import { routePath } from "hono/route";
 import { timing } from "hono/timing";
-import type { AuthVariables } from "./auth.ts";
+import { Admission, admit, type Caller, GradientLimit } from "./admission.ts";
+import { type AuthVariables, bearerToken, verifyAccessToken } from "./auth.ts";
+import { bodyGuard } from "./body.ts";
 import { type Budget, withBudget } from "./budget.ts";
 import { config } from "./config.ts";
 import { metrics } from "./metrics.ts";
@@ -37,33 +38,42 @@ export interface AppOptions {
   maxBodyBytes?: number;
   /** OpenAPI document title. */
   title?: string;
-  /** Refuse requests beyond `MAX_IN_FLIGHT` at once (default true; health opts out). */
+  /** Admission control: adaptive limit and per-caller caps (default true; health opts out). */
   shed?: boolean;
 }
 
-/** Requests in flight in this isolate, across every function it serves. */
-let inFlight = 0;
+/**
+ * The slots of this isolate, across every function it serves: past the adaptive limit, or
+ * past a caller's own cap, a request is answered 503 at once instead of queueing work it
+ * can't finish within anyone's budget (see admission.ts).
+ */
+export const admission: Admission = new Admission(
+  new GradientLimit({
+    initial: Math.min(config.admission.maxInFlight, Math.max(config.admission.minInFlight, 64)),
+    min: config.admission.minInFlight,
+    max: config.admission.maxInFlight,
+    targetMs: config.admission.targetMs,
+  }),
+);
+metrics.collect(() => [
+  { name: "admission_limit", value: admission.limiter.limit, help: "Adaptive in-flight limit" },
+  { name: "admission_in_flight", value: admission.inFlight, help: "Requests holding a slot" },
+]);
 
 /**
- * Admission control: past `MAX_IN_FLIGHT` concurrent requests an isolate answers 503 at once
- * instead of queueing work it can't finish within anyone's budget (queued requests only
- * time out later, holding memory and connections meanwhile).
+ * Per-caller caps key on the verified user (the token check is cached per isolate), and on
+ * the client IP only for anonymous callers: many signed-in users share an IP behind a NAT.
+ * A token that doesn't verify counts against its IP (the route answers it 401).
  */
-function shedLoad(): MiddlewareHandler<AppEnv> {
-  return async (_c, next) => {
-    if (inFlight >= config.maxInFlight) {
-      metrics.inc("requests_shed_total");
-      throw new ProblemError(503, "unavailable", "the server is at capacity, retry shortly", {
-        headers: { "retry-after": "1" },
-      });
-    }
-    inFlight++;
+async function identify(c: Context): Promise<Caller> {
+  const token = bearerToken(c.req.raw);
+  if (token) {
     try {
-      await next();
-    } finally {
-      inFlight--;
-    }
-  };
+      const user = await verifyAccessToken(token);
+      return { key: `user:${user.id}`, cap: config.admission.perUser };
+    } catch { /* anonymous for admission */ }
+  }
+  return { key: `ip:${clientIp(c)}`, cap: config.admission.perAnonIp };
 }
 
 /** Builds the Hono app of the function `slug`, mounted at `/<slug>`. */
@@ -77,9 +87,7 @@ export function createApp(slug: string, options: AppOptions = {}): App {
   app.use(contextStorage());
   app.use(requestId());
   app.use(accessLog(slug));
-  if (options.shed !== false) app.use(shedLoad());
-  app.use(timing({ totalDescription: "total", crossOrigin: true }));
-  app.use(usageTiming());
+  // CORS first: every answer below, 408/413/503 included, carries its headers.
   app.use(
     cors({
       origin: config.corsOrigins,
@@ -103,18 +111,18 @@ export function createApp(slug: string, options: AppOptions = {}): App {
       maxAge: 86400,
     }),
   );
+  app.use(timing({ totalDescription: "total", crossOrigin: true }));
+  app.use(usageTiming());
+  // The body is read (size limit, deadline) before admission: a slow upload holds no slot.
   app.use(
-    bodyLimit({
-      maxSize: options.maxBodyBytes ?? config.maxBodyBytes,
-      onError: () => {
-        throw new ProblemError(
-          413,
-          "payload_too_large",
-          `the request body exceeds ${options.maxBodyBytes ?? config.maxBodyBytes} bytes`,
-        );
-      },
-    }),
+    bodyGuard({ maxBytes: options.maxBodyBytes ?? config.maxBodyBytes, ...config.body }),
   );
+  if (options.shed !== false) {
+    app.use(admit(admission, {
+      identify,
+      excludedMs: (c) => c.get("usage")?.upstream.ms ?? 0,
+    }));
+  }
   app.use(withBudget(options.budgetMs ?? config.requestBudgetMs));
 
   app.onError((err, c) => {

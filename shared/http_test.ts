@@ -1,12 +1,30 @@
+import { assert, assertEquals, assertMatch } from "../scripts/assert.ts";
+import { createDevKeys } from "../scripts/dev_auth.ts";
+import { assertProblem, it } from "../scripts/test_http.ts";
 import "../scripts/unit_env.ts";
-Deno.env.set("MAX_IN_FLIGHT", "2");
-import { assertEquals, assertMatch } from "../scripts/assert.ts";
-import { it } from "../scripts/test_http.ts";
 
-const { createApp } = await import("./http.ts");
+// Set before http.ts loads (config is read once): real keys, a fixed limit of 20 (floor =
+// ceiling, so the test knows where overload starts), a short body deadline.
+const keys = await createDevKeys();
+Deno.env.set("SUPABASE_JWKS", JSON.stringify(keys.jwks));
+Deno.env.set("MAX_IN_FLIGHT", "20");
+Deno.env.set("MIN_IN_FLIGHT", "20");
+Deno.env.set("BODY_READ_TIMEOUT_MS", "300");
+
+const { admission, createApp } = await import("./http.ts");
 const { toProblem } = await import("./problem.ts");
+// Parsed: don't leak these into the test files that run after this one in the process.
+for (const name of ["MAX_IN_FLIGHT", "MIN_IN_FLIGHT", "BODY_READ_TIMEOUT_MS"]) {
+  Deno.env.delete(name);
+}
 
-it("past MAX_IN_FLIGHT concurrent requests an isolate answers 503 at once, then recovers", async () => {
+const origin = { origin: "https://app.rockout.example" };
+const alice = await keys.mint("00000000-0000-4000-8000-00000000000a");
+const bob = await keys.mint("00000000-0000-4000-8000-00000000000b");
+const carol = await keys.mint("00000000-0000-4000-8000-00000000000c");
+
+/** An app whose `/block` route holds its slot until `release()`. */
+function blockingApp() {
   const app = createApp("t");
   let release!: () => void;
   const gate = new Promise<void>((r) => release = r);
@@ -14,14 +32,79 @@ it("past MAX_IN_FLIGHT concurrent requests an isolate answers 503 at once, then 
     await gate;
     return c.text("ok");
   });
-  const held = [app.request("/t/block"), app.request("/t/block")];
-  const refused = await app.request("/t/block");
-  assertEquals(refused.status, 503);
-  assertEquals(refused.headers.get("retry-after"), "1");
-  assertEquals(refused.headers.get("content-type"), "application/problem+json");
+  app.patch("/body", async (c) => c.json({ bytes: (await c.req.arrayBuffer()).byteLength }));
+  const get = (token?: string) =>
+    app.request("/t/block", {
+      headers: { ...origin, ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    });
+  return { app, get, release };
+}
+
+/** Yields until `n` requests hold a slot (they get there through a few awaits). */
+async function untilInFlight(n: number) {
+  for (let i = 0; i < 1000 && admission.inFlight < n; i++) {
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  assertEquals(admission.inFlight, n);
+}
+
+it("one user holds at most 16 slots: the 17th..24th get 503 + Retry-After + CORS, others get in", async () => {
+  const { get, release } = blockingApp();
+  const held = Array.from({ length: 16 }, () => get(alice));
+  await untilInFlight(16);
+  for (let i = 17; i <= 24; i++) {
+    const refused = await get(alice);
+    await assertProblem(refused, 503, "at most 16");
+    assertEquals(refused.headers.get("retry-after"), "1");
+    assertEquals(refused.headers.get("access-control-allow-origin"), "*");
+  }
+  // another user, and an anonymous caller, are admitted meanwhile
+  const others = [get(bob), get()];
+  await untilInFlight(18);
   release();
-  assertEquals((await Promise.all(held)).map((r) => r.status), [200, 200]);
-  assertEquals((await app.request("/t/block")).status, 200);
+  assertEquals((await Promise.all([...held, ...others])).map((r) => r.status), Array(18).fill(200));
+  assertEquals(admission.inFlight, 0);
+});
+
+it("past the isolate's limit any caller gets 503 with Retry-After and CORS, then it recovers", async () => {
+  const { get, release } = blockingApp();
+  const held = [...Array(10)].flatMap(() => [get(alice), get(bob)]);
+  await untilInFlight(20);
+  const refused = await get(carol);
+  await assertProblem(refused, 503, "capacity");
+  assertEquals(refused.headers.get("retry-after"), "1");
+  assertEquals(refused.headers.get("access-control-allow-origin"), "*");
+  release();
+  assertEquals((await Promise.all(held)).every((r) => r.status === 200), true);
+  assertEquals((await get(carol)).status, 200);
+});
+
+it("a stalled body gets 408 + CORS within the deadline and never holds a slot", async () => {
+  const { app } = blockingApp();
+  let cancelled = false;
+  const stalled = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new Uint8Array([123]));
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+  const start = performance.now();
+  const pending = app.request("/t/body", {
+    method: "PATCH",
+    body: stalled,
+    headers: { ...origin, authorization: `Bearer ${alice}` },
+  });
+  let slotsWhileWaiting = -1;
+  setTimeout(() => slotsWhileWaiting = admission.inFlight, 150);
+  const res = await pending;
+  const ms = performance.now() - start;
+  await assertProblem(res, 408, "did not arrive in time");
+  assertEquals(res.headers.get("access-control-allow-origin"), "*");
+  assert(ms < 300 + 500, `answered after ${ms} ms`);
+  assertEquals(slotsWhileWaiting, 0);
+  assert(cancelled, "the body stream was cancelled");
 });
 
 it("overload and dependency failures map to 503/504, anything else to an opaque 500", () => {

@@ -21,7 +21,8 @@ export type ProblemCode =
   | "rate_limited"
   | "internal"
   | "unavailable"
-  | "timeout";
+  | "timeout"
+  | "request_timeout";
 
 const titles: Record<ProblemCode, string> = {
   invalid_parameter: "Invalid parameter",
@@ -37,6 +38,7 @@ const titles: Record<ProblemCode, string> = {
   internal: "Internal error",
   unavailable: "Service unavailable",
   timeout: "Request took too long",
+  request_timeout: "Request body timeout",
 };
 
 /** An invalid field, as in RFC 9457's `invalid-params` example. */
@@ -80,6 +82,7 @@ const httpCodes: Partial<Record<number, ProblemCode>> = {
   403: "forbidden",
   404: "not_found",
   405: "method_not_allowed",
+  408: "request_timeout",
   409: "conflict",
   413: "payload_too_large",
   415: "unsupported_media_type",

@@ -1,0 +1,205 @@
+/**
+ * `deno run -A scripts/bench_admission.ts`: admission under abuse and overload, against one
+ * serving process (`scripts/serve.ts`, as `npm start` runs it) on a seeded test database,
+ * real Redis behind the bridge, loopback only.
+ *
+ * 1. slow clients: feed reads by 10 users (each a read every 100 ms), first alone, then while
+ *    300 connections from one IP trickle a `PATCH /profiles/me` body a byte every 500 ms.
+ *    Target: ≥ 99% of reads succeed, p95 < 200 ms.
+ * 2. overload: the capacity of `GET /feed` (closed loop, 32 clients), then twice that rate
+ *    offered open-loop for BENCH_OVERLOAD_S (10) seconds. Target: admitted requests p95
+ *    < 250 ms; the excess gets fast 503s with Retry-After.
+ *
+ * Env: DATABASE_URL, REDIS_URL (as for `npm test`).
+ *
+ * @module
+ */
+import { Redis } from "@upstash/redis";
+import { DEMO_USER_ID, seed, seededUserId } from "./seed.ts";
+import { freePort } from "./local_services.ts";
+import { spawnServer } from "./stack.ts";
+import { functionTestEnv } from "./test_env.ts";
+import { deleteKeys, testRedisUrl } from "./test_redis.ts";
+
+const overloadS = Number(Deno.env.get("BENCH_OVERLOAD_S") ?? 10);
+const env = await functionTestEnv({
+  redis: false,
+  env: { FEED_RATE_LIMIT_PER_MIN: "1000000", PROFILE_SEARCH_RATE_LIMIT_PER_MIN: "1000000" },
+});
+await seed(env.db.sql, { users: 300, posts: 3000 });
+// The Redis bridge in a process of its own: the load generator must not slow it down.
+const bridgeToken = crypto.randomUUID();
+const bridge = await spawnServer("scripts/redis_bridge.ts", freePort(), {
+  UPSTASH_REDIS_REST_TOKEN: bridgeToken,
+  REDIS_URL: testRedisUrl(),
+}, (l) => l.startsWith("http"));
+const port = freePort();
+const server = await spawnServer("scripts/serve.ts", port, {
+  ...Deno.env.toObject(),
+  UPSTASH_REDIS_REST_URL: bridge.url,
+  UPSTASH_REDIS_REST_TOKEN: bridgeToken,
+}, (l) => l === "ready");
+const base = `http://127.0.0.1:${port}`;
+const encoder = new TextEncoder();
+const tokens = await Promise.all(
+  Array.from({ length: 200 }, (_, i) => env.keys.mint(seededUserId(i + 5))),
+);
+
+function p(sorted: number[], q: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] : NaN;
+}
+const round = (n: number) => Math.round(n * 10) / 10;
+
+async function feed(token: string): Promise<{ status: number; ms: number; retryAfter: boolean }> {
+  const t0 = performance.now();
+  try {
+    const res = await fetch(`${base}/functions/v1/feed?kind=following`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    await res.body?.cancel();
+    return {
+      status: res.status,
+      ms: performance.now() - t0,
+      retryAfter: res.headers.has("retry-after"),
+    };
+  } catch {
+    return { status: 0, ms: performance.now() - t0, retryAfter: false };
+  }
+}
+
+/** 10 users reading every 100 ms for `ms`. */
+async function readers(ms: number) {
+  const results: { status: number; ms: number }[] = [];
+  const end = performance.now() + ms;
+  await Promise.all(
+    tokens.slice(0, 10).map(async (token) => {
+      while (performance.now() < end) {
+        results.push(await feed(token));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }),
+  );
+  const sorted = results.map((r) => r.ms).sort((a, b) => a - b);
+  const ok = results.filter((r) => r.status === 200).length;
+  return {
+    reads: results.length,
+    success: round((100 * ok) / results.length),
+    p95: round(p(sorted, 0.95)),
+  };
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array) {
+  for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
+}
+
+/** 300 connections trickling a body a byte every 500 ms (at most 64 bytes each). */
+function slowClients(token: string): Promise<string[]> {
+  const head = encoder.encode(
+    `PATCH /functions/v1/profiles/me HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\n` +
+      "content-type: application/json\r\ncontent-length: 64\r\n\r\n",
+  );
+  return Promise.all(Array.from({ length: 300 }, async () => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      await writeAll(conn, head);
+      let answer = "";
+      const reading = (async () => {
+        const buf = new Uint8Array(512);
+        const n = await conn.read(buf).catch(() => null);
+        answer = n ? new TextDecoder().decode(buf.subarray(0, n)).split("\r\n")[0] : "closed";
+      })();
+      for (let i = 0; i < 64 && !answer; i++) {
+        await writeAll(conn, encoder.encode(" ")).catch(() => {});
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      await reading;
+      return answer;
+    } finally {
+      conn.close();
+    }
+  }));
+}
+
+/** CPU time the serving process used so far (ms), from /proc (Linux). */
+function serverCpuMs(): number {
+  try {
+    const fields = Deno.readTextFileSync(`/proc/${server.pid}/stat`).split(") ")[1].split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, in 10 ms ticks
+  } catch {
+    return NaN;
+  }
+}
+
+/** Runs `phase`, adding the server's CPU share over it. */
+async function measured<T extends object>(phase: () => Promise<T>) {
+  const cpu0 = serverCpuMs();
+  const t0 = performance.now();
+  const result = await phase();
+  const cpu = serverCpuMs() - cpu0;
+  return { ...result, server_cpu_pct: Math.round((100 * cpu) / (performance.now() - t0)) };
+}
+
+const report: Record<string, unknown> = {
+  load_average_at_start: Deno.loadavg().map(round),
+};
+try {
+  await readers(2000); // warm up
+  report.feed_alone = await measured(() => readers(5000));
+  const slow = slowClients(await env.keys.mint(DEMO_USER_ID));
+  await new Promise((r) => setTimeout(r, 500)); // let every connection open
+  report.feed_with_300_slow_bodies = await measured(() => readers(4000));
+  const answers = await slow;
+  report.slow_body_answers = Object.fromEntries(
+    [...new Set(answers)].map((a) => [a, answers.filter((b) => b === a).length]),
+  );
+
+  // Capacity: closed loop, 32 clients, 5 s.
+  const closed: number[] = [];
+  const capEnd = performance.now() + 5000;
+  await Promise.all(Array.from({ length: 32 }, async (_, i) => {
+    while (performance.now() < capEnd) {
+      const r = await feed(tokens[i % tokens.length]);
+      if (r.status === 200) closed.push(r.ms);
+    }
+  }));
+  const capacity = closed.length / 5;
+  closed.sort((a, b) => a - b);
+  // 2x overload, open loop: requests start on schedule whatever the answers do.
+  const rate = 2 * capacity;
+  const results: { status: number; ms: number; retryAfter: boolean }[] = [];
+  const pending: Promise<void>[] = [];
+  const start = performance.now();
+  for (let i = 0; i < rate * overloadS; i++) {
+    const due = start + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    pending.push(feed(tokens[i % tokens.length]).then((r) => void results.push(r)));
+  }
+  await Promise.all(pending);
+  const admitted = results.filter((r) => r.status === 200).map((r) => r.ms).sort((a, b) => a - b);
+  const shed = results.filter((r) => r.status === 503);
+  const shedMs = shed.map((r) => r.ms).sort((a, b) => a - b);
+  report.overload = {
+    capacity_rps: round(capacity),
+    capacity_p95_ms: round(p(closed, 0.95)),
+    offered_rps: round(rate),
+    requests: results.length,
+    admitted: admitted.length,
+    admitted_p50_ms: round(p(admitted, 0.5)),
+    admitted_p95_ms: round(p(admitted, 0.95)),
+    shed_503: shed.length,
+    shed_with_retry_after: shed.filter((r) => r.retryAfter).length,
+    shed_p95_ms: round(p(shedMs, 0.95)),
+    other: results.length - admitted.length - shed.length,
+  };
+  const metrics = server.output.filter((l) => l.includes("error")).slice(0, 5);
+  if (metrics.length) report.server_errors = metrics;
+} finally {
+  await server.stop();
+  const redis = new Redis({ url: bridge.url, token: bridgeToken, enableTelemetry: false });
+  await deleteKeys(redis, `${env.redisPrefix}*`);
+  await bridge.stop();
+  await env.close();
+}
+console.log(JSON.stringify(report, null, 2));
+Deno.exit(0);

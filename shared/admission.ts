@@ -1,0 +1,216 @@
+/**
+ * Admission control: how many requests an isolate works on at once, and how many of those one
+ * caller may hold.
+ *
+ * The total is an adaptive concurrency limit after Netflix concurrency-limits' Gradient2 (and
+ * Envoy's adaptive concurrency filter): every window of completed requests gives a short-term
+ * latency, compared with a long-term average; when requests take longer than the baseline
+ * they are queueing (for the CPU, the pool…), and the limit shrinks by that gradient; when
+ * they don't, it grows by a small queue allowance. Gradient2's baseline drifts up under
+ * sustained overload, so the baseline used here is also capped by an absolute latency target:
+ * the limit keeps shrinking while the window's p90 is above it. Time spent waiting on paid
+ * upstream APIs is not our capacity and is left out of the samples.
+ *
+ * Written by hand: the algorithm is ~40 lines and no maintained JavaScript port exists.
+ *
+ * @module
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import { metrics } from "./metrics.ts";
+import { ProblemError } from "./problem.ts";
+
+/** Settings of {@link GradientLimit}. */
+export interface GradientLimitOptions {
+  /** Starting limit. */
+  initial: number;
+  /** Floor: the limit never drops below it. */
+  min: number;
+  /** Ceiling. */
+  max: number;
+  /** The window p90 (ms) above which the limit shrinks whatever the baseline says. */
+  targetMs: number;
+  /** Shortest window (ms); a window also needs `windowSamples` samples. */
+  windowMs?: number;
+  /** Fewest samples in a window. */
+  windowSamples?: number;
+  /** How far each window moves the limit towards its new estimate (0..1). */
+  smoothing?: number;
+  /** Windows averaged into the long-term baseline. */
+  longWindow?: number;
+}
+
+/** An adaptive concurrency limit (Gradient2 with a latency ceiling). */
+export class GradientLimit {
+  #limit: number;
+  #longRtt = 0;
+  #longCount = 0;
+  #window: number[] = [];
+  #windowStart = performance.now();
+  #windowInFlight = 0;
+  #windowDropped = false;
+  readonly #o: Required<GradientLimitOptions>;
+
+  constructor(options: GradientLimitOptions) {
+    this.#o = {
+      windowMs: 100,
+      windowSamples: 10,
+      smoothing: 0.2,
+      longWindow: 600,
+      ...options,
+    };
+    this.#limit = options.initial;
+  }
+
+  /** The current limit (whole requests). */
+  get limit(): number {
+    return Math.floor(this.#limit);
+  }
+
+  /** The long-term baseline latency (ms). */
+  get baselineMs(): number {
+    return this.#longRtt;
+  }
+
+  /**
+   * Records one completed request: its latency, how many were in flight when it started, and
+   * whether it was dropped (it ran out of its budget).
+   */
+  sample(rttMs: number, inFlight: number, dropped = false): void {
+    this.#window.push(rttMs);
+    this.#windowInFlight = Math.max(this.#windowInFlight, inFlight);
+    this.#windowDropped ||= dropped;
+    const now = performance.now();
+    if (this.#window.length < this.#o.windowSamples || now - this.#windowStart < this.#o.windowMs) {
+      return;
+    }
+    const samples = this.#window.sort((a, b) => a - b);
+    const shortRtt = Math.max(0.1, samples[Math.floor(samples.length * 0.9)]);
+    this.#update(shortRtt, this.#windowInFlight, this.#windowDropped);
+    this.#window = [];
+    this.#windowStart = now;
+    this.#windowInFlight = 0;
+    this.#windowDropped = false;
+  }
+
+  #update(shortRtt: number, inFlight: number, dropped: boolean): void {
+    const o = this.#o;
+    // Long-term baseline: a plain average while warming up, then an exponential one.
+    this.#longCount++;
+    const weight = this.#longCount <= 10 ? 1 / this.#longCount : 2 / (o.longWindow + 1);
+    this.#longRtt += (shortRtt - this.#longRtt) * weight;
+    // Recovered from a long overload: let the baseline come down without waiting for the EMA.
+    if (this.#longRtt / shortRtt > 2) this.#longRtt *= 0.9;
+    if (dropped) {
+      // Requests ran out of their budget: back off multiplicatively, as AIMD does on a drop.
+      this.#limit = Math.max(o.min, this.#limit * 0.9);
+      return;
+    }
+    const baseline = Math.min(this.#longRtt, o.targetMs);
+    const gradient = Math.max(0.5, Math.min(1, baseline / shortRtt));
+    // Don't grow while the application isn't using the limit it has.
+    if (gradient === 1 && inFlight < this.#limit / 2) return;
+    const queue = Math.max(4, Math.sqrt(this.#limit));
+    const estimate = this.#limit * gradient + queue;
+    const next = this.#limit * (1 - o.smoothing) + estimate * o.smoothing;
+    this.#limit = Math.max(o.min, Math.min(o.max, next));
+  }
+}
+
+/** Who a request is, for per-caller caps. */
+export interface Caller {
+  /** `user:<id>` for a signed-in caller, `ip:<address>` for an anonymous one. */
+  key: string;
+  /** How many of this caller's requests may be in flight at once. */
+  cap: number;
+}
+
+/** Why a request was refused. */
+export type Refusal = "overload" | "caller";
+
+/** Slots of one isolate: the adaptive total and the per-caller caps. */
+export class Admission {
+  #inFlight = 0;
+  readonly #byCaller = new Map<string, number>();
+
+  constructor(readonly limiter: GradientLimit) {}
+
+  /** Requests holding a slot. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Requests of one caller holding a slot. */
+  held(key: string): number {
+    return this.#byCaller.get(key) ?? 0;
+  }
+
+  /** Every slot is taken: refuse before spending anything on the request. */
+  get full(): boolean {
+    return this.#inFlight >= this.limiter.limit;
+  }
+
+  /** Takes a slot, or says why not. */
+  acquire(caller: Caller): Refusal | null {
+    if (this.full) return "overload";
+    const held = this.held(caller.key);
+    if (held >= caller.cap) return "caller";
+    this.#inFlight++;
+    this.#byCaller.set(caller.key, held + 1);
+    return null;
+  }
+
+  /** Gives a slot back and feeds the limit with how long it was held. */
+  release(caller: Caller, rttMs: number, dropped: boolean): void {
+    const inFlight = this.#inFlight;
+    this.#inFlight--;
+    const held = this.held(caller.key) - 1;
+    if (held > 0) this.#byCaller.set(caller.key, held);
+    else this.#byCaller.delete(caller.key);
+    this.limiter.sample(rttMs, inFlight, dropped);
+  }
+}
+
+/** Options of {@link admit}. */
+export interface AdmitOptions {
+  /** Identifies the caller (verified user, else client IP). */
+  identify: (c: Context) => Caller | Promise<Caller>;
+  /** Milliseconds of the request not spent on our own capacity (waiting on paid APIs). */
+  excludedMs?: (c: Context) => number;
+}
+
+/**
+ * Middleware: admits a request into `admission` or answers 503 at once with `Retry-After`:
+ * past the adaptive limit (overload), or past the caller's own cap (one client can't take
+ * every slot). Placed after the body has been read, so a slow upload holds no slot.
+ */
+export function admit(admission: Admission, options: AdmitOptions): MiddlewareHandler {
+  return async (c, next) => {
+    // Overloaded: answer before even identifying the caller, shedding must stay cheap.
+    const caller = admission.full ? null : await options.identify(c);
+    const refused = caller ? admission.acquire(caller) : "overload";
+    if (refused || !caller) {
+      const reason = refused ?? "overload";
+      metrics.inc("requests_shed_total", { reason });
+      throw new ProblemError(
+        503,
+        "unavailable",
+        reason === "caller" && caller
+          ? `too many of your requests are in progress at once (at most ${caller.cap}); retry shortly`
+          : "the server is at capacity, retry shortly",
+        { headers: { "retry-after": "1" } },
+      );
+    }
+    const start = performance.now();
+    let dropped = false;
+    try {
+      await next();
+      dropped = c.res.status === 504;
+    } catch (err) {
+      dropped = (err as { status?: number })?.status === 504;
+      throw err;
+    } finally {
+      const ms = performance.now() - start - (options.excludedMs?.(c) ?? 0);
+      admission.release(caller, Math.max(0, ms), dropped);
+    }
+  };
+}

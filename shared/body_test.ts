@@ -1,0 +1,115 @@
+import "../scripts/unit_env.ts";
+import { assert, assertEquals } from "../scripts/assert.ts";
+import { assertProblem, it } from "../scripts/test_http.ts";
+import { readBody } from "./body.ts";
+import { ProblemError } from "./problem.ts";
+
+const { createApp } = await import("./http.ts");
+
+/** A stream that sends `chunk` every `everyMs`, `times` times (then ends), counting pulls. */
+function trickle(chunk: Uint8Array<ArrayBuffer>, everyMs: number, times = Infinity) {
+  const stats = { sent: 0, cancelled: false };
+  const stream = new ReadableStream<Uint8Array<ArrayBuffer>>({
+    async pull(controller) {
+      if (stats.sent >= times) return controller.close();
+      if (everyMs > 0) await new Promise((r) => setTimeout(r, everyMs));
+      stats.sent++;
+      controller.enqueue(chunk);
+    },
+    cancel() {
+      stats.cancelled = true;
+    },
+  }, { highWaterMark: 0 });
+  return { stream, stats };
+}
+
+async function status(p: Promise<unknown>): Promise<number> {
+  const err: unknown = await p.then(() => null, (e) => e);
+  assert(err instanceof ProblemError, `expected a ProblemError, got ${err}`);
+  return err.status;
+}
+
+it("a stalled body gets 408 at the deadline, and the stream is cancelled", async () => {
+  const { stream, stats } = trickle(new Uint8Array(1), 60_000);
+  const start = performance.now();
+  const got = await status(readBody(stream, { maxBytes: 100, timeoutMs: 300, minBytesPerS: 100 }));
+  const ms = performance.now() - start;
+  assertEquals(got, 408);
+  assert(ms >= 290 && ms < 1000, `answered after ${ms} ms`);
+  assertEquals(stats.cancelled, true);
+});
+
+it("a trickle (a byte every 50 ms) gets 408 near the deadline, not when the body ends", async () => {
+  const { stream, stats } = trickle(new Uint8Array(1), 50, 1000);
+  const start = performance.now();
+  const got = await status(
+    readBody(stream, { maxBytes: 10_000, timeoutMs: 400, minBytesPerS: 1000 }),
+  );
+  const ms = performance.now() - start;
+  assertEquals(got, 408);
+  // ~8 bytes in 400 ms buy 8 ms more: far from the 50 s the whole body would take
+  assert(ms < 1000, `answered after ${ms} ms`);
+  assert(stats.sent < 30, `${stats.sent} chunks read`);
+});
+
+it("a body that keeps coming at the minimum rate may take longer than the grace period", async () => {
+  // 1 KiB every 20 ms = 50 KiB/s for ~600 ms, with a 200 ms grace and a 16 KiB/s floor.
+  const { stream } = trickle(new Uint8Array(1024), 20, 30);
+  const body = await readBody(stream, { maxBytes: 64 * 1024, timeoutMs: 200, minBytesPerS: 16384 });
+  assertEquals(body.byteLength, 30 * 1024);
+});
+
+it("an endless chunked body gets 413 at the limit; the rest is never read", async () => {
+  const { stream, stats } = trickle(new Uint8Array(1000), 0);
+  const got = await status(
+    readBody(stream, { maxBytes: 10_000, timeoutMs: 5000, minBytesPerS: 1 }),
+  );
+  assertEquals(got, 413);
+  assertEquals(stats.sent, 11); // the chunk that crossed the limit, no more
+  assertEquals(stats.cancelled, true);
+});
+
+it("the app answers a chunked body past the limit 413 problem+json with CORS headers", async () => {
+  const app = createApp("t", { maxBodyBytes: 4096 });
+  let handled = 0;
+  app.post("/echo", async (c) => {
+    handled++;
+    return c.json({ bytes: (await c.req.arrayBuffer()).byteLength });
+  });
+  const { stream, stats } = trickle(new Uint8Array(1024), 0);
+  const res = await app.request("/t/echo", {
+    method: "POST",
+    body: stream,
+    headers: { origin: "https://app.example", "transfer-encoding": "chunked" },
+  });
+  await assertProblem(res, 413, "4096 bytes");
+  assertEquals(res.headers.get("access-control-allow-origin"), "*");
+  assert(stats.sent <= 5, `${stats.sent} KiB read of a 4 KiB limit`);
+  assertEquals(handled, 0);
+  // multipart is counted the same way
+  const form = new FormData();
+  form.set("audio", new File([new Uint8Array(8192)], "a.webm", { type: "audio/webm" }));
+  const multipart = new Request("http://x/t/echo", { method: "POST", body: form });
+  const streamed = new Request(multipart.url, {
+    method: "POST",
+    body: multipart.body,
+    headers: { "content-type": multipart.headers.get("content-type")! },
+  });
+  await assertProblem(await app.request(streamed), 413);
+  // within the limit the route reads the body as usual
+  const ok = await app.request("/t/echo", { method: "POST", body: new Uint8Array(4096) });
+  assertEquals(await ok.json(), { bytes: 4096 });
+});
+
+it("a declared Content-Length past the limit is refused before reading", async () => {
+  const app = createApp("u", { maxBodyBytes: 10 });
+  app.post("/x", (c) => c.text("read"));
+  const { stream, stats } = trickle(new Uint8Array(1), 0);
+  const req = new Request("http://x/u/x", {
+    method: "POST",
+    body: stream,
+    headers: { "content-length": "11" },
+  });
+  await assertProblem(await app.request(req), 413, "10 bytes");
+  assertEquals(stats.sent, 0);
+});

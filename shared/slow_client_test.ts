@@ -1,0 +1,174 @@
+/**
+ * Slow and oversized clients against the real stack (gateway on a loopback port, real Postgres
+ * and Redis): 300 connections trickling a `PATCH /profiles/me` body while other users read
+ * their feeds, and chunked bodies that never end. Timing goals are measured by
+ * `scripts/bench_admission.ts`; this file asserts the behaviour.
+ */
+import { assert, assertEquals } from "../scripts/assert.ts";
+import { DEMO_USER_ID, seed, seededUserId } from "../scripts/seed.ts";
+import { functionTestEnv } from "../scripts/test_env.ts";
+import { it } from "../scripts/test_http.ts";
+
+// Admission at its defaults; the body deadline at its default, stated.
+const env = await functionTestEnv({
+  env: { BODY_READ_TIMEOUT_MS: "5000", BODY_MIN_BYTES_PER_S: "16384" },
+});
+await seed(env.db.sql, { users: 30, posts: 300 });
+const { createGateway } = await import("../scripts/gateway.ts");
+const { admission } = await import("./http.ts");
+const { config } = await import("./config.ts");
+const { sql } = await import("./db.ts");
+const gateway = await createGateway({ jwks: env.keys.jwks });
+const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, gateway.fetch);
+const port = server.addr.port;
+const attacker = await env.keys.mint(DEMO_USER_ID);
+const encoder = new TextEncoder();
+
+/** Writes all of `data` (a socket write may take only part of it). */
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
+}
+
+/** Reads until the status line of the answer arrives (or the connection closes). */
+async function statusLine(conn: Deno.Conn): Promise<string> {
+  const buf = new Uint8Array(1024);
+  let text = "";
+  for (let i = 0; i < 100 && !text.includes("\r\n"); i++) {
+    const n = await conn.read(buf).catch(() => null);
+    if (n === null) break;
+    text += new TextDecoder().decode(buf.subarray(0, n));
+  }
+  return text.split("\r\n")[0];
+}
+
+/** A raw connection that sends `head`, then its body through `send`, until answered. */
+async function rawRequest(
+  head: string,
+  send: (conn: Deno.Conn, answered: () => boolean) => Promise<number>,
+): Promise<{ status: string; sent: number; ms: number }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeAll(conn, encoder.encode(head));
+    const start = performance.now();
+    let done = false;
+    const answer = statusLine(conn).then((s) => {
+      done = true;
+      return { status: s, ms: performance.now() - start };
+    });
+    const sent = await send(conn, () => done).catch(() => -1); // the server may close first
+    const { status, ms } = await answer;
+    return { status, sent, ms };
+  } finally {
+    conn.close();
+  }
+}
+
+it("300 slow-body connections from one IP hold no slot: other users' feeds stay up", async () => {
+  const bodyBytes = 64;
+  const head = [
+    "PATCH /functions/v1/profiles/me HTTP/1.1",
+    "host: 127.0.0.1",
+    `authorization: Bearer ${attacker}`,
+    "content-type: application/json",
+    `content-length: ${bodyBytes}`,
+    "",
+    "",
+  ].join("\r\n");
+  let trickling = 300;
+  const slow = Array.from({ length: 300 }, () =>
+    rawRequest(head, async (conn, answered) => {
+      // one byte every 500 ms, at most the declared length (bounded), until answered
+      let sent = 0;
+      try {
+        for (; sent < bodyBytes && !answered(); sent++) {
+          await writeAll(conn, encoder.encode(sent === 0 ? "{" : " "));
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      } finally {
+        trickling--;
+      }
+      return sent;
+    }));
+
+  const readers = await Promise.all(
+    Array.from({ length: 10 }, (_, i) => env.keys.mint(seededUserId(i + 5))),
+  );
+  const latencies: number[] = [];
+  let failures = 0;
+  let slotsHeldByAttacker = 0;
+  const statuses = new Map<number, number>();
+  const start = performance.now();
+  // Readers run while the slow bodies are pending (bounded: at most 60 reads each).
+  await Promise.all(readers.map(async (token) => {
+    for (let i = 0; i < 60 && trickling > 0; i++) {
+      const t0 = performance.now();
+      const res = await fetch(`http://127.0.0.1:${port}/functions/v1/feed?kind=following`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      await res.body?.cancel();
+      latencies.push(performance.now() - t0);
+      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+      if (res.status !== 200) failures++;
+      slotsHeldByAttacker = Math.max(slotsHeldByAttacker, admission.held(`user:${DEMO_USER_ID}`));
+      await new Promise((r) => setTimeout(r, 100)); // pacing: a person scrolling, not a flood
+    }
+  }));
+  const readMs = performance.now() - start;
+  const answers = await Promise.all(slow);
+  latencies.sort((a, b) => a - b);
+  const p95 = latencies[Math.floor(latencies.length * 0.95)];
+  console.log(
+    `feed reads: ${latencies.length} in ${Math.round(readMs)} ms, ${failures} failed ` +
+      `(${JSON.stringify(Object.fromEntries(statuses))}), p95 ${p95.toFixed(1)} ms`,
+  );
+  assert(latencies.length >= 50, `only ${latencies.length} reads`);
+  assert(failures / latencies.length <= 0.01, `${failures} of ${latencies.length} reads failed`);
+  assertEquals(slotsHeldByAttacker, 0);
+  // every slow body was cut off with 408 around the body deadline, long before it finished
+  const limitMs = config.body.timeoutMs + 2000;
+  for (const a of answers) {
+    assertEquals(a.status, "HTTP/1.1 408 Request Timeout");
+    assert(a.ms < limitMs, `408 after ${a.ms} ms`);
+    assert(a.sent < bodyBytes, `${a.sent} bytes sent`);
+  }
+});
+
+it("a chunked body past the limit gets 413 while it is still streaming", async () => {
+  const chunk = encoder.encode(`10000\r\n${" ".repeat(0x10000)}\r\n`);
+  for (
+    const [path, limit] of [
+      ["/functions/v1/profiles/me", config.maxBodyBytes],
+      ["/functions/v1/recall-resolve", 9 * 1024 * 1024],
+    ] as const
+  ) {
+    const method = path.endsWith("/me") ? "PATCH" : "POST";
+    const head = [
+      `${method} ${path} HTTP/1.1`,
+      "host: 127.0.0.1",
+      `authorization: Bearer ${attacker}`,
+      path.endsWith("/me")
+        ? "content-type: application/json"
+        : "content-type: multipart/form-data; boundary=x",
+      "transfer-encoding: chunked",
+      "",
+      "",
+    ].join("\r\n");
+    const total = 4 * limit; // bounded: a body four times the limit, never finished
+    const { status, sent } = await rawRequest(head, async (conn, answered) => {
+      let sent = 0;
+      while (sent < total && !answered()) {
+        await writeAll(conn, chunk);
+        sent += 0x10000;
+      }
+      return sent;
+    });
+    assertEquals(status, "HTTP/1.1 413 Payload Too Large", path);
+    assert(sent === -1 || sent < total, `${path}: the whole ${sent} bytes were read`);
+  }
+});
+
+it("teardown", async () => {
+  await server.shutdown();
+  await sql.end({ timeout: 1 });
+  await env.close();
+});
