@@ -183,12 +183,19 @@ it("ensureUser is idempotent and finds a free username", async () => {
 });
 
 it("the stack file: explicit variables win; a stopped npm start's file is ignored", async () => {
-  const vars = new Map<string, string>([["DATABASE_URL", "postgres://mine@h/db"]]);
+  const vars = new Map<string, string>([["REDIS_URL", "redis://mine:6379"]]);
   const asEnv = { get: (k: string) => vars.get(k), set: (k: string, v: string) => vars.set(k, v) };
   assertEquals((await useLocalStack(asEnv, stackFile))?.pid, Deno.pid);
-  assertEquals(vars.get("DATABASE_URL"), "postgres://mine@h/db");
-  assertEquals(vars.get("UPSTASH_REDIS_REST_URL"), env.bridge!.url);
+  assertEquals(vars.get("DATABASE_URL"), env.db.url);
+  assertEquals(vars.get("UPSTASH_REDIS_REST_URL"), undefined); // REDIS_URL given: not the stack's
   assertEquals(vars.get("OPENAI_BASE_URL"), standIn.baseUrl);
+  // An explicit DATABASE_URL is another database: nothing of the stack's is mixed in.
+  const own = new Map<string, string>([["DATABASE_URL", "postgres://mine@h/db"]]);
+  assertEquals(
+    await useLocalStack({ get: (k) => own.get(k), set: (k, v) => own.set(k, v) }, stackFile),
+    null,
+  );
+  assertEquals([...own.keys()], ["DATABASE_URL"]);
 
   const gone = new Deno.Command("true").spawn();
   await gone.status; // a pid that no longer runs

@@ -145,14 +145,16 @@ export async function readLocalStack(path = localStackPath()): Promise<LocalStac
 }
 
 /**
- * Fills what the environment leaves unset from the running `npm start`: DATABASE_URL, the
- * Upstash endpoint (or REDIS_URL), and the stand-in model when no OPENAI_API_KEY is set.
- * An explicit variable always wins. Returns the stack used, or null.
+ * With no DATABASE_URL set, takes the running `npm start`'s: DATABASE_URL, the Upstash
+ * endpoint (unless REDIS_URL / UPSTASH_* are set), and the stand-in model when no
+ * OPENAI_API_KEY is set. An explicit DATABASE_URL means another database: nothing is taken.
+ * Returns the stack used, or null.
  */
 export async function useLocalStack(
   env: { get(k: string): string | undefined; set(k: string, v: string): void } = Deno.env,
   path = localStackPath(),
 ): Promise<LocalStack | null> {
+  if (env.get("DATABASE_URL") || env.get("SUPABASE_DB_URL")) return null;
   const stack = await readLocalStack(path);
   if (!stack) return null;
   const fill = (key: string, value: string | null | undefined) => {

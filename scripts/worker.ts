@@ -51,11 +51,16 @@ const workerId = `local-${Deno.hostname()}-${Deno.pid}`;
 const stop = new AbortController();
 const abort = new AbortController();
 let graceTimer: ReturnType<typeof setTimeout> | undefined;
+let first = { signal: "", at: 0 };
 const shutdown = (signal: string) => {
   if (stop.signal.aborted) {
+    // Ctrl-C under `npm start` reaches this process (SIGINT, the terminal's process group)
+    // and npm start's SIGTERM at once: one stop, not "second signal, abort".
+    if (signal !== first.signal && Date.now() - first.at < 2000) return;
     abort.abort(new Error(`second ${signal}`));
     return;
   }
+  first = { signal, at: Date.now() };
   console.log(JSON.stringify({ msg: "worker stopping", signal, grace_ms: graceMs }));
   stop.abort();
   graceTimer = setTimeout(() => abort.abort(new Error("shutdown grace expired")), graceMs);
