@@ -1,0 +1,127 @@
+/**
+ * The other limits the adversarial pass broke with a saturated CPU (feed 251/300 through a
+ * limit of 120, likes 136/300 through 120, profile search 71/150 through 60): the same floods
+ * from one user while other work keeps the event loop busy. One isolate (this process) may
+ * admit (answer anything but 429) at most the limit plus the documented 10% tolerance; likes are
+ * also counted in the database. (Admitted requests may still time out under this load: that is
+ * the request budget's business, not the limit's.)
+ *
+ * @module
+ */
+import { assert } from "../scripts/assert.ts";
+import { seed } from "../scripts/seed.ts";
+import { functionTestEnv } from "../scripts/test_env.ts";
+import { it } from "../scripts/test_http.ts";
+
+const env = await functionTestEnv({
+  env: {
+    FEED_RATE_LIMIT_PER_MIN: "120",
+    LIKES_RATE_LIMIT_PER_MIN: "120",
+    PROFILE_SEARCH_RATE_LIMIT_PER_MIN: "60",
+    // Admission and the search concurrency cap are other tests' subjects: opened wide here so
+    // that every request of the flood reaches the rate limit.
+    USER_MAX_IN_FLIGHT: "1000",
+    MIN_IN_FLIGHT: "1000",
+    MAX_IN_FLIGHT: "1000",
+    SEARCH_CONCURRENCY_PER_USER: "1000",
+  },
+});
+await seed(env.db.sql, { users: 30, posts: 600, likes: 0, seed: 21, songs: 0 });
+const apps = {
+  feed: (await import("./feed/app.ts")).app,
+  posts: (await import("./posts/app.ts")).app,
+  profiles: (await import("./profiles/app.ts")).app,
+};
+const users: string[] = (await env.db.sql`select id from profiles order by id`).map((r) => r.id);
+
+/** Keeps the event loop busy in `blockMs` slices (like large multipart parses) until stopped. */
+function saturate(blockMs: number, stop: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const tick = () => {
+      if (stop.aborted) return resolve();
+      const end = performance.now() + blockMs;
+      while (performance.now() < end) { /* CPU-bound work of other requests */ }
+      setTimeout(tick, 0);
+    };
+    setTimeout(tick, 0);
+  });
+}
+
+/** Runs `requests` concurrently under a saturated loop; returns the statuses. */
+async function underLoad(
+  requests: (() => Response | Promise<Response>)[],
+): Promise<number[]> {
+  const stop = new AbortController();
+  const load = saturate(60, stop.signal);
+  try {
+    return await Promise.all(requests.map(async (send) => {
+      const res = await send();
+      await res.body?.cancel();
+      return res.status;
+    }));
+  } finally {
+    stop.abort();
+    await load;
+  }
+}
+
+function tally(statuses: number[]): string {
+  const by = new Map<number, number>();
+  for (const s of statuses) by.set(s, (by.get(s) ?? 0) + 1);
+  return JSON.stringify(Object.fromEntries(by));
+}
+
+const within = (limit: number) => limit + Math.floor(limit * 0.1);
+
+it("CPU saturated: 300 concurrent feed reads from one user, at most 120 (+10%) pass", async () => {
+  const token = await env.keys.mint(users[0]);
+  const statuses = await underLoad(
+    Array.from(
+      { length: 300 },
+      () => () => apps.feed.request("/feed", { headers: { authorization: `Bearer ${token}` } }),
+    ),
+  );
+  const admitted = statuses.filter((s) => s !== 429).length;
+  console.log(`[feed] admitted ${admitted} of 300 (limit 120); statuses ${tally(statuses)}`);
+  assert(admitted <= within(120), tally(statuses));
+});
+
+it("CPU saturated: 300 concurrent like batches from one user, at most 120 (+10%) likes stored", async () => {
+  const user = users[1];
+  const token = await env.keys.mint(user);
+  const posts: string[] = (await env.db.sql`
+    select id from posts where status = 'published' and author_id <> ${user}
+    order by id limit 300`).map((r) => r.id);
+  assert(posts.length === 300, `only ${posts.length} posts to like`);
+  const statuses = await underLoad(posts.map((id) => () =>
+    apps.posts.request("/posts/likes", {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ like: [id] }),
+    })
+  ));
+  const [{ n }] = await env.db.sql`select count(*)::int as n from likes where user_id = ${user}`;
+  const admitted = statuses.filter((s) => s !== 429).length;
+  console.log(
+    `[likes] admitted ${admitted}, stored ${n} of 300 (limit 120); statuses ${tally(statuses)}`,
+  );
+  assert(n <= within(120) && admitted <= within(120), `${n} likes; ${tally(statuses)}`);
+});
+
+it("CPU saturated: 150 concurrent profile searches from one user, at most 60 (+10%) pass", async () => {
+  const token = await env.keys.mint(users[2]);
+  const statuses = await underLoad(
+    Array.from({ length: 150 }, () => () =>
+      apps.profiles.request("/profiles/search?q=user", {
+        headers: { authorization: `Bearer ${token}` },
+      })),
+  );
+  const admitted = statuses.filter((s) => s !== 429).length;
+  console.log(`[search] admitted ${admitted} of 150 (limit 60); statuses ${tally(statuses)}`);
+  assert(admitted <= within(60), tally(statuses));
+});
+
+it("teardown", async () => {
+  await (await import("../shared/db.ts")).sql.end();
+  await env.close();
+});
