@@ -385,6 +385,64 @@ it("an Idempotency-Key reused with a body that only normalizes the same: 422", a
   }
 });
 
+it("bodies that never end or never arrive: 413 at the limit, 408 at the deadline, every write route", async () => {
+  const writes = (await routes()).filter((r) => !["GET", "DELETE"].includes(r.method));
+  assert(writes.length >= 8, `only ${writes.length} write routes`);
+  const send = (route: { method: string; path: string }, body: ReadableStream<Uint8Array>) =>
+    gateway.fetch(
+      new Request(`http://x/functions/v1${route.path.replace(/\{[^}]+\}/g, postId)}`, {
+        method: route.method,
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body,
+      }),
+    );
+  const failures: string[] = [];
+  for (const route of writes) {
+    // chunked, endless (bounded at 16 MiB): answered 413 while still streaming
+    let pulled = 0;
+    const endless = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (pulled >= 16 * 1024 * 1024) return c.close();
+        pulled += 65536;
+        c.enqueue(new Uint8Array(65536).fill(32));
+      },
+    }, { highWaterMark: 0 });
+    const res = await send(route, endless);
+    const text = await res.text();
+    if (res.status !== 413 || !res.headers.get("content-type")?.includes("problem+json")) {
+      failures.push(
+        `${route.method} ${route.path} endless body → ${res.status} ${text.slice(0, 120)}`,
+      );
+    } else if (pulled >= 16 * 1024 * 1024) {
+      failures.push(`${route.method} ${route.path} read it all`);
+    }
+  }
+  // a body that stops after one byte, on every write route at once: 408 at the deadline
+  const started = performance.now();
+  const stalled = await Promise.all(writes.map(async (route) => {
+    const res = await send(
+      route,
+      new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new Uint8Array([123])) }),
+    );
+    return {
+      route,
+      status: res.status,
+      type: res.headers.get("content-type"),
+      text: await res.text(),
+    };
+  }));
+  const ms = performance.now() - started;
+  for (const r of stalled) {
+    if (r.status !== 408 || r.type !== "application/problem+json") {
+      failures.push(
+        `${r.route.method} ${r.route.path} stalled body → ${r.status} ${r.text.slice(0, 120)}`,
+      );
+    }
+  }
+  assert(ms < 5000 + 3000, `stalled bodies answered after ${ms} ms`);
+  assertEquals(failures, []);
+});
+
 it("teardown", async () => {
   await settleBackground();
   await sql.end();
