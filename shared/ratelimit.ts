@@ -373,7 +373,10 @@ export class RateLimiter {
     this.#track(checks.then((late) =>
       Promise.all(late.map(async (r, i) => {
         const store = this.#stores[i] as RedisWindowStore;
-        if (admitted && !r.success) await store.add(identifier, windowsAt[i], 1);
+        if (admitted && !r.success) {
+          await store.add(identifier, windowsAt[i], 1)
+            .catch(() => this.#addPending(i, windowsAt[i], identifier));
+        }
         if (!admitted && r.success) await store.limit(identifier, -1);
       })), () => {
       if (admitted) windowsAt.forEach((w, i) => this.#addPending(i, w, identifier));
