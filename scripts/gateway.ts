@@ -92,6 +92,15 @@ export async function createGateway(
           headers: { "www-authenticate": "Bearer" },
         });
       }
+      if (token.startsWith("sb_")) {
+        // What the platform's verify_jwt does with a publishable or secret key: not a JWT.
+        throw new ProblemError(
+          401,
+          "unauthorized",
+          "API keys are not JWTs: this function needs a signed-in user's access token",
+          { headers: { "www-authenticate": `Bearer error="invalid_token"` } },
+        );
+      }
       await verifyJwt(token);
     }
     url.pathname = `/${fn.slug}${match![2] ?? ""}`;

@@ -70,6 +70,7 @@ it("the gateway answers 401 before the function runs (verify_jwt = true), as pro
     assertEquals([body.status, body.code], [401, "unauthorized"]);
     assertEquals(body.request_id, res.headers.get("x-request-id"));
     assert(res.headers.get("access-control-allow-origin"), "browsers can read it");
+    if (authorization?.includes("sb_publishable")) assert(body.detail.includes("signed-in user"));
   }
   const { error } = await client().functions.invoke("feed", { method: "GET" });
   assert(error instanceof FunctionsHttpError);
