@@ -95,8 +95,8 @@ it("CPU saturated by other work: 100 concurrent posts from one user create at mo
   assert(r.statuses.every((s) => s === 201 || s === 429), summary(r));
 });
 
-it("Redis slowed past the decision window (bridge delay 300 ms): at most 20 posts", async () => {
-  bridge.delayMs = 300;
+it("Redis slowed past the decision window (bridge delay 600 ms): at most 20 posts", async () => {
+  bridge.delayMs = 600;
   let r;
   try {
     r = await flood(users[1]);
