@@ -149,11 +149,19 @@ export class Admission {
     return this.#inFlight >= this.limiter.limit;
   }
 
+  /**
+   * How many slots `caller` may hold now: its cap, or half the current limit when that is
+   * lower (in overload the limit shrinks, and no one caller may take all of it).
+   */
+  capOf(caller: Caller): number {
+    return Math.min(caller.cap, Math.max(1, Math.floor(this.limiter.limit / 2)));
+  }
+
   /** Takes a slot, or says why not. */
   acquire(caller: Caller): Refusal | null {
     if (this.full) return "overload";
     const held = this.held(caller.key);
-    if (held >= caller.cap) return "caller";
+    if (held >= this.capOf(caller)) return "caller";
     this.#inFlight++;
     this.#byCaller.set(caller.key, held + 1);
     return null;
@@ -195,7 +203,9 @@ export function admit(admission: Admission, options: AdmitOptions): MiddlewareHa
         503,
         "unavailable",
         reason === "caller" && caller
-          ? `too many of your requests are in progress at once (at most ${caller.cap}); retry shortly`
+          ? `too many of your requests are in progress at once (at most ${
+            admission.capOf(caller)
+          }); retry shortly`
           : "the server is at capacity, retry shortly",
         { headers: { "retry-after": "1" } },
       );

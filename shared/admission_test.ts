@@ -51,18 +51,30 @@ Deno.test("requests that ran out of budget back the limit off", () => {
 });
 
 Deno.test("per-caller caps hold within the total, and slots come back", () => {
-  const admission = new Admission(new GradientLimit({ ...options, initial: 24 }));
+  const admission = new Admission(new GradientLimit({ ...options, initial: 40 }));
   const alice = { key: "user:a", cap: 16 };
   const bob = { key: "user:b", cap: 16 };
+  const carol = { key: "ip:10.0.0.1", cap: 32 };
   for (let i = 0; i < 16; i++) assertEquals(admission.acquire(alice), null);
   assertEquals(admission.acquire(alice), "caller");
-  for (let i = 0; i < 8; i++) assertEquals(admission.acquire(bob), null);
-  assertEquals(admission.acquire(bob), "overload");
-  assertEquals(admission.inFlight, 24);
+  for (let i = 0; i < 16; i++) assertEquals(admission.acquire(bob), null);
+  for (let i = 0; i < 8; i++) assertEquals(admission.acquire(carol), null);
+  assertEquals(admission.acquire(carol), "overload");
+  assertEquals(admission.inFlight, 40);
   admission.release(alice, 5, false);
   assertEquals(admission.held("user:a"), 15);
-  assertEquals(admission.acquire(bob), null);
+  assertEquals(admission.acquire(carol), null);
   for (let i = 0; i < 15; i++) admission.release(alice, 5, false);
   assertEquals(admission.held("user:a"), 0);
-  assertEquals(admission.inFlight, 9);
+  assertEquals(admission.inFlight, 25);
+});
+
+Deno.test("when the limit is small, no caller may hold more than half of it", () => {
+  const admission = new Admission(new GradientLimit({ ...options, initial: 8, min: 8 }));
+  const alice = { key: "user:a", cap: 16 };
+  assertEquals(admission.capOf(alice), 4);
+  for (let i = 0; i < 4; i++) assertEquals(admission.acquire(alice), null);
+  assertEquals(admission.acquire(alice), "caller");
+  for (let i = 0; i < 4; i++) assertEquals(admission.acquire({ key: "user:b", cap: 16 }), null);
+  assertEquals(admission.acquire({ key: "user:c", cap: 16 }), "overload");
 });

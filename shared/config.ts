@@ -49,7 +49,7 @@ const envSchema = z.object({
   MAX_BODY_BYTES: int(1024 * 1024),
   REQUEST_BUDGET_MS: int(10_000),
   MAX_IN_FLIGHT: int(512),
-  MIN_IN_FLIGHT: int(24),
+  MIN_IN_FLIGHT: int(8),
   ADMISSION_TARGET_MS: int(100),
   USER_MAX_IN_FLIGHT: int(16),
   ANON_IP_MAX_IN_FLIGHT: int(32),

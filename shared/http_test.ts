@@ -3,12 +3,12 @@ import { createDevKeys } from "../scripts/dev_auth.ts";
 import { assertProblem, it } from "../scripts/test_http.ts";
 import "../scripts/unit_env.ts";
 
-// Set before http.ts loads (config is read once): real keys, a fixed limit of 20 (floor =
+// Set before http.ts loads (config is read once): real keys, a fixed limit of 40 (floor =
 // ceiling, so the test knows where overload starts), a short body deadline.
 const keys = await createDevKeys();
 Deno.env.set("SUPABASE_JWKS", JSON.stringify(keys.jwks));
-Deno.env.set("MAX_IN_FLIGHT", "20");
-Deno.env.set("MIN_IN_FLIGHT", "20");
+Deno.env.set("MAX_IN_FLIGHT", "40");
+Deno.env.set("MIN_IN_FLIGHT", "40");
 Deno.env.set("BODY_READ_TIMEOUT_MS", "300");
 
 const { admission, createApp } = await import("./http.ts");
@@ -22,6 +22,7 @@ const origin = { origin: "https://app.rockout.example" };
 const alice = await keys.mint("00000000-0000-4000-8000-00000000000a");
 const bob = await keys.mint("00000000-0000-4000-8000-00000000000b");
 const carol = await keys.mint("00000000-0000-4000-8000-00000000000c");
+const dave = await keys.mint("00000000-0000-4000-8000-00000000000d");
 
 /** An app whose `/block` route holds its slot until `release()`. */
 function blockingApp() {
@@ -68,15 +69,16 @@ it("one user holds at most 16 slots: the 17th..24th get 503 + Retry-After + CORS
 
 it("past the isolate's limit any caller gets 503 with Retry-After and CORS, then it recovers", async () => {
   const { get, release } = blockingApp();
-  const held = [...Array(10)].flatMap(() => [get(alice), get(bob)]);
-  await untilInFlight(20);
-  const refused = await get(carol);
+  const held = [...Array(16)].flatMap(() => [get(alice), get(bob)]);
+  held.push(...Array.from({ length: 8 }, () => get(carol)));
+  await untilInFlight(40);
+  const refused = await get(dave);
   await assertProblem(refused, 503, "capacity");
   assertEquals(refused.headers.get("retry-after"), "1");
   assertEquals(refused.headers.get("access-control-allow-origin"), "*");
   release();
   assertEquals((await Promise.all(held)).every((r) => r.status === 200), true);
-  assertEquals((await get(carol)).status, 200);
+  assertEquals((await get(dave)).status, 200);
 });
 
 it("a stalled body gets 408 + CORS within the deadline and never holds a slot", async () => {

@@ -124,8 +124,9 @@ it("300 slow-body connections from one IP hold no slot: other users' feeds stay 
   assert(latencies.length >= 50, `only ${latencies.length} reads`);
   assert(failures / latencies.length <= 0.01, `${failures} of ${latencies.length} reads failed`);
   assertEquals(slotsHeldByAttacker, 0);
-  // every slow body was cut off with 408 around the body deadline, long before it finished
-  const limitMs = config.body.timeoutMs + 2000;
+  // Every slow body was cut off with 408 at the body deadline (generous slack: a loaded
+  // machine delays timers), long before the 32 s it would take to finish.
+  const limitMs = 2 * config.body.timeoutMs;
   for (const a of answers) {
     assertEquals(a.status, "HTTP/1.1 408 Request Timeout");
     assert(a.ms < limitMs, `408 after ${a.ms} ms`);
