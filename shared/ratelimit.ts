@@ -194,6 +194,11 @@ export class MemoryWindowStore implements WindowStore {
     return r;
   }
 
+  /** Identifiers held (at most `maxIdentifiers`). */
+  get size(): number {
+    return this.#records.size;
+  }
+
   #sweep(w: number): void {
     for (const [id, r] of this.#records) if (r.w < w - 1) this.#records.delete(id);
     for (const id of this.#records.keys()) {

@@ -8,6 +8,7 @@ import { testRedis } from "../scripts/test_redis.ts";
 import { ProblemError, problemResponse } from "./problem.ts";
 import {
   loopDeadline,
+  MemoryWindowStore,
   rateLimit,
   RateLimiter,
   type RateLimitPolicy,
@@ -383,6 +384,20 @@ Deno.test({
     await limiter.idle();
     assertEquals(await redisCount(redisFixture.redis, prefix, policy, "u"), 0, "refunded");
   },
+});
+
+Deno.test("the isolate's limiter is bounded: a spray of identifiers evicts, counts stay", async () => {
+  let t = epoch;
+  const store = new MemoryWindowStore({ limit: 2, windowS: 60 }, () => t, 100);
+  for (let i = 0; i < 2; i++) assert((await store.limit("steady")).success);
+  t += W; // next window: "steady" still weighs in through the previous one
+  for (let i = 0; i < 99; i++) await store.limit(`spray-${i}`);
+  assertEquals(store.size, 100);
+  t += 2 * W; // everything so far is older than the previous window
+  for (let i = 0; i < 500; i++) await store.limit(`spray2-${i}`);
+  assert(store.size <= 100, `${store.size} identifiers held`);
+  assertEquals((await store.limit("spray2-499")).success, true); // its second request: 2 of 2
+  assertEquals((await store.limit("spray2-499")).success, false);
 });
 
 Deno.test({
