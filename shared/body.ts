@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { ProblemError } from "./problem.ts";
 
 /** Options of {@link readBody}. */
@@ -95,17 +95,23 @@ export async function readBody(
 /**
  * Middleware: a declared `Content-Length` past the limit is refused before reading; any other
  * body (chunked and multipart included) is read with {@link readBody} and handed on in memory.
+ * `maxBytes` may depend on the request (e.g. its content type).
  */
-export function bodyGuard(options: BodyOptions): MiddlewareHandler {
+export function bodyGuard(
+  options: Omit<BodyOptions, "maxBytes"> & { maxBytes: number | ((c: Context) => number) },
+): MiddlewareHandler {
   return async (c, next) => {
     const raw = c.req.raw;
     if (!raw.body) return await next();
+    const maxBytes = typeof options.maxBytes === "function"
+      ? options.maxBytes(c)
+      : options.maxBytes;
     const declared = raw.headers.get("content-length");
-    if (declared !== null && Number(declared) > options.maxBytes) {
+    if (declared !== null && Number(declared) > maxBytes) {
       raw.body.cancel().catch(() => {});
-      throw payloadTooLarge(options.maxBytes);
+      throw payloadTooLarge(maxBytes);
     }
-    const body = await readBody(raw.body, options);
+    const body = await readBody(raw.body, { ...options, maxBytes });
     c.req.raw = new Request(raw, { body });
     await next();
   };

@@ -34,8 +34,8 @@ export type App = OpenAPIHono<AppEnv>;
 export interface AppOptions {
   /** Total time budget per request (ms); defaults to `REQUEST_BUDGET_MS`. */
   budgetMs?: number;
-  /** Largest accepted request body (bytes); defaults to `MAX_BODY_BYTES`. */
-  maxBodyBytes?: number;
+  /** Largest accepted request body (bytes), or one per request; defaults to `MAX_BODY_BYTES`. */
+  maxBodyBytes?: number | ((c: Context) => number);
   /** OpenAPI document title. */
   title?: string;
   /** Admission control: adaptive limit and per-caller caps (default true; health opts out). */
@@ -49,7 +49,7 @@ export interface AppOptions {
  */
 export const admission: Admission = new Admission(
   new GradientLimit({
-    initial: Math.min(config.admission.maxInFlight, Math.max(config.admission.minInFlight, 64)),
+    initial: Math.min(config.admission.maxInFlight, Math.max(config.admission.minInFlight, 128)),
     min: config.admission.minInFlight,
     max: config.admission.maxInFlight,
     targetMs: config.admission.targetMs,

@@ -4,19 +4,23 @@ import { assertProblem, it } from "../scripts/test_http.ts";
 import "../scripts/unit_env.ts";
 
 // Set before http.ts loads (config is read once): real keys, a fixed limit of 40 (floor =
-// ceiling, so the test knows where overload starts), a short body deadline.
+// ceiling, so the test knows where overload starts), the default caps, a short body deadline.
 const keys = await createDevKeys();
-Deno.env.set("SUPABASE_JWKS", JSON.stringify(keys.jwks));
-Deno.env.set("MAX_IN_FLIGHT", "40");
-Deno.env.set("MIN_IN_FLIGHT", "40");
-Deno.env.set("BODY_READ_TIMEOUT_MS", "300");
+const settings = {
+  SUPABASE_JWKS: JSON.stringify(keys.jwks),
+  MAX_IN_FLIGHT: "40",
+  MIN_IN_FLIGHT: "40",
+  USER_MAX_IN_FLIGHT: "16",
+  ANON_IP_MAX_IN_FLIGHT: "32",
+  BODY_READ_TIMEOUT_MS: "300",
+  BODY_MIN_BYTES_PER_S: "16384",
+};
+for (const [name, value] of Object.entries(settings)) Deno.env.set(name, value);
 
 const { admission, createApp } = await import("./http.ts");
 const { toProblem } = await import("./problem.ts");
 // Parsed: don't leak these into the test files that run after this one in the process.
-for (const name of ["MAX_IN_FLIGHT", "MIN_IN_FLIGHT", "BODY_READ_TIMEOUT_MS"]) {
-  Deno.env.delete(name);
-}
+for (const name of Object.keys(settings)) Deno.env.delete(name);
 
 const origin = { origin: "https://app.rockout.example" };
 const alice = await keys.mint("00000000-0000-4000-8000-00000000000a");

@@ -9,7 +9,13 @@ import { DEMO_USER_ID, seed, seededUserId } from "../scripts/seed.ts";
 import { functionTestEnv } from "../scripts/test_env.ts";
 import { it } from "../scripts/test_http.ts";
 
-// Admission at its defaults; the body deadline at its default, stated.
+// Admission at its defaults (whatever an earlier test file of this process set); the body
+// deadline at its default, stated.
+for (
+  const name of ["MAX_IN_FLIGHT", "MIN_IN_FLIGHT", "USER_MAX_IN_FLIGHT", "ADMISSION_TARGET_MS"]
+) {
+  Deno.env.delete(name);
+}
 const env = await functionTestEnv({
   env: { BODY_READ_TIMEOUT_MS: "5000", BODY_MIN_BYTES_PER_S: "16384" },
 });

@@ -3,7 +3,10 @@ import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
 import { assertProblem, dbStatements, it } from "../../scripts/test_http.ts";
 
-const env = await functionTestEnv({ env: { POST_RATE_LIMIT_PER_MIN: "20" } });
+// These tests fire up to 100 concurrent requests, some from one user, to prove counters and
+// coalescing; admission (per-user caps, the adaptive limit) is proved in shared/http_test.ts.
+const admissionOff = { MIN_IN_FLIGHT: "512", MAX_IN_FLIGHT: "512", USER_MAX_IN_FLIGHT: "512" };
+const env = await functionTestEnv({ env: { POST_RATE_LIMIT_PER_MIN: "20", ...admissionOff } });
 await seed(env.db.sql, { users: 60, posts: 300, seed: 5 });
 const { app } = await import("./app.ts");
 const demoToken = await env.keys.mint(DEMO_USER_ID);

@@ -27,7 +27,14 @@ import { metrics } from "../../shared/metrics.ts";
 import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 import { idempotent, validIdempotencyKey } from "./idempotency.ts";
-import { fromJson, fromMultipart, guardBody, ResolveJson, type ResolveRequest } from "./input.ts";
+import {
+  bodyLimitFor,
+  fromJson,
+  fromMultipart,
+  guardBody,
+  ResolveJson,
+  type ResolveRequest,
+} from "./input.ts";
 import { type Resolution, resolve, type ResolveInput, resolveInput, sha256Hex } from "./resolve.ts";
 
 const budgetMs = 55_000;
@@ -44,7 +51,7 @@ const limiter = new RateLimiter({
   failOpen: false, // every resolve may cost money: refuse (503) rather than run unlimited
 });
 
-export const app = createApp("recall-resolve", { budgetMs, maxBodyBytes: 9 * 1024 * 1024 });
+export const app = createApp("recall-resolve", { budgetMs, maxBodyBytes: bodyLimitFor });
 
 const ProviderStatus = z.enum([
   "ok",

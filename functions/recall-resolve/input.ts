@@ -75,6 +75,15 @@ export function bodyKind(c: Context): "json" | "multipart" {
 }
 
 /**
+ * The largest acceptable body of a request, by its type: the app reads bodies (before
+ * admission) only up to this, so an oversized upload is refused at 413 while it streams.
+ */
+export function bodyLimitFor(c: Context): number {
+  const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+  return type === "multipart/form-data" ? maxAudioBytes + multipartOverheadBytes : 64 * 1024;
+}
+
+/**
  * Route middleware, before anything reads the body: 415 for other content types, 413 for a
  * declared length that cannot hold an acceptable upload.
  */
