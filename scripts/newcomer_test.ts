@@ -7,7 +7,13 @@ import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { freePort, repoRoot, startEmbeddedPostgres } from "./local_services.ts";
 import { STAND_IN_MARK, startOpenAIStandIn } from "./openai_stand_in.ts";
 import { DEMO_USER_ID, seed } from "./seed.ts";
-import { type LocalStack, readLocalStack, useLocalStack, writeLocalStack } from "./stack.ts";
+import {
+  type LocalStack,
+  readLocalStack,
+  spawnServer,
+  useLocalStack,
+  writeLocalStack,
+} from "./stack.ts";
 import { functionTestEnv } from "./test_env.ts";
 import { it } from "./test_http.ts";
 import { TextLineStream } from "./text_lines.ts";
@@ -300,6 +306,29 @@ it("embedded Postgres starts from a checkout the postgres user can't enter (as r
     }
     await Deno.remove(checkout, { recursive: true });
   }
+});
+
+it("servers npm start runs use Deno.serve's new request.signal (no legacy-abort warning)", async () => {
+  // The functions read request.signal (budgets); Deno's legacy behaviour aborts it after
+  // every successful response and warns about it in the logs.
+  const script = `${dir}/signal_server.ts`;
+  await Deno.writeTextFile(
+    script,
+    `let aborted = 0;
+Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.env.get("PORT")), onListen: () => console.log("ready") },
+  (req) => {
+    req.signal.addEventListener("abort", () => console.log("aborted", ++aborted));
+    return new Response("ok");
+  });`,
+  );
+  const server = await spawnServer(script, freePort(), {}, (l) => l === "ready");
+  for (let i = 0; i < 3; i++) await (await fetch(server.url)).text();
+  await server.stop();
+  assertEquals(server.output.filter((l) => /legacy|aborted/.test(l)), []);
+  // …and `npm start` itself (its serving process is not spawned through spawnServer).
+  const start: string = JSON.parse(await Deno.readTextFile(`${repoRoot}/package.json`)).scripts
+    .start;
+  assert(start.includes("--unstable-no-legacy-abort"), start);
 });
 
 it("npm run loadtest with no server says connection refused at BASE_URL", async () => {
