@@ -16,6 +16,7 @@ import type { AuthUser } from "./auth.ts";
 import type { Budget } from "./budget.ts";
 import { config } from "./config.ts";
 import { metrics, type Sample } from "./metrics.ts";
+import { ProblemError } from "./problem.ts";
 import { countCall, timed } from "./timing.ts";
 
 /** A transaction handle, as postgres.js passes to `begin`. */
@@ -167,6 +168,11 @@ export interface AsUserOptions {
   statementTimeoutMs?: number;
   /** The pool share to use (default: `default`, which may use every connection). */
   lane?: Lane;
+  /**
+   * Waits at most this long for a connection (searches: as long as they may run), then
+   * answers 503 with Retry-After instead of queueing for the rest of the budget.
+   */
+  maxWaitMs?: number;
 }
 
 /**
@@ -189,7 +195,7 @@ export async function asUser<T>(
   options: AsUserOptions = {},
 ): Promise<T> {
   const signal = budget?.signal();
-  const release = await timed("db", poolGate.acquire(options.lane ?? "default", signal), 0);
+  const release = await timed("db", waitForSlot(options, signal), 0);
   try {
     const timeoutMs = Math.floor(
       Math.min(
@@ -202,9 +208,35 @@ export async function asUser<T>(
       poolStats.abandonedWaits++;
       throw signal?.reason ?? new DOMException("request budget expired", "TimeoutError");
     }
-    return await timed("db", transaction(user, work, timeoutMs, signal), 0); // counted per statement
+    const cancels: Promise<unknown>[] = [];
+    try {
+      const run = transaction(user, work, timeoutMs, signal, budget, cancels);
+      return await timed("db", run, 0); // statements are counted one by one in `counting`
+    } finally {
+      // A CancelRequest hits whatever its backend runs when it lands: keep the slot until it
+      // has, so it can't cancel a statement of the next request.
+      await Promise.allSettled(cancels);
+    }
   } finally {
     release();
+  }
+}
+
+/** Takes a slot of `options.lane`, giving up when `signal` fires or after `maxWaitMs`. */
+async function waitForSlot(options: AsUserOptions, signal?: AbortSignal): Promise<() => void> {
+  const lane = options.lane ?? "default";
+  if (options.maxWaitMs === undefined) return await poolGate.acquire(lane, signal);
+  const waited = AbortSignal.timeout(options.maxWaitMs);
+  try {
+    return await poolGate.acquire(lane, signal ? AbortSignal.any([signal, waited]) : waited);
+  } catch (err) {
+    if (!waited.aborted || signal?.aborted) throw err;
+    throw new ProblemError(
+      503,
+      "unavailable",
+      `the database is busy (no ${lane} connection within ${options.maxWaitMs} ms); retry shortly`,
+      { headers: { "retry-after": "1" } },
+    );
   }
 }
 
@@ -213,33 +245,49 @@ function transaction<T>(
   work: (tx: Tx) => Promise<T>,
   timeoutMs: number,
   signal: AbortSignal | undefined,
+  budget: Budget | undefined,
+  cancels: Promise<unknown>[],
 ): Promise<T> {
   const role = user ? "authenticated" : "anon";
   const claims = JSON.stringify(user ? user.claims : { role: "anon" });
   // Every tagged template of this transaction: statements, but also fragments nested in
-  // other statements, which must never be awaited or rejected here (that would run them).
+  // other statements, which must never be awaited or cancelled here (that would run them).
   const issued = new Set<postgres.PendingQuery<postgres.Row[]>>();
-  const cancelAll = () => {
+  const onAbort = () => {
+    // At the deadline itself, statement_timeout (set to what was left of the budget) ends
+    // the statement in the database at the same moment; a CancelRequest racing it could
+    // land on the backend's next statement. Cancel only earlier aborts: the client left.
+    if (budget && budget.remaining() < 20) return;
     for (const q of issued) {
-      // Only statements sent to this transaction's backend (postgres.js sets `state` then);
-      // one that already finished is harmless: the CancelRequest targets what runs now.
+      // Sent to the backend (postgres.js sets `state` then; awaiting such a query can't
+      // start it again) and not finished yet.
       if (!(q as unknown as { state?: unknown }).state) continue;
-      poolStats.cancelledStatements++;
-      q.cancel();
+      cancels.push(
+        (async () => {
+          const done = await Promise.race([
+            q.then(() => true, () => true),
+            Promise.resolve().then(() => false),
+          ]);
+          if (done) return;
+          poolStats.cancelledStatements++;
+          q.cancel(); // returns nothing to await: the statement's own end says it landed
+          await q.then(() => {}, () => {});
+        })().catch(() => {}),
+      );
     }
   };
-  const track = (q: postgres.PendingQuery<postgres.Row[]>) => {
-    issued.add(q);
-  };
-  signal?.addEventListener("abort", cancelAll, { once: true });
+  signal?.addEventListener("abort", onAbort, { once: true });
   return (sql.begin(async (tx) => {
     const setup = tx`/* as-user */ select set_config('role', ${role}, true),
       set_config('request.jwt.claims', ${claims}, true),
       set_config('statement_timeout', ${String(timeoutMs)}, true)`.execute();
-    track(setup);
-    const [, result] = await Promise.all([setup, work(counting(tx, track))]);
+    issued.add(setup);
+    const [, result] = await Promise.all([
+      setup,
+      work(counting(tx, (q) => issued.add(q))),
+    ]);
     return result as T;
-  }) as Promise<T>).finally(() => signal?.removeEventListener("abort", cancelAll));
+  }) as Promise<T>).finally(() => signal?.removeEventListener("abort", onAbort));
 }
 
 /**

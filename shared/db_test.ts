@@ -26,11 +26,15 @@ const lockKey = 4242;
 async function holdLock() {
   const conn = await env.db.sql.reserve();
   await conn`select pg_advisory_lock(${lockKey})`;
+  let released: Promise<void> | undefined;
   return {
     conn,
-    async release() {
-      await conn`select pg_advisory_unlock(${lockKey})`;
-      conn.release();
+    release() {
+      released ??= (async () => {
+        await conn`select pg_advisory_unlock(${lockKey})`;
+        conn.release();
+      })();
+      return released;
     },
   };
 }
@@ -187,6 +191,34 @@ it("searches hold at most DB_SEARCH_SLOTS connections: other reads still get one
     assert(rows[0].n > 0);
   } finally {
     await lock.release();
+    await Promise.all(searches);
+  }
+});
+
+it("a search waits at most maxWaitMs for its lane, then 503 with Retry-After; nothing runs", async () => {
+  const lock = await holdLock();
+  const searches = blockers(2, "search"); // the search lane is full
+  try {
+    await eventually(async () => (await activeAppStatements()) === 2, 3000, "lane full");
+    const tag = crypto.randomUUID();
+    const start = performance.now();
+    const err = await db.asUser(
+      null,
+      (tx) => tx`insert into public.db_test_marks (tag) values (${tag})`,
+      new Budget(1500),
+      { lane: "search", maxWaitMs: 100 },
+    ).catch((e) => e);
+    const waited = performance.now() - start;
+    assertEquals(err?.status, 503);
+    assertEquals(err?.options?.headers?.["retry-after"], "1");
+    assert(waited >= 90 && waited < 600, `gave up after ${waited} ms`);
+    assertEquals(db.poolGate.waiting, 0);
+    await lock.release();
+    await Promise.all(searches);
+    const rows = await env.db.sql`select 1 from public.db_test_marks where tag = ${tag}`;
+    assertEquals(rows.length, 0);
+  } finally {
+    await lock.release(); // idempotent
     await Promise.all(searches);
   }
 });

@@ -7,8 +7,21 @@
  */
 import type { Context, MiddlewareHandler } from "hono";
 import { config } from "./config.ts";
+import type { AsUserOptions } from "./db.ts";
 import { concurrencyLimit, MemoryLeaseStore } from "./lease.ts";
 import { ProblemError } from "./problem.ts";
+
+/**
+ * How a search uses the database: its own lane of the pool, its own short statement timeout,
+ * and a short wait for a connection (100 ms at most, then 503: never a long queue).
+ */
+export const searchDb: AsUserOptions = {
+  lane: "search",
+  statementTimeoutMs: config.search.statementTimeoutMs,
+  // A search that can't start soon answers 503 at once: queued searches would only add
+  // latency every other request then shares (admission sees it as overload).
+  maxWaitMs: Math.min(100, config.search.statementTimeoutMs),
+};
 
 /** The distinct words (letters and digits, 2+ characters) of `text`, the first `max` of them. */
 export function searchQueryWords(text: string, max: number): string[] {

@@ -15,7 +15,12 @@ import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp, jsonContent } from "../../shared/http.ts";
 import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
-import { searchConcurrency, searchQueryWords, searchTimeout } from "../../shared/search.ts";
+import {
+  searchConcurrency,
+  searchDb,
+  searchQueryWords,
+  searchTimeout,
+} from "../../shared/search.ts";
 import { plainText, uuid } from "../../shared/schemas.ts";
 import { getProfiles, invalidateProfile, toProfile } from "./profile_cache.ts";
 
@@ -141,7 +146,7 @@ app.openapi(search, async (c) => {
       tx`select id, username, display_name, avatar_url, follower_count
         from public.search_profiles(${query}, ${prefixQuery}, ${limit})`,
     c.var.budget,
-    { lane: "search", statementTimeoutMs: config.search.statementTimeoutMs },
+    searchDb,
   ).catch(searchTimeout);
   return c.json({
     items: rows.map((r) => ({

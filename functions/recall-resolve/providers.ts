@@ -20,6 +20,7 @@ import { chatJson, openai, openaiChat, openaiTranscribe } from "../../shared/ope
 import { acrcloudIdentify } from "../../shared/providers/acrcloud.ts";
 import type { RecognizedSong } from "../../shared/providers/recognition.ts";
 import { shazamDetect } from "../../shared/providers/shazam.ts";
+import { searchDb } from "../../shared/search.ts";
 import { callUpstream, upstream } from "../../shared/upstream.ts";
 import type { Proposal } from "./merge.ts";
 
@@ -86,7 +87,7 @@ export async function searchCatalog(text: string, budget: Budget): Promise<Propo
     (tx) => tx<CatalogRow[]>`select * from public.search_songs(${text.slice(0, 500)}, 5)`,
     budget,
     // A search: bounded in SQL (8 words, capped candidates), short, in the search lane.
-    { lane: "search", statementTimeoutMs: config.search.statementTimeoutMs },
+    searchDb,
   );
   return rows.map((r) => ({
     title: r.title,
