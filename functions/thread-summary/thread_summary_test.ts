@@ -33,9 +33,9 @@ interface View {
   summary: { text: string; source: string; model?: string; generated_at: string; stale: boolean };
 }
 
-async function read(postId: string, query = ""): Promise<Response> {
+async function read(postId: string, query = "", token = demoToken): Promise<Response> {
   return await app.request(`/thread-summary/${postId}${query}`, {
-    headers: { authorization: `Bearer ${demoToken}` },
+    headers: { authorization: `Bearer ${token}` },
   });
 }
 
@@ -45,9 +45,12 @@ async function view(postId: string): Promise<View> {
   return await res.json();
 }
 
-/** 50 concurrent readers; every answer must be a 200. */
+/** `n` concurrent readers (different users: one user's in-flight requests are capped); 200s. */
 async function readConcurrently(postId: string, n = 50): Promise<View[]> {
-  const responses = await Promise.all(Array.from({ length: n }, () => read(postId)));
+  const tokens = await Promise.all(userIds.slice(0, n).map((id) => env.keys.mint(id)));
+  const responses = await Promise.all(
+    Array.from({ length: n }, (_, i) => read(postId, "", tokens[i % tokens.length])),
+  );
   for (const res of responses) assertEquals(res.status, 200, await res.clone().text());
   return await Promise.all(responses.map((r) => r.json()));
 }
@@ -72,6 +75,8 @@ it("a thread without replies says so, without calling the LLM", async () => {
 it("50 concurrent reads of a changed thread: one LLM call; then none while unchanged", async () => {
   const postId = published[1];
   await addReplies(postId, 12);
+  // The model takes a moment (as a real one does): the 50 reads all finish before it answers.
+  fake.behave({ delayMs: 500 }, "/v1/chat/completions");
   const before = fake.chatCalls();
   const first = await readConcurrently(postId);
   // built from the current replies while the LLM one is made: not stale
@@ -105,6 +110,7 @@ it("50 concurrent reads of a changed thread: one LLM call; then none while uncha
   assertEquals(row.llm_calls, 2);
   assertEquals(Number(row.prompt_tokens), 600);
   assertEquals(Number(row.completion_tokens), 100);
+  fake.behave({}, "/v1/chat/completions");
 });
 
 it("a summary built from the current replies is not stale; one older than them is", async () => {
