@@ -31,11 +31,12 @@ export function payloadTooLarge(maxBytes: number): ProblemError {
 }
 
 /** 408: the body did not arrive in time. */
-export function bodyTimeout(received: number): ProblemError {
+export function bodyTimeout(received?: number): ProblemError {
+  const got = received === undefined ? "" : ` (${received} bytes received)`;
   return new ProblemError(
     408,
     "request_timeout",
-    `the request body did not arrive in time (${received} bytes received); send it at once`,
+    `the request body did not arrive in time${got}; send it at once`,
     { headers: { connection: "close" } },
   );
 }
@@ -93,9 +94,43 @@ export async function readBody(
 }
 
 /**
- * Middleware: a declared `Content-Length` past the limit is refused before reading; any other
- * body (chunked and multipart included) is read with {@link readBody} and handed on in memory.
- * `maxBytes` may depend on the request (e.g. its content type).
+ * Reads a body of a declared length (the HTTP layer delivers no more than that) whole, natively,
+ * by a deadline fixed up front: `timeoutMs` plus the time the declared bytes take at
+ * `minBytesPerS`. Measured: 300 connections trickling a byte each every 500 ms cost the
+ * isolate nothing this way, while a JS read per chunk (64 KiB allocated for each) made every
+ * other request wait. On a 408 the pending read ends when the connection closes.
+ */
+export async function readDeclared(
+  req: Request,
+  length: number,
+  options: Omit<BodyOptions, "maxBytes">,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const reading = req.arrayBuffer();
+  reading.catch(() => {}); // after a 408 it fails when the connection closes
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<"expired">((resolve) => {
+    timer = setTimeout(
+      () => resolve("expired"),
+      options.timeoutMs + (length * 1000) / options.minBytesPerS,
+    );
+  });
+  try {
+    const result = await Promise.race([reading, expired]);
+    if (result === "expired") throw bodyTimeout();
+    return new Uint8Array(result);
+  } catch (err) {
+    if (err instanceof ProblemError) throw err;
+    throw new ProblemError(400, "malformed_body", "the request body could not be read");
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Middleware: a declared `Content-Length` past the limit is refused before reading, one within
+ * it is read with {@link readDeclared}; any other body (chunked, multipart included) is counted
+ * as it streams with {@link readBody}. The body is handed on in memory. `maxBytes` may depend
+ * on the request (e.g. its content type).
  */
 export function bodyGuard(
   options: Omit<BodyOptions, "maxBytes"> & { maxBytes: number | ((c: Context) => number) },
@@ -111,7 +146,10 @@ export function bodyGuard(
       raw.body.cancel().catch(() => {});
       throw payloadTooLarge(maxBytes);
     }
-    const body = await readBody(raw.body, { ...options, maxBytes });
+    const length = declared === null ? NaN : Number(declared);
+    const body = Number.isSafeInteger(length) && length >= 0
+      ? await readDeclared(raw, length, options)
+      : await readBody(raw.body, { ...options, maxBytes });
     c.req.raw = new Request(raw, { body });
     await next();
   };

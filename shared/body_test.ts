@@ -1,7 +1,7 @@
 import "../scripts/unit_env.ts";
 import { assert, assertEquals } from "../scripts/assert.ts";
 import { assertProblem, it } from "../scripts/test_http.ts";
-import { readBody } from "./body.ts";
+import { readBody, readDeclared } from "./body.ts";
 import { ProblemError } from "./problem.ts";
 
 const { createApp } = await import("./http.ts");
@@ -37,6 +37,19 @@ it("a stalled body gets 408 at the deadline, and the stream is cancelled", async
   assertEquals(got, 408);
   assert(ms >= 290 && ms < 1000, `answered after ${ms} ms`);
   assertEquals(stats.cancelled, true);
+});
+
+it("a body of declared length is read natively by a deadline fixed up front: 408 when it stalls", async () => {
+  const { stream } = trickle(new Uint8Array(1), 60_000);
+  const req = new Request("http://x/", { method: "POST", body: stream });
+  const start = performance.now();
+  const got = await status(readDeclared(req, 64, { timeoutMs: 300, minBytesPerS: 16384 }));
+  const ms = performance.now() - start;
+  assertEquals(got, 408);
+  assert(ms >= 290 && ms < 1000, `answered after ${ms} ms`);
+  const whole = new Request("http://x/", { method: "POST", body: "0123456789" });
+  const body = await readDeclared(whole, 10, { timeoutMs: 300, minBytesPerS: 16384 });
+  assertEquals(new TextDecoder().decode(body), "0123456789");
 });
 
 it("a trickle (a byte every 50 ms) gets 408 near the deadline, not when the body ends", async () => {
