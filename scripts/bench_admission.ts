@@ -6,7 +6,7 @@
  * 1. slow clients: feed reads by 10 users (each a read every 100 ms), first alone, then while
  *    300 connections from one IP trickle a `PATCH /profiles/me` body a byte every 500 ms.
  *    Target: ≥ 99% of reads succeed, p95 < 200 ms.
- * 2. overload: the capacity of `GET /feed` (closed loop, 32 clients), then twice that rate
+ * 2. overload: the capacity of `GET /feed` (closed loop, 32 clients, best of 3 × 3 s), then twice that rate
  *    offered open-loop for BENCH_OVERLOAD_S (10) seconds, to the adaptive limit and then, for
  *    comparison, to a fixed limit of 256 (admission before). Target: admitted requests p95
  *    < 250 ms; the excess gets fast 503s with Retry-After. Each phase reports the serving
@@ -220,16 +220,21 @@ try {
     [...new Set(answers)].map((a) => [a, answers.filter((b) => b === a).length]),
   );
 
-  // Capacity: closed loop, 32 clients, 5 s.
-  const closed: number[] = [];
-  const capEnd = performance.now() + 5000;
-  await Promise.all(Array.from({ length: 32 }, async (_, i) => {
-    while (performance.now() < capEnd) {
-      const r = await feed(tokens[i % tokens.length]);
-      if (r.status === 200) closed.push(r.ms);
-    }
-  }));
-  const capacity = closed.length / 5;
+  // Capacity: closed loop, 32 clients, the best of three 3 s windows (the machine is shared:
+  // one window can land on someone else's burst).
+  let capacity = 0;
+  let closed: number[] = [];
+  for (let w = 0; w < 3; w++) {
+    const window: number[] = [];
+    const capEnd = performance.now() + 3000;
+    await Promise.all(Array.from({ length: 32 }, async (_, i) => {
+      while (performance.now() < capEnd) {
+        const r = await feed(tokens[i % tokens.length]);
+        if (r.status === 200) window.push(r.ms);
+      }
+    }));
+    if (window.length / 3 > capacity) [capacity, closed] = [window.length / 3, window];
+  }
   closed.sort((a, b) => a - b);
   report.capacity = {
     closed_loop_clients: 32,
