@@ -25,6 +25,8 @@ const perAttacker = 2;
 const readers = Number(Deno.env.get("BENCH_READERS") ?? 10);
 const readIntervalMs = 200; // each reader: one read every 200 ms
 const healthIntervalMs = 100;
+/** BENCH_RECALL=0: profile searches only (recall-resolve also writes a thread per request). */
+const recallShare = Deno.env.get("BENCH_RECALL") !== "0";
 
 const env = await functionTestEnv({
   env: {
@@ -63,7 +65,7 @@ const db = await import("../shared/db.ts");
 const profileQueries = [
   "user_".repeat(13).slice(0, 64),
   "rusty synth ".repeat(6).slice(0, 64),
-  "u s e r a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3",
+  "u s e r a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2".slice(0, 64),
   "user user user user user user user user user user user user user",
 ];
 let seq = 0;
@@ -72,6 +74,8 @@ const recallText = () => `${"or ".repeat(150)}midnight or ferry or falling ${seq
 interface Sample {
   ms: number;
   status: number;
+  /** Server-Timing durations (db, redis, …) of the answer. */
+  timing?: Record<string, number>;
 }
 const firstBodies = new Map<string, string>();
 
@@ -82,16 +86,21 @@ async function timedCall(
 ): Promise<number> {
   const start = performance.now();
   let status = 0;
+  let timing: Record<string, number> | undefined;
   try {
     const res = await call();
     status = res.status;
+    timing = Object.fromEntries(
+      [...(res.headers.get("server-timing") ?? "").matchAll(/(\w+);dur=([\d.]+)/g)]
+        .map((m) => [m[1], Number(m[2])]),
+    );
     const key = `${what} ${status}`;
     if (status !== 200 && !firstBodies.has(key)) firstBodies.set(key, await res.text());
     else await res.body?.cancel();
   } catch {
     status = -1;
   }
-  into.push({ ms: performance.now() - start, status });
+  into.push({ ms: performance.now() - start, status, timing });
   return status;
 }
 
@@ -115,12 +124,25 @@ function summary(name: string, list: Sample[]) {
     p99_ms: at(0.99),
     max_ms: Math.round(ms[ms.length - 1]),
     statuses: JSON.stringify(statuses),
+    // Where the answers' time went (Server-Timing means): the pool wait is in `db`.
+    mean_server_ms: JSON.stringify(meanTiming(list)),
   };
+}
+
+function meanTiming(list: Sample[]): Record<string, number> {
+  const sums: Record<string, number> = {};
+  for (const s of list) {
+    for (const [k, v] of Object.entries(s.timing ?? {})) sums[k] = (sums[k] ?? 0) + v;
+  }
+  return Object.fromEntries(
+    Object.entries(sums).map(([k, v]) => [k, Math.round(v / Math.max(1, list.length))]),
+  );
 }
 
 /** Readers and /health for `seconds`, with or without the 40 searches in flight. */
 async function phase(label: string, withAttack: boolean) {
   const samples = { reads: [] as Sample[], health: [] as Sample[], searches: [] as Sample[] };
+  const before = structuredClone({ granted: db.poolStats.granted, waitMs: db.poolStats.waitMs });
   const deadline = performance.now() + seconds * 1000;
   const until = () => performance.now() < deadline;
   const attack = withAttack
@@ -130,7 +152,7 @@ async function phase(label: string, withAttack: boolean) {
       while (until()) {
         n++;
         const status = await timedCall("search", samples.searches, () =>
-          n % 2
+          n % 2 || !recallShare
             ? profilesApp.request(
               `/profiles/search?q=${encodeURIComponent(profileQueries[n % profileQueries.length])}`,
               { headers: bearer(user) },
@@ -142,7 +164,9 @@ async function phase(label: string, withAttack: boolean) {
             }));
         // A refused search comes back in a millisecond: retrying at once would measure a CPU
         // flood (admission's business), not the pool. Wait 50 ms, ignoring Retry-After.
-        if (status !== 200) await tick(50);
+        if (status !== 200) {
+          await tick(50);
+        }
       }
     })
     : [];
@@ -179,6 +203,15 @@ async function phase(label: string, withAttack: boolean) {
       ),
     );
   }
+  const meanWait = (lane: "default" | "search") =>
+    Math.round(
+      (db.poolStats.waitMs[lane] - before.waitMs[lane]) /
+        Math.max(1, db.poolStats.granted[lane] - before.granted[lane]) * 10,
+    ) / 10;
+  console.log(
+    `${label}: mean wait for a pool connection: default lane ${meanWait("default")} ms, ` +
+      `search lane ${meanWait("search")} ms (granted waits)`,
+  );
   const reads = samples.reads.filter((s) => s.status === 200).map((s) => s.ms)
     .sort((a, b) => a - b);
   return {

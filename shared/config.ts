@@ -27,7 +27,7 @@ const envSchema = z.object({
   SUPABASE_DB_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
   DB_POOL_MAX: int(4),
   DB_STATEMENT_TIMEOUT_MS: int(5000),
-  /** Pool connections searches may hold at once (default: half the pool, at least 1). */
+  /** Pool connections searches may hold at once (default: a quarter of the pool, at least 1). */
   DB_SEARCH_SLOTS: z.coerce.number().int().positive().optional(),
   SEARCH_STATEMENT_TIMEOUT_MS: int(300),
   SEARCH_CONCURRENCY_PER_USER: int(2),
@@ -139,7 +139,7 @@ export function loadConfig(env: Record<string, string | undefined>) {
     /** Never the whole pool: other work keeps at least one connection. */
     dbSearchSlots: Math.max(
       1,
-      Math.min(e.DB_SEARCH_SLOTS ?? Math.floor(e.DB_POOL_MAX / 2), e.DB_POOL_MAX - 1),
+      Math.min(e.DB_SEARCH_SLOTS ?? Math.floor(e.DB_POOL_MAX / 4), e.DB_POOL_MAX - 1),
     ),
     search: {
       /** `statement_timeout` of one search (profiles, recall catalog). */

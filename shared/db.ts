@@ -61,6 +61,9 @@ export const poolStats = {
   abandonedWaits: 0,
   /** Statements cancelled in the database because their request was abandoned. */
   cancelledStatements: 0,
+  /** Slots granted, and the milliseconds spent waiting for them, per lane. */
+  granted: { default: 0, search: 0 } as Record<Lane, number>,
+  waitMs: { default: 0, search: 0 } as Record<Lane, number>,
 };
 
 interface Waiter {
@@ -225,10 +228,18 @@ export async function asUser<T>(
 /** Takes a slot of `options.lane`, giving up when `signal` fires or after `maxWaitMs`. */
 async function waitForSlot(options: AsUserOptions, signal?: AbortSignal): Promise<() => void> {
   const lane = options.lane ?? "default";
-  if (options.maxWaitMs === undefined) return await poolGate.acquire(lane, signal);
+  const start = performance.now();
+  const granted = (release: () => void) => {
+    poolStats.granted[lane]++;
+    poolStats.waitMs[lane] += performance.now() - start;
+    return release;
+  };
+  if (options.maxWaitMs === undefined) return granted(await poolGate.acquire(lane, signal));
   const waited = AbortSignal.timeout(options.maxWaitMs);
   try {
-    return await poolGate.acquire(lane, signal ? AbortSignal.any([signal, waited]) : waited);
+    return granted(
+      await poolGate.acquire(lane, signal ? AbortSignal.any([signal, waited]) : waited),
+    );
   } catch (err) {
     if (!waited.aborted || signal?.aborted) throw err;
     throw new ProblemError(
@@ -332,6 +343,13 @@ metrics.collect((): Sample[] => [
     type: "gauge" as const,
     help: "Transactions waiting for a pool connection",
   },
+  ...(["default", "search"] as const).map((lane) => ({
+    name: "db_pool_wait_ms_total",
+    labels: { lane },
+    value: Math.round(poolStats.waitMs[lane]),
+    type: "counter" as const,
+    help: "Milliseconds transactions waited for a pool connection (granted waits)",
+  })),
   {
     name: "db_pool_abandoned_waits_total",
     labels: {},

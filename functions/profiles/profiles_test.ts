@@ -302,9 +302,15 @@ it("search: 2 in flight per user (429 beyond), each cut at its own statement tim
     const refused = answers.find((r) => r.status === 429)!;
     await assertProblem(refused, 429, "search");
     assertMatch(refused.headers.get("retry-after") ?? "", /^\d+$/);
-    const slow = answers.find((r) => r.status === 503)!;
-    await assertProblem(slow, 503, "300 ms");
-    assertMatch(slow.headers.get("retry-after") ?? "", /^\d+$/);
+    // The one that got the search lane's connection ran into its 300 ms statement timeout;
+    // the others gave up waiting for that connection after 100 ms. All say when to retry.
+    const busy = answers.filter((r) => r.status === 503);
+    const details = await Promise.all(busy.map(async (r) => (await r.clone().json()).detail));
+    assert(details.some((d) => d.includes("300 ms")), JSON.stringify(details));
+    for (const r of busy) {
+      await assertProblem(r, 503);
+      assertMatch(r.headers.get("retry-after") ?? "", /^\d+$/);
+    }
     // The statement timeout (300 ms), not the request budget (10 s), ended the searches.
     assert(elapsed < 3000, `searches ended after ${elapsed} ms`);
   } finally {
