@@ -113,6 +113,30 @@ it("a stalled body gets 408 + CORS within the deadline and never holds a slot", 
   assert(cancelled, "the body stream was cancelled");
 });
 
+it("every problem answer carries the CORS headers: 429 and 503 from routes, 404, 405", async () => {
+  const { ProblemError } = await import("./problem.ts");
+  const app = createApp("c");
+  app.get("/limited", () => {
+    throw new ProblemError(429, "rate_limited", "slow down", { headers: { "retry-after": "7" } });
+  });
+  app.get("/down", () => {
+    throw new ProblemError(503, "unavailable", "the database is unavailable, retry shortly");
+  });
+  for (
+    const [path, status, method] of [
+      ["/c/limited", 429, "GET"],
+      ["/c/down", 503, "GET"],
+      ["/c/nope", 404, "GET"],
+      ["/c/limited", 405, "POST"],
+    ] as const
+  ) {
+    const res = await app.request(path, { method, headers: origin });
+    await assertProblem(res, status);
+    assertEquals(res.headers.get("access-control-allow-origin"), "*", path);
+    assertMatch(res.headers.get("access-control-expose-headers") ?? "", /retry-after/);
+  }
+});
+
 it("overload and dependency failures map to 503/504, anything else to an opaque 500", () => {
   assertEquals(
     toProblem(Object.assign(new Error("canceling statement"), { code: "57014" })).status,
