@@ -2,8 +2,8 @@
  * Benchmark (not a test): can slow searches starve the database pool? One isolate (pool of
  * DB_POOL_MAX=4) over 100k profiles and 200k songs: 20 users keep 40 pathological searches
  * in flight (2 each: 64-character profile prefixes, and recall texts stuffed with "or"),
- * while 20 other users read posts (GET /posts/:id, caches off so every read needs a pool
- * connection) and /health is polled. Reports the readers' latency, /health's answers, the
+ * while 10 other users read posts (GET /posts/:id, 5/s each, caches off so every read needs
+ * a pool connection) and /health is polled. Reports the readers' latency, /health's answers, the
  * searches' answers and the pool's counters.
  *
  *   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379 \
