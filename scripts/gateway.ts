@@ -105,13 +105,16 @@ export async function createGateway(
     }
     url.pathname = `/${fn.slug}${match![2] ?? ""}`;
     const headers = new Headers(req.headers);
-    // The client's address as Supabase's edge (Cloudflare) passes it on: `cf-connecting-ip`
-    // replaced by the socket's peer, which is also appended to `x-forwarded-for` after
-    // whatever the client sent there (shared/http.ts clientIp reads them).
+    // The client's address as each trusted proxy passes it on, so every `CLIENT_IP_HEADER`
+    // reads the socket's peer: `cf-connecting-ip` replaced (Cloudflare, hosted Supabase),
+    // `x-real-ip` replaced (nginx), and the peer appended to `x-forwarded-for` after whatever
+    // the client sent there (Kong). shared/client_ip.ts reads the configured one.
     headers.delete("cf-connecting-ip");
+    headers.delete("x-real-ip");
     if (info && "hostname" in info.remoteAddr) {
       const peer = info.remoteAddr.hostname;
       headers.set("cf-connecting-ip", peer);
+      headers.set("x-real-ip", peer);
       const sent = headers.get("x-forwarded-for");
       headers.set("x-forwarded-for", sent ? `${sent}, ${peer}` : peer);
     }

@@ -1,16 +1,21 @@
 /**
- * The client IP behind anonymous limits can't be chosen by the client: a spoofed
- * `X-Forwarded-For` (or `CF-Connecting-IP` sent to our local gateway) doesn't buy fresh
- * anonymous limits. Against real Postgres and Redis, through `events`' anonymous limit
- * (3 a minute here) and through the local gateway.
+ * The client IP behind anonymous limits can't be chosen by the client: only the header the
+ * deployment's trusted proxy writes counts (`CLIENT_IP_HEADER`, here `x-forwarded-for`, as on
+ * a self-hosted Kong stack), so a spoofed `CF-Connecting-IP` or leading `X-Forwarded-For`
+ * entries don't buy fresh anonymous limits, and an IPv6 host's /64 is one key. Against real
+ * Postgres and Redis, through `events`' anonymous limit (3 a minute here) and through the
+ * local gateway.
  */
 import { Hono } from "hono";
-import { assertEquals } from "../scripts/assert.ts";
+import { assert, assertEquals } from "../scripts/assert.ts";
 import { functionTestEnv } from "../scripts/test_env.ts";
 import { it } from "../scripts/test_http.ts";
 
-const env = await functionTestEnv({ env: { ANON_WRITE_RATE_LIMIT_PER_MIN: "3" } });
-const { clientIp } = await import("./http.ts");
+const env = await functionTestEnv({
+  env: { ANON_WRITE_RATE_LIMIT_PER_MIN: "3", CLIENT_IP_HEADER: "x-forwarded-for" },
+});
+const { clientIp, clientIpOf } = await import("./client_ip.ts");
+const { loadConfig } = await import("./config.ts");
 const { app: events } = await import("../functions/events/app.ts");
 const { createGateway } = await import("../scripts/gateway.ts");
 const { sql } = await import("./db.ts");
@@ -18,6 +23,9 @@ const { sql } = await import("./db.ts");
 const probe = new Hono().get("/", (c) => c.text(clientIp(c)));
 const ipOf = async (headers: Record<string, string>) =>
   await (await probe.request("/", { headers })).text();
+const from =
+  (source: "cf-connecting-ip" | "x-forwarded-for" | "x-real-ip") =>
+  (headers: Record<string, string>) => clientIpOf(new Headers(headers), source);
 
 /** A random documentation address, as an attacker would rotate them. */
 const spoof = () => `192.0.2.${Math.floor(Math.random() * 250) + 1}`;
@@ -30,45 +38,91 @@ function sendEvent(headers: Record<string, string>) {
   });
 }
 
-it("clientIp: cf-connecting-ip, else the last x-forwarded-for hop; never the client's first", async () => {
-  // As Supabase's edge delivers it: the client's own XFF first, the real peer appended.
+async function statusesOf(headers: () => Record<string, string>): Promise<number[]> {
+  const statuses = [];
+  for (let i = 0; i < 5; i++) {
+    const res = await sendEvent(headers());
+    statuses.push(res.status);
+    await res.body?.cancel();
+  }
+  return statuses;
+}
+
+it("CLIENT_IP_HEADER: cf-connecting-ip by default; an unknown header is refused by name", () => {
+  const base = { DATABASE_URL: "postgres://x@127.0.0.1/x" };
+  assertEquals(loadConfig(base).clientIpHeader, "cf-connecting-ip");
+  assertEquals(loadConfig({ ...base, CLIENT_IP_HEADER: "x-real-ip" }).clientIpHeader, "x-real-ip");
+  let message = "";
+  try {
+    loadConfig({ ...base, CLIENT_IP_HEADER: "true-client-ip" });
+  } catch (err) {
+    message = String(err);
+  }
+  assert(message.includes("CLIENT_IP_HEADER"), message);
+});
+
+it("clientIp reads only the configured header; the others say nothing, whatever they hold", async () => {
+  // This file runs with CLIENT_IP_HEADER=x-forwarded-for: a rotated cf-connecting-ip is noise.
+  const keys = new Set<string>();
+  for (let i = 0; i < 5; i++) {
+    keys.add(await ipOf({ "cf-connecting-ip": spoof(), "x-forwarded-for": "198.51.100.20" }));
+  }
+  assertEquals([...keys], ["198.51.100.20"]);
+  // Hosted (Cloudflare): cf-connecting-ip only; the client's x-forwarded-for is ignored.
+  const cf = from("cf-connecting-ip");
   assertEquals(
-    await ipOf({ "cf-connecting-ip": "203.0.113.9", "x-forwarded-for": "1.2.3.4, 203.0.113.9" }),
+    cf({ "cf-connecting-ip": "203.0.113.9", "x-forwarded-for": "1.2.3.4, 203.0.113.9" }),
     "203.0.113.9",
   );
-  // Behind a proxy that only appends (Kong/nginx `$proxy_add_x_forwarded_for`).
+  assertEquals(cf({ "x-forwarded-for": "203.0.113.9" }), "unknown");
+  // nginx's X-Real-IP, set from the socket.
   assertEquals(
-    await ipOf({ "x-forwarded-for": "1.2.3.4,5.6.7.8, 198.51.100.20" }),
-    "198.51.100.20",
+    from("x-real-ip")({ "x-real-ip": "9.9.9.9", "cf-connecting-ip": "1.1.1.1" }),
+    "9.9.9.9",
   );
-  assertEquals(await ipOf({ "x-forwarded-for": "2001:DB8::1" }), "2001:db8::1");
-  // No proxy header at all, or garbage: one shared bucket, not a key per made-up value.
+  // No header at all, or garbage: one shared bucket, not a key per made-up value.
   assertEquals(await ipOf({}), "unknown");
   assertEquals(await ipOf({ "x-real-ip": "9.9.9.9" }), "unknown");
   assertEquals(await ipOf({ "x-forwarded-for": `1.2.3.4, ${"a".repeat(5000)}` }), "unknown");
-  assertEquals(await ipOf({ "cf-connecting-ip": "not-an-ip", "x-forwarded-for": "" }), "unknown");
+  assertEquals(await ipOf({ "x-forwarded-for": "1.2.3.4, not-an-ip" }), "unknown");
+  assertEquals(await ipOf({ "x-forwarded-for": "1.2.3.4, 1.2.3.256" }), "unknown");
+  assertEquals(await ipOf({ "x-forwarded-for": "1.2.3.4, 1:2:3:4:5:6:7:8:9" }), "unknown");
 });
 
-it("a spoofed X-Forwarded-For doesn't reset events' anonymous limit (as Supabase's edge forwards it)", async () => {
-  const statuses = [];
+it("x-forwarded-for: spoofed leading entries are ignored, the trusted proxy's last hop counts", async () => {
+  const keys = new Set<string>();
   for (let i = 0; i < 5; i++) {
-    const res = await sendEvent({
-      "cf-connecting-ip": "203.0.113.9",
-      "x-forwarded-for": `${spoof()}, 203.0.113.9`,
-    });
-    statuses.push(res.status);
-    await res.body?.cancel();
+    keys.add(await ipOf({ "x-forwarded-for": `${spoof()}, ${spoof()},198.51.100.20` }));
   }
+  assertEquals([...keys], ["198.51.100.20"]);
+});
+
+it("IPv6: one key per /64 (a host owns one); IPv4-mapped addresses are their IPv4", async () => {
+  const a = await ipOf({ "x-forwarded-for": "2001:DB8:aa:bb::1" });
+  const b = await ipOf({ "x-forwarded-for": "2001:db8:aa:bb:dead:beef:1234:5678" });
+  const other = await ipOf({ "x-forwarded-for": "2001:db8:aa:bc::1" });
+  assertEquals(a, "2001:db8:aa:bb::/64");
+  assertEquals(b, a);
+  assert(other !== a, other);
+  assertEquals(await ipOf({ "x-forwarded-for": "::ffff:203.0.113.7" }), "203.0.113.7");
+  assertEquals(await ipOf({ "x-forwarded-for": "::ffff:cb00:7107" }), "203.0.113.7");
+  assertEquals(await ipOf({ "x-forwarded-for": "[fe80::1%eth0]" }), "fe80:0:0:0::/64");
+  assertEquals(await ipOf({ "x-forwarded-for": "::1" }), "0:0:0:0::/64");
+});
+
+it("events' anonymous limit: rotating addresses inside one IPv6 /64 buys nothing", async () => {
+  const host = () => [...crypto.getRandomValues(new Uint16Array(4))].map((g) => g.toString(16));
+  const statuses = await statusesOf(() => ({
+    "x-forwarded-for": `2001:db8:77:1:${host().join(":")}`,
+  }));
   assertEquals(statuses, [202, 202, 202, 429, 429]);
 });
 
-it("behind a proxy that appends the peer, the rotated first entry buys nothing either", async () => {
-  const statuses = [];
-  for (let i = 0; i < 5; i++) {
-    const res = await sendEvent({ "x-forwarded-for": `${spoof()}, ${spoof()}, 198.51.100.20` });
-    statuses.push(res.status);
-    await res.body?.cancel();
-  }
+it("events' anonymous limit: a rotated CF-Connecting-IP doesn't reset it when X-Forwarded-For is trusted", async () => {
+  const statuses = await statusesOf(() => ({
+    "cf-connecting-ip": spoof(),
+    "x-forwarded-for": `${spoof()}, 198.51.100.99`,
+  }));
   assertEquals(statuses, [202, 202, 202, 429, 429]);
 });
 
@@ -97,6 +151,7 @@ it("through the local gateway: spoofed X-Forwarded-For and CF-Connecting-IP are 
 });
 
 it("teardown", async () => {
+  Deno.env.delete("CLIENT_IP_HEADER"); // later test files run with the default
   await sql.end();
   await env.close();
 });

@@ -53,6 +53,10 @@ const envSchema = z.object({
   ADMISSION_TARGET_MS: int(100),
   USER_MAX_IN_FLIGHT: int(16),
   ANON_IP_MAX_IN_FLIGHT: int(32),
+  /** The header the deployment's trusted proxy writes the client's address into. */
+  CLIENT_IP_HEADER: z.enum(["cf-connecting-ip", "x-forwarded-for", "x-real-ip"]).default(
+    "cf-connecting-ip",
+  ),
   BODY_READ_TIMEOUT_MS: int(5000),
   BODY_MIN_BYTES_PER_S: int(16 * 1024),
   FEED_RATE_LIMIT_PER_MIN: int(120),
@@ -172,6 +176,8 @@ export function loadConfig(env: Record<string, string | undefined>) {
       "sb_publishable_…",
     ),
     anonKey: e.SUPABASE_ANON_KEY ?? null,
+    /** Where `clientIp` reads the client's address (shared/client_ip.ts). */
+    clientIpHeader: e.CLIENT_IP_HEADER,
     corsOrigins: e.CORS_ORIGINS === "*" ? "*" : e.CORS_ORIGINS.split(",").map((o) => o.trim()),
     maxBodyBytes: e.MAX_BODY_BYTES,
     requestBudgetMs: e.REQUEST_BUDGET_MS,

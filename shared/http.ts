@@ -240,27 +240,6 @@ export function jsonBody<T extends z.ZodType>(schema: T) {
 /** The route's security requirement: a bearer access token. */
 export const bearerAuth = [{ bearer: [] }];
 
-/**
- * The client IP for anonymous limits: only an address a proxy wrote, never one the client
- * chose. On Supabase a request reaches the function through Cloudflare, which sets
- * `cf-connecting-ip` to the address that connected to it (replacing any value the client
- * sent) and appends that address to `x-forwarded-for`, after whatever the client put there.
- * So: `cf-connecting-ip`; else the LAST `x-forwarded-for` entry (the one the nearest proxy
- * appended: Kong/nginx on a self-hosted stack, our local gateway); never the first, which a
- * client writes. Without either, every anonymous caller shares one bucket (`unknown`).
- * A value that isn't an IP address is ignored (it would only mint Redis keys). Sources:
- * README, "Client IP".
- */
-export function clientIp(c: Context): string {
-  const forwarded = c.req.header("x-forwarded-for");
-  const candidates = [
-    c.req.header("cf-connecting-ip"),
-    forwarded?.slice(forwarded.lastIndexOf(",") + 1),
-  ];
-  for (const value of candidates) {
-    const ip = value?.trim().toLowerCase();
-    // IPv4, IPv6 (up to 45 characters with a v4 tail); a linear check, no backtracking.
-    if (ip && ip.length <= 45 && /^[0-9a-f.:]+$/.test(ip) && /[.:]/.test(ip)) return ip;
-  }
-  return "unknown";
-}
+// The client IP moved to its own module (CLIENT_IP_HEADER, IPv6 /64 keys); re-exported here.
+import { clientIp } from "./client_ip.ts";
+export { clientIp };
