@@ -9,13 +9,15 @@
  * they don't, it grows by a small queue allowance. Gradient2's baseline drifts up under
  * sustained overload, so the baseline used here is also capped by an absolute latency target:
  * the limit keeps shrinking while the window's p90 is above it. Time spent waiting on paid
- * upstream APIs is not our capacity and is left out of the samples.
+ * upstream APIs is not our capacity and is left out of the samples. Time in the pool's search
+ * lane neither holds a slot nor feeds the samples: see {@link outsideAdmission}.
  *
  * Written by hand: the algorithm is ~40 lines and no maintained JavaScript port exists.
  *
  * @module
  */
 import type { Context, MiddlewareHandler } from "hono";
+import { tryGetContext } from "hono/context-storage";
 import { metrics } from "./metrics.ts";
 import { ProblemError } from "./problem.ts";
 
@@ -167,6 +169,18 @@ export class Admission {
     return null;
   }
 
+  /**
+   * Steps a request out of its slot (it waits in a lane bounded on its own) or back in
+   * (whatever the limit: it was admitted, and finishes). No sample is taken.
+   */
+  step(caller: Caller, out: boolean): void {
+    const d = out ? -1 : 1;
+    this.#inFlight += d;
+    const held = this.held(caller.key) + d;
+    if (held > 0) this.#byCaller.set(caller.key, held);
+    else this.#byCaller.delete(caller.key);
+  }
+
   /** Gives a slot back and feeds the limit with how long it was held. */
   release(caller: Caller, rttMs: number, dropped: boolean): void {
     const inFlight = this.#inFlight;
@@ -175,6 +189,52 @@ export class Admission {
     if (held > 0) this.#byCaller.set(caller.key, held);
     else this.#byCaller.delete(caller.key);
     this.limiter.sample(rttMs, inFlight, dropped);
+  }
+}
+
+/** A request's hold on its slot, in the context as `admissionSlot`. */
+class Slot {
+  #out = 0;
+  #released = false;
+
+  constructor(readonly admission: Admission, readonly caller: Caller) {}
+
+  /** Out of the slot while at least one piece of work is; no-op once the request ended. */
+  out(): void {
+    if (!this.#released && this.#out++ === 0) this.admission.step(this.caller, true);
+  }
+
+  /** Back in when the last piece of work outside is done. */
+  in(): void {
+    if (!this.#released && --this.#out === 0) this.admission.step(this.caller, false);
+  }
+
+  /** The request ended: gives the slot back (unless it is out) and samples `rttMs`. */
+  release(rttMs: number, dropped: boolean): void {
+    if (this.#released) return;
+    this.#released = true;
+    if (this.#out > 0) this.admission.step(this.caller, false); // balanced by release
+    this.admission.release(this.caller, rttMs, dropped);
+  }
+}
+
+/**
+ * Runs `work` outside the current request's admission slot, for work in a lane that has
+ * bounds of its own (the pool's search lane: a share of the connections, a short wait and
+ * statement timeout, a per-user cap). Such work neither holds an isolate slot nor feeds the
+ * limit (its time is left out of the samples through `excludedMs`): 40 searches each held
+ * for the lane's 100-400 ms would otherwise fill the limit (and push its p90 past the
+ * target, shrinking it to its floor), so every reader was shed while the lane alone was
+ * busy. The rest of the request (auth, rate limits, answering) still holds its slot.
+ */
+export async function outsideAdmission<T>(work: () => Promise<T>): Promise<T> {
+  const slot = tryGetContext<{ Variables: { admissionSlot?: Slot } }>()?.var.admissionSlot;
+  if (!slot) return await work();
+  slot.out();
+  try {
+    return await work();
+  } finally {
+    slot.in();
   }
 }
 
@@ -210,6 +270,8 @@ export function admit(admission: Admission, options: AdmitOptions): MiddlewareHa
         { headers: { "retry-after": "1" } },
       );
     }
+    const slot = new Slot(admission, caller);
+    c.set("admissionSlot", slot);
     const start = performance.now();
     let dropped = false;
     try {
@@ -220,7 +282,7 @@ export function admit(admission: Admission, options: AdmitOptions): MiddlewareHa
       throw err;
     } finally {
       const ms = performance.now() - start - (options.excludedMs?.(c) ?? 0);
-      admission.release(caller, Math.max(0, ms), dropped);
+      slot.release(Math.max(0, ms), dropped);
     }
   };
 }

@@ -12,6 +12,7 @@
  * @module
  */
 import postgres from "postgres";
+import { outsideAdmission } from "./admission.ts";
 import type { AuthUser } from "./auth.ts";
 import type { Budget } from "./budget.ts";
 import { config } from "./config.ts";
@@ -191,11 +192,25 @@ export interface AsUserOptions {
  *
  * The setup statement is pipelined with the first query of `work`: no extra round trip.
  */
-export async function asUser<T>(
+export function asUser<T>(
   user: AuthUser | null,
   work: (tx: Tx) => Promise<T>,
   budget?: Budget,
   options: AsUserOptions = {},
+): Promise<T> {
+  const run = () => inTransaction(user, work, budget, options);
+  if ((options.lane ?? "default") === "default") return run();
+  // The search lane has bounds of its own: its time (the wait included) is recorded apart and
+  // spent outside the request's admission slot, so it neither fills nor shrinks the
+  // isolate's limit (see admission.ts, http.ts).
+  return timed("searchLane", outsideAdmission(run), 0);
+}
+
+async function inTransaction<T>(
+  user: AuthUser | null,
+  work: (tx: Tx) => Promise<T>,
+  budget: Budget | undefined,
+  options: AsUserOptions,
 ): Promise<T> {
   const signal = budget?.signal();
   const release = await timed("db", waitForSlot(options, signal), 0);

@@ -5,7 +5,15 @@ import { it } from "../scripts/test_http.ts";
 
 // A pool of 4 (2 for searches) and a short request budget, so saturation is cheap to build.
 const env = await functionTestEnv({
-  env: { DB_POOL_MAX: "4", DB_SEARCH_SLOTS: "2", REQUEST_BUDGET_MS: "1500" },
+  env: {
+    DB_POOL_MAX: "4",
+    DB_SEARCH_SLOTS: "2",
+    REQUEST_BUDGET_MS: "1500",
+    // admission as by default (other test files of the process may have set these)
+    MIN_IN_FLIGHT: "8",
+    MAX_IN_FLIGHT: "512",
+    ADMISSION_TARGET_MS: "100",
+  },
 });
 await seed(env.db.sql, { users: 20, posts: 10, follows: 0, likes: 0, songs: 10, seed: 5 });
 await env.db.sql`create table public.db_test_marks (tag text not null)`;
@@ -64,6 +72,39 @@ async function eventually(check: () => Promise<boolean>, ms: number, what: strin
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+// First in this file: the isolate's admission limit has seen no other request yet.
+it("slow searches (time in the search lane) don't shrink the admission limit; slow ordinary requests do", async () => {
+  const { admission, createApp } = await import("./http.ts");
+  const app = createApp("lanes");
+  for (const lane of ["search", "default"] as const) {
+    app.get(`/${lane}`, async (c) => {
+      // 20 ms of the request's own (so a window's p90 isn't a 1 ms figure, all noise), then
+      // 150 ms in the database, over the 100 ms latency target, in a lane of the pool
+      await new Promise((r) => setTimeout(r, 20));
+      await db.asUser(null, (tx) => tx`select pg_sleep(0.15)`, c.get("budget"), { lane });
+      return c.text("ok");
+    });
+  }
+  /** `batches` rounds of 10 concurrent requests (each round is one window of samples). */
+  const run = async (lane: string, batches: number) => {
+    for (let b = 0; b < batches; b++) {
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, () => app.request(`/lanes/${lane}`)),
+      );
+      assertEquals(answers.map((r) => r.status), Array(10).fill(200));
+    }
+  };
+  const initial = admission.limiter.limit;
+  await run("search", 4); // 2 search slots: up to 750 ms per request, waiting included
+  const afterSearches = admission.limiter.limit;
+  // Gradient2 moves on any change of latency: allow for noise, not for the lane's 150-750 ms
+  assert(afterSearches >= initial * 0.9, `searches shrank the limit: ${afterSearches}/${initial}`);
+  assertEquals(admission.inFlight, 0);
+  await run("default", 5); // 4 slots: up to 450 ms per request, waiting included
+  const afterOrdinary = admission.limiter.limit;
+  assert(afterOrdinary < initial * 0.8, `ordinary: ${afterOrdinary}/${initial}`);
+});
 
 it("PoolGate: FIFO, a full lane lets others pass, an aborted wait leaves the queue", async () => {
   const gate = new db.PoolGate(2, { search: 1 });

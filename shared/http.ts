@@ -120,7 +120,17 @@ export function createApp(slug: string, options: AppOptions = {}): App {
   if (options.shed !== false) {
     app.use(admit(admission, {
       identify,
-      excludedMs: (c) => c.get("usage")?.upstream.ms ?? 0,
+      excludedMs: (c) => {
+        // Left out of the latency samples: time waiting on paid APIs (not our capacity), and
+        // time in the pool's search lane (its wait and its statements). That lane is bounded
+        // on its own (a quarter of the pool, 300 ms statements, 100 ms wait, 2 per user), so
+        // slow searches can't hold more than it; fed to the gradient, their 100-400 ms would
+        // shrink the limit to its floor and shed every reader (bench_starvation). The wait
+        // for a default-lane connection stays in: queueing for the shared pool is exactly
+        // the overload the limit must see. Nor does lane time hold a slot (outsideAdmission).
+        const usage = c.get("usage");
+        return usage ? usage.upstream.ms + usage.searchLane.ms : 0;
+      },
     }));
   }
   app.use(withBudget(options.budgetMs ?? config.requestBudgetMs));
