@@ -6,10 +6,18 @@
  * also counted in the database. (Admitted requests may still time out under this load: that is
  * the request budget's business, not the limit's.)
  *
+ * With a healthy Redis the saturated loop still hears Redis in time (the decision window is
+ * counted in loop-available time), so Redis would decide everything and the isolate's limiter
+ * would go untested. Each flood therefore also slows Redis past the wall-clock cap of the window
+ * (`REDIS_TIMEOUT_MS`): every decision is the isolate's own, and the test asserts that it was
+ * (the `rate_limit_store_failures_total{decision="local"}` counter the degraded path increments).
+ *
  * @module
  */
 import { assert } from "../scripts/assert.ts";
+import { metrics } from "../shared/metrics.ts";
 import { seed } from "../scripts/seed.ts";
+import { saturate } from "../scripts/test_cpu.ts";
 import { functionTestEnv } from "../scripts/test_env.ts";
 import { it } from "../scripts/test_http.ts";
 
@@ -34,35 +42,43 @@ const apps = {
 };
 const users: string[] = (await env.db.sql`select id from profiles order by id`).map((r) => r.id);
 
-/** Keeps the event loop busy in `blockMs` slices (like large multipart parses) until stopped. */
-function saturate(blockMs: number, stop: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const tick = () => {
-      if (stop.aborted) return resolve();
-      const end = performance.now() + blockMs;
-      while (performance.now() < end) { /* CPU-bound work of other requests */ }
-      setTimeout(tick, 0);
-    };
-    setTimeout(tick, 0);
-  });
-}
+/** Redis answers later than the window's wall-clock cap (`REDIS_TIMEOUT_MS`, 1000 ms). */
+const redisDelayMs = 1500;
 
-/** Runs `requests` concurrently under a saturated loop; returns the statuses. */
+/**
+ * Runs `requests` concurrently under a saturated loop with Redis too slow to decide; returns the
+ * statuses and how many decisions the isolate's limiter of `policy` made meanwhile.
+ */
 async function underLoad(
+  policy: string,
   requests: (() => Response | Promise<Response>)[],
-): Promise<number[]> {
+): Promise<{ statuses: number[]; local: number }> {
+  const localDecisions = () =>
+    metrics.value("rate_limit_store_failures_total", { policy, decision: "local" });
+  const before = localDecisions();
   const stop = new AbortController();
+  env.bridge!.delayMs = redisDelayMs;
   const load = saturate(60, stop.signal);
   try {
-    return await Promise.all(requests.map(async (send) => {
+    const statuses = await Promise.all(requests.map(async (send) => {
       const res = await send();
       await res.body?.cancel();
       return res.status;
     }));
+    return { statuses, local: localDecisions() - before };
   } finally {
     stop.abort();
     await load;
+    env.bridge!.delayMs = 0;
   }
+}
+
+/** Every admitted request was admitted by the isolate's own limiter (degraded mode). */
+function assertDecidedLocally(local: number, admitted: number, detail: string): void {
+  assert(
+    local > 0 && local >= admitted,
+    `${local} local decisions, ${admitted} admitted; ${detail}`,
+  );
 }
 
 function tally(statuses: number[]): string {
@@ -75,15 +91,20 @@ const within = (limit: number) => limit + Math.floor(limit * 0.1);
 
 it("CPU saturated: 300 concurrent feed reads from one user, at most 120 (+10%) pass", async () => {
   const token = await env.keys.mint(users[0]);
-  const statuses = await underLoad(
+  const { statuses, local } = await underLoad(
+    "feed",
     Array.from(
       { length: 300 },
       () => () => apps.feed.request("/feed", { headers: { authorization: `Bearer ${token}` } }),
     ),
   );
   const admitted = statuses.filter((s) => s !== 429).length;
-  console.log(`[feed] admitted ${admitted} of 300 (limit 120); statuses ${tally(statuses)}`);
+  console.log(
+    `[feed] admitted ${admitted} of 300 (limit 120), ${local} decided in the isolate; ` +
+      `statuses ${tally(statuses)}`,
+  );
   assert(admitted <= within(120), tally(statuses));
+  assertDecidedLocally(local, admitted, tally(statuses));
 });
 
 it("CPU saturated: 300 concurrent like batches from one user, at most 120 (+10%) likes stored", async () => {
@@ -93,32 +114,42 @@ it("CPU saturated: 300 concurrent like batches from one user, at most 120 (+10%)
     select id from posts where status = 'published' and author_id <> ${user}
     order by id limit 300`).map((r) => r.id);
   assert(posts.length === 300, `only ${posts.length} posts to like`);
-  const statuses = await underLoad(posts.map((id) => () =>
-    apps.posts.request("/posts/likes", {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify({ like: [id] }),
-    })
-  ));
+  const { statuses, local } = await underLoad(
+    "likes",
+    posts.map((id) => () =>
+      apps.posts.request("/posts/likes", {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify({ like: [id] }),
+      })
+    ),
+  );
   const [{ n }] = await env.db.sql`select count(*)::int as n from likes where user_id = ${user}`;
   const admitted = statuses.filter((s) => s !== 429).length;
   console.log(
-    `[likes] admitted ${admitted}, stored ${n} of 300 (limit 120); statuses ${tally(statuses)}`,
+    `[likes] admitted ${admitted}, stored ${n} of 300 (limit 120), ${local} decided in the ` +
+      `isolate; statuses ${tally(statuses)}`,
   );
   assert(n <= within(120) && admitted <= within(120), `${n} likes; ${tally(statuses)}`);
+  assertDecidedLocally(local, admitted, tally(statuses));
 });
 
 it("CPU saturated: 150 concurrent profile searches from one user, at most 60 (+10%) pass", async () => {
   const token = await env.keys.mint(users[2]);
-  const statuses = await underLoad(
+  const { statuses, local } = await underLoad(
+    "profile-search",
     Array.from({ length: 150 }, () => () =>
       apps.profiles.request("/profiles/search?q=user", {
         headers: { authorization: `Bearer ${token}` },
       })),
   );
   const admitted = statuses.filter((s) => s !== 429).length;
-  console.log(`[search] admitted ${admitted} of 150 (limit 60); statuses ${tally(statuses)}`);
+  console.log(
+    `[search] admitted ${admitted} of 150 (limit 60), ${local} decided in the isolate; ` +
+      `statuses ${tally(statuses)}`,
+  );
   assert(admitted <= within(60), tally(statuses));
+  assertDecidedLocally(local, admitted, tally(statuses));
 });
 
 it("teardown", async () => {

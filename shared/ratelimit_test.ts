@@ -4,6 +4,7 @@ import { Redis } from "@upstash/redis";
 import { assert, assertEquals, assertMatch } from "../scripts/assert.ts";
 import { freePort, startRedisServer } from "../scripts/local_services.ts";
 import { startRedisBridge } from "../scripts/redis_bridge.ts";
+import { saturate } from "../scripts/test_cpu.ts";
 import { testRedis } from "../scripts/test_redis.ts";
 import { ProblemError, problemResponse } from "./problem.ts";
 import {
@@ -236,24 +237,6 @@ async function redisCount(
 ): Promise<number> {
   const w = Math.floor(Date.now() / 60_000);
   return Number(await redis.get(`${prefix}${policy.name}:60:${identifier}:${w}`) ?? 0);
-}
-
-/** Spends `ms` on the CPU, the way a large multipart parse or a JSON dump does. */
-function busy(ms: number): void {
-  const end = performance.now() + ms;
-  while (performance.now() < end) { /* the loop is blocked */ }
-}
-
-/** Keeps the event loop saturated with `blockMs` blocks until `stop` is aborted. */
-function saturate(blockMs: number, stop: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const tick = () => {
-      if (stop.aborted) return resolve();
-      busy(blockMs);
-      setTimeout(tick, 0);
-    };
-    setTimeout(tick, 0);
-  });
 }
 
 Deno.test({

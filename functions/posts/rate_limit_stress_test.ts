@@ -12,6 +12,7 @@ import { assert, assertEquals } from "../../scripts/assert.ts";
 import { freePort, startRedisServer } from "../../scripts/local_services.ts";
 import { startRedisBridge } from "../../scripts/redis_bridge.ts";
 import { seed } from "../../scripts/seed.ts";
+import { saturate } from "../../scripts/test_cpu.ts";
 import { functionTestEnv } from "../../scripts/test_env.ts";
 import { it } from "../../scripts/test_http.ts";
 
@@ -58,19 +59,6 @@ async function flood(userId: string): Promise<{ created: number; statuses: numbe
   const [{ after }] = await env.db.sql`
     select count(*)::int as after from posts where author_id = ${userId}`;
   return { created: after - before, statuses: responses.map((r) => r.status) };
-}
-
-/** Keeps the event loop busy in `blockMs` slices (like large multipart parses) until stopped. */
-function saturate(blockMs: number, stop: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const tick = () => {
-      if (stop.aborted) return resolve();
-      const end = performance.now() + blockMs;
-      while (performance.now() < end) { /* CPU-bound work of other requests */ }
-      setTimeout(tick, 0);
-    };
-    setTimeout(tick, 0);
-  });
 }
 
 function summary(r: { created: number; statuses: number[] }): string {
