@@ -12,6 +12,8 @@ export interface FakeBehaviour {
   delayMs?: number;
   /** Never answer (until the caller aborts). */
   hang?: boolean;
+  /** Answer once this settles: a test's gate, sleep-free (e.g. "after every read is done"). */
+  until?: Promise<unknown>;
   status?: number;
   headers?: Record<string, string>;
   /** A body that is not what the client expects. */
@@ -76,11 +78,15 @@ export function startFakeServer(
     const gone = new Promise<"gone">((resolve) =>
       req.signal.addEventListener("abort", () => resolve("gone"), { once: true })
     );
-    if (b.hang || b.delayMs) {
+    if (b.hang || b.delayMs || b.until) {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const waited = b.hang ? new Promise<"time">(() => {}) : new Promise<"time">((r) => {
-        timer = setTimeout(() => r("time"), b.delayMs);
-      });
+      const waited = b.hang
+        ? new Promise<"time">(() => {})
+        : b.until
+        ? b.until.then(() => "time" as const, () => "time" as const)
+        : new Promise<"time">((r) => {
+          timer = setTimeout(() => r("time"), b.delayMs);
+        });
       const outcome = await Promise.race([waited, gone]);
       clearTimeout(timer);
       if (outcome === "gone") {

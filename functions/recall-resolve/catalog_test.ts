@@ -34,8 +34,9 @@ it("catalog search runs in the search lane with its own short statement timeout"
     const err = await search.catch((e) => e);
     const elapsed = performance.now() - start;
     assertEquals(err?.code, "57014");
-    // SEARCH_STATEMENT_TIMEOUT_MS (300), not DB_STATEMENT_TIMEOUT_MS (5000) nor the budget.
-    assert(elapsed < 2000, `ended after ${elapsed} ms`);
+    // SEARCH_STATEMENT_TIMEOUT_MS (300), not DB_STATEMENT_TIMEOUT_MS (5000) nor the budget:
+    // well under 5000 however loaded the box is.
+    assert(elapsed < 4000, `ended after ${elapsed} ms`);
   } finally {
     await locker`rollback`;
     locker.release();

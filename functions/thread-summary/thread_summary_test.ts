@@ -75,10 +75,11 @@ it("a thread without replies says so, without calling the LLM", async () => {
 it("50 concurrent reads of a changed thread: one LLM call; then none while unchanged", async () => {
   const postId = published[1];
   await addReplies(postId, 12);
-  // The model takes a moment (as a real one does): the 50 reads all finish before it answers.
-  fake.behave({ delayMs: 500 }, "/v1/chat/completions");
+  // The model answers only once the 50 reads are done (a gate, not a guess at its latency).
+  const modelGate = Promise.withResolvers<void>();
+  fake.behave({ until: modelGate.promise }, "/v1/chat/completions");
   const before = fake.chatCalls();
-  const first = await readConcurrently(postId);
+  const first = await readConcurrently(postId).finally(modelGate.resolve);
   // built from the current replies while the LLM one is made: not stale
   assert(first.every((v) => !v.summary.stale && v.summary.source === "extractive"));
   await settleBackground();
@@ -97,7 +98,9 @@ it("50 concurrent reads of a changed thread: one LLM call; then none while uncha
 
   // a new reply: everybody keeps the previous summary, marked stale, and one call follows
   await addReplies(postId, 1, "newest");
-  const changed = await readConcurrently(postId);
+  const changedGate = Promise.withResolvers<void>();
+  fake.behave({ until: changedGate.promise }, "/v1/chat/completions");
+  const changed = await readConcurrently(postId).finally(changedGate.resolve);
   assert(changed.every((v) => v.summary.stale && v.summary.text === fresh.summary.text));
   await settleBackground();
   assertEquals(fake.chatCalls() - before, 2);
