@@ -443,6 +443,88 @@ it("bodies that never end or never arrive: 413 at the limit, 408 at the deadline
   assertEquals(failures, []);
 });
 
+it("a lone surrogate in any text field: 400 naming the field, nothing stored", async () => {
+  // Written as JSON escapes, as a client's JSON.stringify would send a broken string.
+  const lone = "\\ud800";
+  const cases: [string, string, string, string][] = [
+    ["POST", "/posts", `{"body":"before ${lone} after"}`, "body"],
+    ["POST", `/posts/${postId}/replies`, `{"body":"${lone}"}`, "body"],
+    ["PATCH", "/profiles/me", `{"display_name":"x${lone}"}`, "display_name"],
+    ["PATCH", "/profiles/me", `{"bio":"\\udfff lone low"}`, "bio"],
+    ["POST", "/recall-resolve", `{"text":"midnight ${lone} velvet"}`, "text"],
+    [
+      "POST",
+      "/events",
+      `{"events":[{"name":"app.opened","properties":{"k":"${lone}"}}]}`,
+      "properties",
+    ],
+  ];
+  const [{ before }] = await sql`select
+    (select count(*) from posts)::int + (select count(*) from replies)::int +
+    (select count(*) from events)::int as before`;
+  const failures: string[] = [];
+  for (const [method, path, body, field] of cases) {
+    const res = await gateway.fetch(
+      new Request(`http://x/functions/v1${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body,
+      }),
+    );
+    const text = await res.text();
+    const names = res.status === 400
+      ? (JSON.parse(text).invalid_params ?? []).map((p: { name: string }) => p.name)
+      : [];
+    if (
+      res.status !== 400 || !res.headers.get("content-type")?.includes("problem+json") ||
+      !names.some((n: string) => n === field || n.endsWith(`.${field}`)) ||
+      !text.includes("well-formed")
+    ) {
+      failures.push(`${method} ${path} → ${res.status} ${text.slice(0, 200)}`);
+    }
+  }
+  assertEquals(failures, []);
+  const [{ after }] = await sql`select
+    (select count(*) from posts)::int + (select count(*) from replies)::int +
+    (select count(*) from events)::int as after`;
+  assertEquals(after, before);
+  const [profile] = await sql`select display_name, bio from profiles where id = ${DEMO_USER_ID}`;
+  assert(!`${profile.display_name}${profile.bio}`.includes("\ufffd"), JSON.stringify(profile));
+});
+
+it("an Idempotency-Key too long or not visible ASCII: 400 naming the header", async () => {
+  for (const key of ["k".repeat(256), "has space", "caf\xe9", "tab\there"]) {
+    const res = await gateway.fetch(
+      new Request("http://x/functions/v1/recall-resolve", {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${token}`,
+          "content-type": "application/json",
+          "idempotency-key": key,
+        },
+        body: '{"text":"midnight velvet"}',
+      }),
+    );
+    const text = await res.text();
+    assertEquals(res.status, 400, `${JSON.stringify(key)}: ${text}`);
+    assertEquals(res.headers.get("content-type"), "application/problem+json");
+    assertEquals(JSON.parse(text).invalid_params?.[0]?.name, "Idempotency-Key", text);
+  }
+  // The longest valid key is accepted.
+  const res = await gateway.fetch(
+    new Request("http://x/functions/v1/recall-resolve", {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${token}`,
+        "content-type": "application/json",
+        "idempotency-key": "k".repeat(255),
+      },
+      body: '{"text":"midnight velvet"}',
+    }),
+  );
+  assertEquals(res.status, 200, await res.text());
+});
+
 it("teardown", async () => {
   await settleBackground();
   await sql.end();

@@ -24,13 +24,20 @@ export const uuid = () => z.guid("must be a uuid").toLowerCase().openapi({ forma
 const controlCharacters = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
 
 /**
- * A string without control characters (see above): refused at validation, before anything is
- * paid for or written, with a 400 naming the field.
+ * A string without control characters (see above) that is well-formed Unicode: a lone
+ * surrogate (JSON `"\ud800"`) can't be encoded as UTF-8, so it would be stored silently as
+ * U+FFFD. Refused at validation, before anything is paid for or written, with a 400 naming
+ * the field.
  */
 export const plainText = () =>
-  z.string().refine((s) => !controlCharacters.test(s), {
-    message: "must not contain control characters (such as a NUL byte)",
-  });
+  z.string()
+    .refine((s) => s.isWellFormed(), {
+      message: "must be well-formed Unicode (no lone surrogate such as \ud800)",
+      abort: true,
+    })
+    .refine((s) => !controlCharacters.test(s), {
+      message: "must not contain control characters (such as a NUL byte)",
+    });
 
 /** Whether `text` holds a control character {@link plainText} refuses. */
 export function hasControlCharacters(text: string): boolean {

@@ -33,6 +33,16 @@ const anonLimiter = new RateLimiter({
   failOpen: true,
 });
 
+/** Whether every key and string inside `value` is well-formed Unicode. */
+function wellFormedDeep(value: unknown): boolean {
+  if (typeof value === "string") return value.isWellFormed();
+  if (Array.isArray(value)) return value.every(wellFormedDeep);
+  if (value && typeof value === "object") {
+    return Object.entries(value).every(([k, v]) => k.isWellFormed() && wellFormedDeep(v));
+  }
+  return true;
+}
+
 const Event = z.object({
   name: z.string().regex(eventName, "lowercase dotted name like `player.track_started`"),
   properties: z.record(z.string(), z.unknown()).optional(),
@@ -48,6 +58,13 @@ const Event = z.object({
   } else if (json.includes("\\u0000")) {
     // jsonb cannot store NUL characters
     ctx.addIssue({ code: "custom", path: ["properties"], message: "contains a NUL character" });
+  } else if (event.properties && !wellFormedDeep(event.properties)) {
+    // JSON.stringify escapes a lone surrogate as `\ud800`, which jsonb refuses
+    ctx.addIssue({
+      code: "custom",
+      path: ["properties"],
+      message: "must be well-formed Unicode (no lone surrogate such as \\ud800)",
+    });
   }
   if (event.occurred_at) {
     const at = Date.parse(event.occurred_at);

@@ -49,7 +49,7 @@ it("20 parallel senders: the table holds exactly the sum of `accepted`", async (
 });
 
 it("anonymous events are stored without a user, limited to N per minute per IP", async () => {
-  const headers = { "x-forwarded-for": "203.0.113.7" };
+  const headers = { "cf-connecting-ip": "203.0.113.7" };
   for (let i = 0; i < 3; i++) {
     const res = await send({ events: [{ name: "app.opened" }], anonymous_id: "dev-1" }, headers);
     assertEquals(res.status, 202);
@@ -60,7 +60,7 @@ it("anonymous events are stored without a user, limited to N per minute per IP",
   assertEquals((await limited.json()).code, "rate_limited");
   // Another IP has its own allowance.
   const other = await send({ events: [{ name: "app.opened" }] }, {
-    "x-forwarded-for": "198.51.100.1",
+    "cf-connecting-ip": "198.51.100.1",
   });
   assertEquals(other.status, 202);
   const rows = await db`select user_id, anonymous_id from events where name = 'app.opened'`;
@@ -70,7 +70,7 @@ it("anonymous events are stored without a user, limited to N per minute per IP",
 });
 
 it("bad input → 4xx problem+json naming the problem, nothing stored", async () => {
-  const auth = { authorization: `Bearer ${tokens[0]}`, "x-forwarded-for": "192.0.2.1" };
+  const auth = { authorization: `Bearer ${tokens[0]}`, "cf-connecting-ip": "192.0.2.1" };
   const [{ n: before }] = await db`select count(*)::int as n from events`;
   const cases: [unknown, number, RegExp][] = [
     [{ events: [] }, 400, /events/],
@@ -122,7 +122,7 @@ it("a malformed Authorization header is a 401, not an anonymous sender; nothing 
   ) {
     const res = await send({ events: [{ name: "auth.junk" }] }, {
       authorization,
-      "x-forwarded-for": "192.0.2.50",
+      "cf-connecting-ip": "192.0.2.50",
     });
     assertEquals(res.status, 401, authorization.slice(0, 20));
     assertEquals(res.headers.get("content-type"), "application/problem+json");
@@ -145,7 +145,7 @@ it("a signed-out supabase-js client's project key (anon JWT, publishable key) is
     const res = await send({ events: [{ name: "anon.key" }], anonymous_id: `key-${i}` }, {
       authorization: `Bearer ${key}`,
       apikey: key,
-      "x-forwarded-for": `198.51.100.${20 + i}`,
+      "cf-connecting-ip": `198.51.100.${20 + i}`,
     });
     assertEquals(res.status, 202, await res.clone().text());
   }

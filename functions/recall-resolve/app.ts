@@ -120,17 +120,17 @@ const route = createRoute({
 app.openapi(route, async (c) => {
   const user = c.var.user!;
   const budget = c.var.budget;
+  const idempotencyKey = c.req.header("idempotency-key");
+  // Checked first: a bad key is refused before the body is parsed or anything is paid for.
+  if (idempotencyKey !== undefined && !validIdempotencyKey(idempotencyKey)) {
+    throw invalidParameter("Idempotency-Key", "must be 1–255 visible ASCII characters");
+  }
   const request = c.req.header("content-type")?.toLowerCase().startsWith("multipart/")
     ? await fromMultipart(c)
     : await fromJson(c, validJson(c) ?? {});
-  const idempotencyKey = c.req.header("idempotency-key");
   const input = await resolveInput(request.text, request.audio);
   const work = () => resolveInThread(user, request, input, budget);
   if (idempotencyKey === undefined) return c.json(await work(), 200);
-
-  if (!validIdempotencyKey(idempotencyKey)) {
-    throw invalidParameter("Idempotency-Key", "must be 1–255 visible ASCII characters");
-  }
   const { body, replayed } = await idempotent(
     user.id,
     await sha256Hex(idempotencyKey),
