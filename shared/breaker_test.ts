@@ -1,30 +1,27 @@
 /**
- * Contract tests for shared/breaker.ts: one suite run against both stores, the Redis one
- * through the Upstash REST bridge in front of a real Redis (TEST_REDIS_URL) under a key prefix
- * of its own, with an injectable clock so no test sleeps.
+ * Contract tests for shared/breaker.ts: the suite runs against the one store, Redis, through
+ * the Upstash REST bridge in front of a real Redis (TEST_REDIS_URL) under a key prefix of its
+ * own, with an injectable clock so no test sleeps.
  *
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/breaker_test.ts`
  */
 import "../scripts/unit_env.ts";
-import { assert, assertEquals } from "../scripts/assert.ts";
+import { assert, assertEquals, assertMatch } from "../scripts/assert.ts";
 import { freePort, startRedisServer } from "../scripts/local_services.ts";
 import { type TestRedis, testRedis } from "../scripts/test_redis.ts";
 import {
   breaker,
-  breakerHealth,
   type BreakerOptions,
   breakerStats,
   type BreakerStore,
   CircuitBreaker,
   CircuitOpenError,
   isBreakerFailure,
-  listBreakers,
-  MemoryBreakerStore,
   type Permit,
   RedisBreakerStore,
 } from "./breaker.ts";
 
-/** A store for one test, and how many HTTP requests it has made (Redis only). */
+/** A store for one test, and how many HTTP requests it has made. */
 interface Fixture {
   store: BreakerStore;
   requests(): number;
@@ -32,23 +29,15 @@ interface Fixture {
   close(): Promise<void>;
 }
 
-const fixtures: Record<"redis" | "memory", () => Promise<Fixture>> = {
-  redis: async () => {
-    const t = await testRedis();
-    return {
-      store: new RedisBreakerStore(t.redis, `${t.prefix}breaker:`),
-      requests: () => t.bridge.stats.requests,
-      redis: t,
-      close: () => t.close(),
-    };
-  },
-  memory: () =>
-    Promise.resolve({
-      store: new MemoryBreakerStore(),
-      requests: () => 0,
-      close: () => Promise.resolve(),
-    }),
-};
+async function redisFixture(): Promise<Fixture> {
+  const t = await testRedis();
+  return {
+    store: new RedisBreakerStore(t.redis, `${t.prefix}breaker:`),
+    requests: () => t.bridge.stats.requests,
+    redis: t,
+    close: () => t.close(),
+  };
+}
 
 const T0 = 1_900_000_000_000;
 const MIN = 60_000;
@@ -85,11 +74,10 @@ async function assertOpenError(p: Promise<unknown>, state = "open"): Promise<Cir
   throw new Error("expected a CircuitOpenError");
 }
 
-for (const kind of ["redis", "memory"] as const) {
-  const makeFixture = fixtures[kind];
+{
   const it = (name: string, fn: (ctx: Ctx) => Promise<void>) =>
-    Deno.test(`${kind}: ${name}`, async () => {
-      const fx = await makeFixture();
+    Deno.test(`redis: ${name}`, async () => {
+      const fx = await redisFixture();
       const ctx: Ctx = {
         fx,
         now: T0,
@@ -119,7 +107,6 @@ for (const kind of ["redis", "memory"] as const) {
       open_until: null,
       window_calls: 4,
       window_failures: 4,
-      store: kind,
     });
     await failure(b);
     assertEquals(await b.state(), {
@@ -130,7 +117,6 @@ for (const kind of ["redis", "memory"] as const) {
       open_until: T0 + MIN,
       window_calls: 0,
       window_failures: 0,
-      store: kind,
     });
     assertEquals(breakerStats.transitions.get(`${b.name}:closed->open`), 1);
     assertEquals(b.cachedOpenUntil, T0 + MIN);
@@ -220,9 +206,7 @@ for (const kind of ["redis", "memory"] as const) {
       const callers = Array.from({ length: 50 }, (_, i) => (i % 2 ? b : peer));
       const before = ctx.fx.requests();
       const results = await Promise.allSettled(callers.map((c) => c.acquire()));
-      if (kind === "redis") {
-        assertEquals(ctx.fx.requests() - before, 1, "50 acquires auto-pipelined into one request");
-      }
+      assertEquals(ctx.fx.requests() - before, 1, "50 acquires auto-pipelined into one request");
       const permits = results.filter((r) => r.status === "fulfilled").map((r) => r.value);
       assertEquals(permits.length, maxProbes);
       for (const r of results) {
@@ -444,6 +428,10 @@ Deno.test("redis: two processes share one breaker", async () => {
       to: "open",
       generation: 1,
     });
+    assertEquals(lines.at(-2), {
+      same: true,
+      listed: ["x", "openai-chat", "openai-transcribe", "acrcloud", "shazam"],
+    });
     assertEquals(lines.at(-1).state, "open");
 
     // This process: a fresh instance with nothing cached, same key as the child's factory used.
@@ -483,7 +471,6 @@ Deno.test("isBreakerFailure", () => {
 
 Deno.test("a failing store lets calls through (failOpen) or rejects (failOpen: false)", async () => {
   const down: BreakerStore = {
-    kind: "redis",
     acquire: () => Promise.reject(new Error("Redis unavailable")),
     record: () => Promise.reject(new Error("Redis unavailable")),
     read: () => Promise.reject(new Error("Redis unavailable")),
@@ -503,7 +490,12 @@ Deno.test("a failing store lets calls through (failOpen) or rejects (failOpen: f
 });
 
 Deno.test("settings: successesToClose defaults to maxProbes; nonsense is refused", () => {
-  const store = new MemoryBreakerStore();
+  // Never called: settings are checked when the breaker is made.
+  const store: BreakerStore = {
+    acquire: () => Promise.reject(new Error("not called")),
+    record: () => Promise.reject(new Error("not called")),
+    read: () => Promise.reject(new Error("not called")),
+  };
   assertEquals(new CircuitBreaker({ name: "a", store, maxProbes: 3 }).settings.successesToClose, 3);
   assertEquals(new CircuitBreaker({ name: "b", store }).settings.successesToClose, 1);
   for (const bad of [{ maxProbes: 0 }, { failureRate: 0 }, { maxProbes: 1, successesToClose: 2 }]) {
@@ -517,45 +509,39 @@ Deno.test("settings: successesToClose defaults to maxProbes; nonsense is refused
   }
 });
 
-Deno.test("breaker(): one instance per name, memory store without Redis, listed for /health", async () => {
-  const a = breaker("openai-chat", { failureThreshold: 3 });
-  assert(breaker("openai-chat") === a);
-  assertEquals(a.settings.failureThreshold, 3);
-  assertEquals(a.store.kind, "memory"); // unit_env.ts removed UPSTASH_REDIS_REST_*
-  const health = await breakerHealth();
-  assertEquals(
-    health.map((h) => h.name),
-    ["openai-chat", "openai-transcribe", "acrcloud", "shazam"],
-  );
-  assertEquals(health[0], {
-    name: "openai-chat",
-    state: "closed",
-    generation: 0,
-    failures: 0,
-    open_until: null,
-    window_calls: 0,
-    window_failures: 0,
-    store: "memory",
-  });
-  assertEquals(listBreakers().length, 4);
+Deno.test("breaker() needs the isolate's Redis: without it, the error names the variable", () => {
+  // unit_env.ts removed UPSTASH_REDIS_REST_*; "two processes share one breaker" covers the
+  // factory with Redis (one instance per name, listed for /health).
+  let message = "";
+  try {
+    breaker("openai-chat");
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  assertMatch(message, /UPSTASH_REDIS_REST_URL: required/);
 });
 
 Deno.test("run(): a probe gets a signal bounded by its permit, ordinary calls none", async () => {
   let now = T0;
+  const fx = await redisFixture();
   const b = new CircuitBreaker({
     name: "signal",
-    store: new MemoryBreakerStore(),
+    store: fx.store,
     clock: () => now,
     probeTimeoutMs: 20,
   });
-  assertEquals(await b.run((signal) => Promise.resolve(signal)), undefined);
-  await calls(b, "FFFFF");
-  now += MIN;
-  // The probe outlives its permit: its signal aborts, the abort counts as a failure, and since
-  // no other probe took the slot yet, the outcome still applies and reopens the circuit.
-  const err = await b.run((signal) =>
-    new Promise((_, reject) => signal!.addEventListener("abort", () => reject(signal!.reason)))
-  ).catch((e) => e);
-  assertEquals((err as DOMException).name, "TimeoutError");
-  assertEquals(await stateOf(b), "open");
+  try {
+    assertEquals(await b.run((signal) => Promise.resolve(signal)), undefined);
+    await calls(b, "FFFFF");
+    now += MIN;
+    // The probe outlives its permit: its signal aborts, the abort counts as a failure, and since
+    // no other probe took the slot yet, the outcome still applies and reopens the circuit.
+    const err = await b.run((signal) =>
+      new Promise((_, reject) => signal!.addEventListener("abort", () => reject(signal!.reason)))
+    ).catch((e) => e);
+    assertEquals((err as DOMException).name, "TimeoutError");
+    assertEquals(await stateOf(b), "open");
+  } finally {
+    await fx.close();
+  }
 });

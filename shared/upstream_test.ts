@@ -1,16 +1,23 @@
 import "../scripts/unit_env.ts";
 import { assert, assertEquals, assertRejects } from "../scripts/assert.ts";
 import { startFakeServer } from "../scripts/fake_http.ts";
-import { CircuitBreaker, CircuitOpenError, MemoryBreakerStore } from "./breaker.ts";
+import { type TestRedis, testRedis } from "../scripts/test_redis.ts";
+import { CircuitBreaker, CircuitOpenError, RedisBreakerStore } from "./breaker.ts";
 import { Budget } from "./budget.ts";
 import { callUpstream, upstream, upstreamFailure } from "./upstream.ts";
 
 let now = 1_000_000;
+/** The breakers' Redis (bridge + key prefix), one per test. */
+let redisFx: TestRedis;
 function api(name: string, options: { timeoutMs?: number; attempts?: number } = {}) {
   return upstream(name, {
     timeoutMs: options.timeoutMs ?? 2000,
     retry: { attempts: options.attempts ?? 3, baseMs: 5, jitter: 0 },
-    breaker: new CircuitBreaker({ name, store: new MemoryBreakerStore(), clock: () => now }),
+    breaker: new CircuitBreaker({
+      name,
+      store: new RedisBreakerStore(redisFx.redis, `${redisFx.prefix}breaker:`),
+      clock: () => now,
+    }),
   });
 }
 
@@ -28,7 +35,19 @@ async function getJson(url: string, signal: AbortSignal) {
 }
 
 const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
+  Deno.test({
+    name,
+    fn: async () => {
+      redisFx = await testRedis();
+      try {
+        await fn();
+      } finally {
+        await redisFx.close();
+      }
+    },
+    sanitizeOps: false,
+    sanitizeResources: false,
+  });
 
 it("a hanging provider: the call ends at the request budget and the request is aborted", async () => {
   const fake = startFakeServer();
