@@ -139,13 +139,16 @@ $$;
 
 -- Supabase grants ALL to the three API roles; anon and authenticated keep the same defaults
 -- minus what no client needs: TRUNCATE (it skips RLS), TRIGGER, REFERENCES, and UPDATE on
--- sequences (setval). The revokes make a re-run fix a database bootstrapped with the old
--- `grant all`; migration 20261128000100_least_privilege does the same on Supabase.
+-- sequences (setval), and EXECUTE on functions (each RPC is granted by its migration, to the
+-- roles that call it). The revokes make a re-run fix a database bootstrapped with the old
+-- `grant all`; migrations 20261128000100_least_privilege and 20261128000400_function_execute_
+-- allowlist do the same on Supabase.
 alter default privileges in schema public grant all on tables to service_role;
 alter default privileges in schema public grant all on sequences to service_role;
 alter default privileges in schema public grant select, insert, update, delete on tables to anon, authenticated;
 alter default privileges in schema public grant usage, select on sequences to anon, authenticated;
-alter default privileges in schema public grant execute on functions to anon, authenticated, service_role;
+alter default privileges in schema public grant execute on functions to service_role;
+alter default privileges in schema public revoke execute on functions from anon, authenticated;
 alter default privileges in schema public revoke truncate, trigger, references on tables from anon, authenticated;
 alter default privileges in schema public revoke update on sequences from anon, authenticated;
 -- Functions are executable by PUBLIC unless revoked; a per-schema default can't revoke it.

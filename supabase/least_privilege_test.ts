@@ -18,9 +18,25 @@ import { adminUrl, testDatabase } from "../scripts/test_db.ts";
 
 type Sql = postgres.Sql;
 
-/** Definer functions the API roles may execute, and who (everything else: nobody). */
-const definerCallers: Record<string, string[]> = {
+/**
+ * The public functions anon and authenticated may execute, and who; every other function in
+ * public: neither. A new RPC is added here deliberately, with its migration's grant.
+ */
+const executeAllowList: Record<string, string[]> = {
+  // Public, read-only, invoker (RLS applies): what a signed-out caller reads, a signed-in one may.
+  "feed_for_you(integer,double precision,uuid)": ["anon", "authenticated"],
+  "search_songs(text,integer)": ["anon", "authenticated"],
+  "match_songs(text[],text[])": ["anon", "authenticated"],
+  "feed_following(integer,timestamp with time zone,uuid)": ["authenticated"],
+  "liked_post_ids(uuid[])": ["authenticated"],
   "apply_likes(uuid[],uuid[])": ["authenticated"],
+  "set_follow(uuid,boolean)": ["authenticated"],
+  "search_profiles(text,text,integer)": ["authenticated"],
+  "get_recall_threads_paginated(integer,timestamp with time zone,uuid)": ["authenticated"],
+  "get_recall_messages_paginated(uuid,timestamp with time zone,uuid,integer)": ["authenticated"],
+  "insert_recall_messages_batch(uuid,text,text,text,text,text,jsonb)": ["authenticated"],
+  // Called by the invoker trigger posts_set_hot_score when a user writes their post.
+  "posts_hot_score(integer,integer,timestamp with time zone)": ["authenticated"],
 };
 const apiRoles = ["anon", "authenticated"];
 
@@ -100,7 +116,7 @@ async function definerProblems(sql: Sql): Promise<{ problems: string[]; names: s
     if (r.acl === null || (r.acl as string[]).some((e) => /^=[^/]*X/.test(e))) {
       problems.push(`${sig}: executable by PUBLIC`);
     }
-    const allowed = definerCallers[sig] ?? [];
+    const allowed = executeAllowList[sig] ?? [];
     for (const role of apiRoles) {
       const [{ can }] =
         await sql`select has_function_privilege(${role}, ${r.oid}::oid, 'EXECUTE') as can`;
@@ -108,6 +124,61 @@ async function definerProblems(sql: Sql): Promise<{ problems: string[]; names: s
     }
   }
   return { problems, names: rows.map((r) => (r.sig as string).replaceAll(", ", ",")) };
+}
+
+/**
+ * Every (function, role) where anon or authenticated may execute a function of public that the
+ * allow-list doesn't name, or may not execute one it does (a stale or missing grant).
+ */
+async function executeProblems(sql: Sql): Promise<string[]> {
+  const rows = await sql`
+    select p.proname || '(' || oidvectortypes(p.proargtypes) || ')' as sig, r.role,
+           has_function_privilege(r.role, p.oid, 'EXECUTE') as can
+      from pg_proc p
+      join pg_namespace n on n.oid = p.pronamespace
+      cross join unnest(${apiRoles}::text[]) as r(role)
+     where n.nspname = 'public'
+       and not exists (select from pg_depend d
+                        where d.classid = 'pg_proc'::regclass and d.objid = p.oid and d.deptype = 'e')
+     order by 1, 2`;
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  for (const r of rows) {
+    const sig = (r.sig as string).replaceAll(", ", ",");
+    seen.add(sig);
+    const allowed = (executeAllowList[sig] ?? []).includes(r.role);
+    if (r.can && !allowed) problems.push(`${r.role} may execute ${sig} (not in the allow-list)`);
+    if (!r.can && allowed) problems.push(`${r.role} may not execute ${sig} (allow-listed)`);
+  }
+  for (const sig of Object.keys(executeAllowList)) {
+    if (!seen.has(sig)) problems.push(`allow-listed ${sig} does not exist`);
+  }
+  return problems;
+}
+
+/**
+ * Creates a SECURITY DEFINER function as the connection's user (postgres, who runs the
+ * migrations) and asserts that neither anon nor authenticated may execute it.
+ */
+async function assertNewDefinerRefused(sql: Sql, name: string): Promise<void> {
+  await sql.unsafe(
+    `create function public.${name}() returns int language sql security definer set search_path = '' as 'select 1'`,
+  );
+  const [{ owner }] = await sql.unsafe(
+    `select proowner::regrole::text as owner from pg_proc where proname = '${name}'`,
+  );
+  deepStrictEqual(owner, "postgres");
+  for (const role of apiRoles) {
+    const [{ can }] = await sql`
+      select has_function_privilege(${role}, ${`public.${name}()`}, 'EXECUTE') as can`;
+    deepStrictEqual(can, false, `${role} may execute the new ${name}()`);
+  }
+  const user = crypto.randomUUID();
+  for (const uid of [null, user]) {
+    const err = await errorOf(() => asUser(sql, uid, (tx) => tx.unsafe(`select public.${name}()`)));
+    deepStrictEqual(err.code, "42501", `${uid ? "authenticated" : "anon"}: ${err.message}`);
+  }
+  await sql.unsafe(`drop function public.${name}()`);
 }
 
 Deno.test("as authenticated or anon, TRUNCATE, TRIGGER and REFERENCES are refused on every public table", async () => {
@@ -186,6 +257,30 @@ Deno.test("every SECURITY DEFINER function: search_path '' and EXECUTE only for 
   ok(acl !== null && !(acl as string[]).some((e) => /^=[^/]*X/.test(e)), `PUBLIC executes: ${acl}`);
 });
 
+Deno.test("a SECURITY DEFINER function created after the migrations is executable by neither anon nor authenticated", async () => {
+  await using db = await testDatabase();
+  await assertNewDefinerRefused(db.sql, "probe_new_definer");
+});
+
+Deno.test("every function in public: anon and authenticated EXECUTE exactly as the allow-list says", async () => {
+  await using db = await testDatabase();
+  const { sql } = db;
+  deepStrictEqual(await executeProblems(sql), []);
+  // Trigger functions and the job queue are in public too, and nobody of the API calls them.
+  const [{ n }] = await sql`
+    select count(*)::int as n from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+     where n.nspname = 'public'`;
+  ok(n > Object.keys(executeAllowList).length, `only ${n} functions in public`);
+  // The allow-list is what the app needs: writing a post as its author runs posts_hot_score.
+  const a = await makeUser(sql, "alice");
+  const [post] = await asUser(
+    sql,
+    a,
+    (tx) => tx`insert into public.posts (author_id, body) values (${a}, 'hi') returning hot_score`,
+  );
+  ok(post.hot_score !== null, "hot_score was set by the trigger");
+});
+
 Deno.test("apply_likes (definer) keeps RLS's rule: others' drafts are neither liked, locked nor shown", async () => {
   await using db = await testDatabase();
   const { sql } = db;
@@ -252,9 +347,12 @@ Deno.test("on Supabase's own defaults (grant all), the migrations alone take the
       deepStrictEqual(await dangerousTablePrivileges(sql), []);
       deepStrictEqual(await sequenceUpdates(sql), []);
       deepStrictEqual((await definerProblems(sql)).problems, []);
+      deepStrictEqual(await executeProblems(sql), []);
       // A table created later by the same owner doesn't get them back.
       await sql`create table public.probe_later (id int primary key)`;
       deepStrictEqual(await dangerousTablePrivileges(sql), []);
+      // Nor does a function: Supabase's `in schema public grant all on functions` is undone.
+      await assertNewDefinerRefused(sql, "probe_later_definer");
     } finally {
       await sql.end();
     }
