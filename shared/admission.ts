@@ -126,68 +126,77 @@ export interface Caller {
   cap: number;
 }
 
-/** Why a request was refused. */
-export type Refusal = "overload" | "caller";
-
-/** Slots of one isolate: the adaptive total and the per-caller caps. */
+/**
+ * Slots of one isolate, counted in two places. A caller's hold is taken before its body is
+ * read and kept until it is answered, so one client can have at most its cap of bodies in
+ * flight (a slow upload holds its owner's slot, no one else's). The isolate's work slots (the
+ * adaptive total) are taken only once the body is in memory: a slow upload costs the isolate
+ * no slot, only the bytes it reserved (see body.ts).
+ */
 export class Admission {
   #inFlight = 0;
   readonly #byCaller = new Map<string, number>();
 
   constructor(readonly limiter: GradientLimit) {}
 
-  /** Requests holding a slot. */
+  /** Requests holding a work slot. */
   get inFlight(): number {
     return this.#inFlight;
   }
 
-  /** Requests of one caller holding a slot. */
+  /** Requests of one caller in flight (body being read, or being worked on). */
   held(key: string): number {
     return this.#byCaller.get(key) ?? 0;
   }
 
-  /** Every slot is taken: refuse before spending anything on the request. */
+  /** Every work slot is taken: refuse before spending anything on the request. */
   get full(): boolean {
     return this.#inFlight >= this.limiter.limit;
   }
 
   /**
-   * How many slots `caller` may hold now: its cap, or half the current limit when that is
-   * lower (in overload the limit shrinks, and no one caller may take all of it).
+   * How many requests `caller` may have in flight now: its cap, or half the current limit when
+   * that is lower (no one caller may take all of a shrunken limit). With the floor at 32 a
+   * user's cap of 16 always holds; an anonymous IP's 32 is 16 at the floor.
    */
   capOf(caller: Caller): number {
     return Math.min(caller.cap, Math.max(1, Math.floor(this.limiter.limit / 2)));
   }
 
-  /** Takes a slot, or says why not. */
-  acquire(caller: Caller): Refusal | null {
-    if (this.full) return "overload";
+  /** Counts a caller's request in (before its body is read); false past its cap. */
+  enter(caller: Caller): boolean {
     const held = this.held(caller.key);
-    if (held >= this.capOf(caller)) return "caller";
-    this.#inFlight++;
+    if (held >= this.capOf(caller)) return false;
     this.#byCaller.set(caller.key, held + 1);
-    return null;
+    return true;
   }
 
-  /**
-   * Steps a request out of its slot (it waits in a lane bounded on its own) or back in
-   * (whatever the limit: it was admitted, and finishes). No sample is taken.
-   */
-  step(caller: Caller, out: boolean): void {
-    const d = out ? -1 : 1;
-    this.#inFlight += d;
-    const held = this.held(caller.key) + d;
-    if (held > 0) this.#byCaller.set(caller.key, held);
-    else this.#byCaller.delete(caller.key);
-  }
-
-  /** Gives a slot back and feeds the limit with how long it was held. */
-  release(caller: Caller, rttMs: number, dropped: boolean): void {
-    const inFlight = this.#inFlight;
-    this.#inFlight--;
+  /** The caller's request was answered. */
+  leave(caller: Caller): void {
     const held = this.held(caller.key) - 1;
     if (held > 0) this.#byCaller.set(caller.key, held);
     else this.#byCaller.delete(caller.key);
+  }
+
+  /** Takes a work slot; false when every slot is taken (overload). */
+  acquire(): boolean {
+    if (this.full) return false;
+    this.#inFlight++;
+    return true;
+  }
+
+  /**
+   * Steps a request out of its work slot (it waits in a lane bounded on its own) or back in
+   * (whatever the limit: it was admitted, and finishes). No sample is taken.
+   */
+  step(out: boolean): void {
+    this.#inFlight += out ? -1 : 1;
+  }
+
+  /** Gives a work slot back and feeds the limit with how long it was held. */
+  release(rttMs: number, dropped: boolean): void {
+    const inFlight = this.#inFlight;
+    this.#inFlight--;
     this.limiter.sample(rttMs, inFlight, dropped);
   }
 }
@@ -197,24 +206,24 @@ class Slot {
   #out = 0;
   #released = false;
 
-  constructor(readonly admission: Admission, readonly caller: Caller) {}
+  constructor(readonly admission: Admission) {}
 
   /** Out of the slot while at least one piece of work is; no-op once the request ended. */
   out(): void {
-    if (!this.#released && this.#out++ === 0) this.admission.step(this.caller, true);
+    if (!this.#released && this.#out++ === 0) this.admission.step(true);
   }
 
   /** Back in when the last piece of work outside is done. */
   in(): void {
-    if (!this.#released && --this.#out === 0) this.admission.step(this.caller, false);
+    if (!this.#released && --this.#out === 0) this.admission.step(false);
   }
 
   /** The request ended: gives the slot back (unless it is out) and samples `rttMs`. */
   release(rttMs: number, dropped: boolean): void {
     if (this.#released) return;
     this.#released = true;
-    if (this.#out > 0) this.admission.step(this.caller, false); // balanced by release
-    this.admission.release(this.caller, rttMs, dropped);
+    if (this.#out > 0) this.admission.step(false); // balanced by release
+    this.admission.release(rttMs, dropped);
   }
 }
 
@@ -238,39 +247,62 @@ export async function outsideAdmission<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Options of {@link admit}. */
-export interface AdmitOptions {
+/** Options of {@link admitCaller}. */
+export interface AdmitCallerOptions {
   /** Identifies the caller (verified user, else client IP). */
   identify: (c: Context) => Caller | Promise<Caller>;
+}
+
+/** Fast refusals: overload is the isolate's (503), a caller's cap is that client's own (429). */
+function overloaded(): ProblemError {
+  metrics.inc("requests_shed_total", { reason: "overload" });
+  return new ProblemError(503, "unavailable", "the server is at capacity, retry shortly", {
+    headers: { "retry-after": "1" },
+  });
+}
+
+/**
+ * Middleware, before the body is read: answers 503 + `Retry-After` at once when every work
+ * slot is taken (before even identifying the caller: shedding must stay cheap), and 429 +
+ * `Retry-After` (policy `in-flight`) when the caller already has its cap of requests in
+ * flight, bodies being received included. The caller's hold lasts until it is answered.
+ */
+export function admitCaller(admission: Admission, options: AdmitCallerOptions): MiddlewareHandler {
+  return async (c, next) => {
+    if (admission.full) throw overloaded();
+    const caller = await options.identify(c);
+    if (!admission.enter(caller)) {
+      metrics.inc("requests_shed_total", { reason: "caller" });
+      const cap = admission.capOf(caller);
+      throw new ProblemError(
+        429,
+        "rate_limited",
+        `rate limit "in-flight" exceeded: at most ${cap} of your requests at once; retry shortly`,
+        { headers: { "retry-after": "1" }, extensions: { policy: "in-flight" } },
+      );
+    }
+    try {
+      await next();
+    } finally {
+      admission.leave(caller);
+    }
+  };
+}
+
+/** Options of {@link admit}. */
+export interface AdmitOptions {
   /** Milliseconds of the request not spent on our own capacity (waiting on paid APIs). */
   excludedMs?: (c: Context) => number;
 }
 
 /**
- * Middleware: admits a request into `admission` or answers 503 at once with `Retry-After`:
- * past the adaptive limit (overload), or past the caller's own cap (one client can't take
- * every slot). Placed after the body has been read, so a slow upload holds no slot.
+ * Middleware, once the body is in memory: takes a work slot or answers 503 + `Retry-After`
+ * at once (past the adaptive limit), and feeds the limit with how long the slot was held.
  */
-export function admit(admission: Admission, options: AdmitOptions): MiddlewareHandler {
+export function admit(admission: Admission, options: AdmitOptions = {}): MiddlewareHandler {
   return async (c, next) => {
-    // Overloaded: answer before even identifying the caller, shedding must stay cheap.
-    const caller = admission.full ? null : await options.identify(c);
-    const refused = caller ? admission.acquire(caller) : "overload";
-    if (refused || !caller) {
-      const reason = refused ?? "overload";
-      metrics.inc("requests_shed_total", { reason });
-      throw new ProblemError(
-        503,
-        "unavailable",
-        reason === "caller" && caller
-          ? `too many of your requests are in progress at once (at most ${
-            admission.capOf(caller)
-          }); retry shortly`
-          : "the server is at capacity, retry shortly",
-        { headers: { "retry-after": "1" } },
-      );
-    }
-    const slot = new Slot(admission, caller);
+    if (!admission.acquire()) throw overloaded();
+    const slot = new Slot(admission);
     c.set("admissionSlot", slot);
     const start = performance.now();
     let dropped = false;

@@ -50,31 +50,40 @@ Deno.test("requests that ran out of budget back the limit off", () => {
   assertEquals(limit.limit, Math.floor(64 * 0.9));
 });
 
-Deno.test("per-caller caps hold within the total, and slots come back", () => {
+Deno.test("per-caller caps and work slots are counted apart, and both come back", () => {
   const admission = new Admission(new GradientLimit({ ...options, initial: 40 }));
   const alice = { key: "user:a", cap: 16 };
-  const bob = { key: "user:b", cap: 16 };
   const carol = { key: "ip:10.0.0.1", cap: 32 };
-  for (let i = 0; i < 16; i++) assertEquals(admission.acquire(alice), null);
-  assertEquals(admission.acquire(alice), "caller");
-  for (let i = 0; i < 16; i++) assertEquals(admission.acquire(bob), null);
-  for (let i = 0; i < 8; i++) assertEquals(admission.acquire(carol), null);
-  assertEquals(admission.acquire(carol), "overload");
-  assertEquals(admission.inFlight, 40);
-  admission.release(alice, 5, false);
+  for (let i = 0; i < 16; i++) assertEquals(admission.enter(alice), true);
+  assertEquals(admission.enter(alice), false); // her own cap: 429
+  assertEquals(admission.inFlight, 0); // bodies being read hold no work slot
+  for (let i = 0; i < 20; i++) assertEquals(admission.enter(carol), true);
+  for (let i = 0; i < 40; i++) assertEquals(admission.acquire(), true);
+  assertEquals(admission.acquire(), false); // the isolate's limit: 503
+  assertEquals(admission.full, true);
+  admission.release(5, false);
+  assertEquals(admission.acquire(), true);
+  admission.leave(alice);
   assertEquals(admission.held("user:a"), 15);
-  assertEquals(admission.acquire(carol), null);
-  for (let i = 0; i < 15; i++) admission.release(alice, 5, false);
+  assertEquals(admission.enter(alice), true);
+  for (let i = 0; i < 16; i++) admission.leave(alice);
   assertEquals(admission.held("user:a"), 0);
-  assertEquals(admission.inFlight, 25);
 });
 
-Deno.test("when the limit is small, no caller may hold more than half of it", () => {
-  const admission = new Admission(new GradientLimit({ ...options, initial: 8, min: 8 }));
+Deno.test("at the floor of 32 a user still gets 16 in flight; an anonymous IP gets 16", () => {
+  const admission = new Admission(new GradientLimit({ ...options, initial: 32, min: 32 }));
+  feed(admission.limiter, 200, 400, 512); // overload: the limit sits at its floor
+  assertEquals(admission.limiter.limit, 32);
   const alice = { key: "user:a", cap: 16 };
-  assertEquals(admission.capOf(alice), 4);
-  for (let i = 0; i < 4; i++) assertEquals(admission.acquire(alice), null);
-  assertEquals(admission.acquire(alice), "caller");
-  for (let i = 0; i < 4; i++) assertEquals(admission.acquire({ key: "user:b", cap: 16 }), null);
-  assertEquals(admission.acquire({ key: "user:c", cap: 16 }), "overload");
+  assertEquals(admission.capOf(alice), 16);
+  for (let i = 0; i < 16; i++) assertEquals(admission.enter(alice), true);
+  assertEquals(admission.enter(alice), false);
+  assertEquals(admission.capOf({ key: "ip:10.0.0.1", cap: 32 }), 16);
+});
+
+Deno.test("the default floor (MIN_IN_FLIGHT) keeps USER_MAX_IN_FLIGHT within half of it", async () => {
+  const { loadConfig } = await import("./config.ts");
+  const cfg = loadConfig({ ...Deno.env.toObject(), MIN_IN_FLIGHT: undefined });
+  assertEquals(cfg.admission.minInFlight, 32);
+  assert(cfg.admission.perUser >= 16 && cfg.admission.perUser <= cfg.admission.minInFlight / 2);
 });

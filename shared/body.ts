@@ -1,28 +1,63 @@
 /**
- * Request bodies read under a size limit and a deadline, before the request is admitted.
+ * Request bodies read under a size limit, a shared memory budget and deadlines, before the
+ * request takes a work slot.
  *
- * Written by hand because no middleware we can use does both: hono's `bodyLimit` counts a
- * chunked body but has no deadline, so a client that trickles one byte every half second keeps
- * its request (and, behind it, an admission slot) for as long as it likes. Here the body is
- * read into memory first, counting bytes as they stream (413 the moment the limit is passed,
- * the rest is never read), against a deadline modelled on Apache's mod_reqtimeout: the client
- * gets `timeoutMs` to start plus one second per `minBytesPerS` received, so a stalled or
- * trickling upload gets 408 within seconds while a real one on a slow link keeps going.
- * Only then does the request compete for a slot (see admission.ts).
+ * Written by hand because no middleware we can use does this: hono's `bodyLimit` counts a
+ * chunked body but has no deadline and no shared budget. The body is read into memory counting
+ * bytes as they stream (413 the moment the limit is passed, the rest is never read), against
+ * two deadlines after Apache's mod_reqtimeout: no byte for `idleMs` is a stall, and after a
+ * grace of `timeoutMs` the body must keep up with `minBytesPerS` (received >= rate x (elapsed
+ * - grace)). A stalled or trickling upload gets 408 within about `timeoutMs`, whatever length
+ * it declared; a real upload at the minimum rate keeps going. Every byte held is reserved from
+ * an isolate-wide {@link BodyBudget} first: a body that doesn't fit gets 503 at once.
+ * The caller's own in-flight cap is taken before (admission.ts `admitCaller`), so one client
+ * has at most its cap of bodies in flight.
  *
  * @module
  */
 import type { Context, MiddlewareHandler } from "hono";
+import { metrics } from "./metrics.ts";
 import { ProblemError } from "./problem.ts";
 
 /** Options of {@link readBody}. */
 export interface BodyOptions {
   /** Largest accepted body (bytes). */
   maxBytes: number;
-  /** Time to send the first bytes, and the grace any body gets (ms). */
+  /** Grace (ms) before the minimum rate applies: small bodies must be whole by then. */
   timeoutMs: number;
-  /** Each byte received extends the deadline at this rate (bytes per second). */
+  /** No byte for this long (ms) is a stall. */
+  idleMs: number;
+  /** After the grace, the body must have come at least at this rate (bytes per second). */
   minBytesPerS: number;
+}
+
+/**
+ * Bytes of request bodies an isolate holds at once. Reserved before a byte is read (the
+ * declared length, or each chunk of a chunked body as it arrives) and given back when the
+ * request is answered: without it, 60 uploads of 8 MB each held back by one byte took an
+ * isolate past 2.7 GB.
+ */
+export class BodyBudget {
+  #used = 0;
+
+  constructor(readonly maxBytes: number) {}
+
+  /** Bytes reserved now. */
+  get used(): number {
+    return this.#used;
+  }
+
+  /** Reserves `bytes`, or false when they don't fit. */
+  reserve(bytes: number): boolean {
+    if (this.#used + bytes > this.maxBytes) return false;
+    this.#used += bytes;
+    return true;
+  }
+
+  /** Gives `bytes` back. */
+  release(bytes: number): void {
+    this.#used = Math.max(0, this.#used - bytes);
+  }
 }
 
 /** 413 naming the limit. */
@@ -31,57 +66,118 @@ export function payloadTooLarge(maxBytes: number): ProblemError {
 }
 
 /** 408: the body did not arrive in time. */
-export function bodyTimeout(received?: number): ProblemError {
-  const got = received === undefined ? "" : ` (${received} bytes received)`;
+export function bodyTimeout(received: number, why: string): ProblemError {
   return new ProblemError(
     408,
     "request_timeout",
-    `the request body did not arrive in time${got}; send it at once`,
+    `the request body did not arrive in time (${received} bytes received; ${why}); send it at once`,
     { headers: { connection: "close" } },
   );
 }
 
+/** 503: the isolate holds as many body bytes as it may. */
+function bufferFull(): ProblemError {
+  metrics.inc("requests_shed_total", { reason: "body_buffer" });
+  return new ProblemError(
+    503,
+    "unavailable",
+    "the server is receiving too many request bodies at once, retry shortly",
+    { headers: { "retry-after": "1" } },
+  );
+}
+
+/** 415: a content coding on the request body. */
+function encodedBody(coding: string): ProblemError {
+  return new ProblemError(
+    415,
+    "unsupported_media_type",
+    `Content-Encoding "${coding}" is not accepted: send the request body uncompressed`,
+    { headers: { "accept-encoding": "identity" } },
+  );
+}
+
 /**
- * Reads a body stream whole under the limit and the deadline. Throws a 413 or 408
+ * Reads a body stream whole under the limit and the deadlines. `declared` (a Content-Length)
+ * lets it fill one buffer of that size instead of keeping chunks; `reserve` is asked for every
+ * chunk's bytes when nothing was reserved up front (false: 503). Throws a 413, 408 or 503
  * ProblemError (and cancels the stream, so the rest is never read), or a 400 when the client
  * broke off.
  */
 export async function readBody(
   stream: ReadableStream<Uint8Array<ArrayBuffer>>,
-  options: BodyOptions,
+  options: BodyOptions & { declared?: number; reserve?: (bytes: number) => boolean },
 ): Promise<Uint8Array<ArrayBuffer>> {
   const start = performance.now();
   const reader = stream.getReader();
+  const declared = options.declared;
+  const whole = declared === undefined ? null : new Uint8Array(declared);
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   let size = 0;
+  let lastByte = start;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let pending: Promise<ReadableStreamReadResult<Uint8Array<ArrayBuffer>>> | undefined;
   try {
     for (;;) {
-      const deadline = start + options.timeoutMs + (size * 1000) / options.minBytesPerS;
-      const wait = deadline - performance.now();
-      if (wait <= 0) throw bodyTimeout(size);
+      const idleAt = lastByte + options.idleMs;
+      const slowAt = start + options.timeoutMs + (size * 1000) / options.minBytesPerS;
+      const wait = Math.min(idleAt, slowAt) - performance.now();
+      if (wait <= 0) {
+        throw bodyTimeout(
+          size,
+          idleAt <= slowAt
+            ? `nothing for ${options.idleMs} ms`
+            : `slower than ${options.minBytesPerS} bytes/s after ${options.timeoutMs} ms`,
+        );
+      }
       const expired = new Promise<"expired">((resolve) => {
         timer = setTimeout(() => resolve("expired"), wait);
       });
+      // One read at a time: a read still pending when a timer fired is awaited again.
+      pending ??= reader.read();
       let result: ReadableStreamReadResult<Uint8Array<ArrayBuffer>> | "expired";
       try {
-        result = await Promise.race([reader.read(), expired]);
+        result = await Promise.race([pending, expired]);
       } catch {
         throw new ProblemError(400, "malformed_body", "the request body could not be read");
       } finally {
         clearTimeout(timer);
       }
-      if (result === "expired") throw bodyTimeout(size);
+      if (result === "expired") continue; // the loop's check names which deadline passed
+      pending = undefined;
       if (result.done) break;
-      size += result.value.byteLength;
-      if (size > options.maxBytes) throw payloadTooLarge(options.maxBytes);
-      // A byte stream hands out views into 64 KiB buffers: keep a trickled byte, not its buffer.
       const chunk = result.value;
+      if (chunk.byteLength === 0) continue;
+      lastByte = performance.now();
+      size += chunk.byteLength;
+      if (size > options.maxBytes) throw payloadTooLarge(options.maxBytes);
+      if (whole) {
+        if (size > whole.byteLength) {
+          throw new ProblemError(
+            400,
+            "malformed_body",
+            "the request body exceeds its Content-Length",
+          );
+        }
+        whole.set(chunk, size - chunk.byteLength);
+        continue;
+      }
+      if (options.reserve && !options.reserve(chunk.byteLength)) throw bufferFull();
+      // A byte stream hands out views into 64 KiB buffers: keep a trickled byte, not its buffer.
       chunks.push(chunk.byteLength * 2 < chunk.buffer.byteLength ? chunk.slice() : chunk);
     }
   } catch (err) {
     reader.cancel().catch(() => {}); // stop reading from the socket
     throw err;
+  }
+  if (whole) {
+    if (size < whole.byteLength) {
+      throw new ProblemError(
+        400,
+        "malformed_body",
+        "the request body is shorter than its Content-Length",
+      );
+    }
+    return whole;
   }
   if (chunks.length === 1) return chunks[0];
   const body = new Uint8Array(size);
@@ -93,64 +189,56 @@ export async function readBody(
   return body;
 }
 
-/**
- * Reads a body of a declared length (the HTTP layer delivers no more than that) whole, natively,
- * by a deadline fixed up front: `timeoutMs` plus the time the declared bytes take at
- * `minBytesPerS`. Measured: 300 connections trickling a byte each every 500 ms cost the
- * isolate nothing this way, while a JS read per chunk (64 KiB allocated for each) made every
- * other request wait. On a 408 the pending read ends when the connection closes.
- */
-export async function readDeclared(
-  req: Request,
-  length: number,
-  options: Omit<BodyOptions, "maxBytes">,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const reading = req.arrayBuffer();
-  reading.catch(() => {}); // after a 408 it fails when the connection closes
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<"expired">((resolve) => {
-    timer = setTimeout(
-      () => resolve("expired"),
-      options.timeoutMs + (length * 1000) / options.minBytesPerS,
-    );
-  });
-  try {
-    const result = await Promise.race([reading, expired]);
-    if (result === "expired") throw bodyTimeout();
-    return new Uint8Array(result);
-  } catch (err) {
-    if (err instanceof ProblemError) throw err;
-    throw new ProblemError(400, "malformed_body", "the request body could not be read");
-  } finally {
-    clearTimeout(timer);
-  }
-}
+/** Options of {@link bodyGuard}. */
+export type BodyGuardOptions = Omit<BodyOptions, "maxBytes"> & {
+  /** Largest accepted body, or one per request (e.g. by content type). */
+  maxBytes: number | ((c: Context) => number);
+  /** The isolate's budget of buffered body bytes. */
+  budget?: BodyBudget;
+};
 
 /**
- * Middleware: a declared `Content-Length` past the limit is refused before reading, one within
- * it is read with {@link readDeclared}; any other body (chunked, multipart included) is counted
- * as it streams with {@link readBody}. The body is handed on in memory. `maxBytes` may depend
- * on the request (e.g. its content type).
+ * Middleware: refuses a body with a content coding (415), a declared `Content-Length` past the
+ * limit (413) or one that doesn't fit the isolate's budget (503 + Retry-After) before reading
+ * a byte; then reads it with {@link readBody} and hands it on in memory. The reserved bytes
+ * are given back when the request is answered.
  */
-export function bodyGuard(
-  options: Omit<BodyOptions, "maxBytes"> & { maxBytes: number | ((c: Context) => number) },
-): MiddlewareHandler {
+export function bodyGuard(options: BodyGuardOptions): MiddlewareHandler {
   return async (c, next) => {
     const raw = c.req.raw;
     if (!raw.body) return await next();
+    const refuse = (problem: ProblemError): never => {
+      raw.body?.cancel().catch(() => {});
+      throw problem;
+    };
+    const coding = raw.headers.get("content-encoding")?.trim().toLowerCase();
+    if (coding && coding !== "identity") refuse(encodedBody(coding));
     const maxBytes = typeof options.maxBytes === "function"
       ? options.maxBytes(c)
       : options.maxBytes;
-    const declared = raw.headers.get("content-length");
-    if (declared !== null && Number(declared) > maxBytes) {
-      raw.body.cancel().catch(() => {});
-      throw payloadTooLarge(maxBytes);
+    const header = raw.headers.get("content-length");
+    const length = header === null ? NaN : Number(header);
+    const declared = Number.isSafeInteger(length) && length >= 0 ? length : undefined;
+    if (declared !== undefined && declared > maxBytes) refuse(payloadTooLarge(maxBytes));
+    const budget = options.budget;
+    let reserved = 0;
+    if (budget && declared !== undefined) {
+      if (!budget.reserve(declared)) refuse(bufferFull());
+      reserved = declared;
     }
-    const length = declared === null ? NaN : Number(declared);
-    const body = Number.isSafeInteger(length) && length >= 0
-      ? await readDeclared(raw, length, options)
-      : await readBody(raw.body, { ...options, maxBytes });
-    c.req.raw = new Request(raw, { body });
-    await next();
+    try {
+      const body = await readBody(raw.body, {
+        ...options,
+        maxBytes,
+        declared,
+        reserve: budget && declared === undefined
+          ? (bytes) => budget.reserve(bytes) && (reserved += bytes, true)
+          : undefined,
+      });
+      c.req.raw = new Request(raw, { body });
+      await next();
+    } finally {
+      budget?.release(reserved);
+    }
   };
 }

@@ -1,7 +1,7 @@
 import "../scripts/unit_env.ts";
 import { assert, assertEquals } from "../scripts/assert.ts";
 import { assertProblem, it } from "../scripts/test_http.ts";
-import { readBody, readDeclared } from "./body.ts";
+import { readBody } from "./body.ts";
 import { ProblemError } from "./problem.ts";
 
 const { createApp } = await import("./http.ts");
@@ -23,6 +23,9 @@ function trickle(chunk: Uint8Array<ArrayBuffer>, everyMs: number, times = Infini
   return { stream, stats };
 }
 
+/** Deadlines of these tests: 300 ms grace, 1 s idle, 64 KiB/s after the grace. */
+const opts = { timeoutMs: 300, idleMs: 1000, minBytesPerS: 65536 };
+
 async function status(p: Promise<unknown>): Promise<number> {
   const err: unknown = await p.then(() => null, (e) => e);
   assert(err instanceof ProblemError, `expected a ProblemError, got ${err}`);
@@ -32,50 +35,72 @@ async function status(p: Promise<unknown>): Promise<number> {
 it("a stalled body gets 408 at the deadline, and the stream is cancelled", async () => {
   const { stream, stats } = trickle(new Uint8Array(1), 60_000);
   const start = performance.now();
-  const got = await status(readBody(stream, { maxBytes: 100, timeoutMs: 300, minBytesPerS: 100 }));
+  const got = await status(
+    readBody(stream, { maxBytes: 100, timeoutMs: 300, idleMs: 5000, minBytesPerS: 100 }),
+  );
   const ms = performance.now() - start;
   assertEquals(got, 408);
-  assert(ms >= 290 && ms < 1000, `answered after ${ms} ms`);
+  assert(ms >= 290 && ms < 5000, `answered after ${ms} ms`);
   assertEquals(stats.cancelled, true);
 });
 
-it("a body of declared length is read natively by a deadline fixed up front: 408 when it stalls", async () => {
-  const { stream } = trickle(new Uint8Array(1), 60_000);
-  const req = new Request("http://x/", { method: "POST", body: stream });
+it("a declared 1,000,000-byte body that sends one byte gets 408 after the grace, not 15 s later", async () => {
+  // Today's fixed deadline was grace + length / rate: 300 ms + 15 s at 64 KiB/s.
+  const { stream, stats } = trickle(new Uint8Array(1), 50, 1_000_000);
   const start = performance.now();
-  const got = await status(readDeclared(req, 64, { timeoutMs: 300, minBytesPerS: 16384 }));
+  const got = await status(
+    readBody(stream, { ...opts, maxBytes: 2_000_000, declared: 1_000_000 }),
+  );
   const ms = performance.now() - start;
   assertEquals(got, 408);
-  assert(ms >= 290 && ms < 1000, `answered after ${ms} ms`);
-  const whole = new Request("http://x/", { method: "POST", body: "0123456789" });
-  const body = await readDeclared(whole, 10, { timeoutMs: 300, minBytesPerS: 16384 });
+  assert(ms >= 290 && ms < 5000, `answered after ${ms} ms`);
+  assertEquals(stats.cancelled, true);
+  // a declared body that arrives whole is read into one buffer of that size
+  const whole = new Blob(["0123456789"]).stream() as ReadableStream<Uint8Array<ArrayBuffer>>;
+  const body = await readBody(whole, { ...opts, maxBytes: 100, declared: 10 });
   assertEquals(new TextDecoder().decode(body), "0123456789");
+});
+
+it("no byte for idleMs is a stall: 408 before the grace runs out", async () => {
+  const { stream } = trickle(new Uint8Array(1), 60_000);
+  const start = performance.now();
+  const got = await status(
+    readBody(stream, { maxBytes: 100, timeoutMs: 10_000, idleMs: 300, minBytesPerS: 65536 }),
+  );
+  const ms = performance.now() - start;
+  assertEquals(got, 408);
+  assert(ms >= 290 && ms < 8000, `answered after ${ms} ms (the grace is 10 s)`);
 });
 
 it("a trickle (a byte every 50 ms) gets 408 near the deadline, not when the body ends", async () => {
   const { stream, stats } = trickle(new Uint8Array(1), 50, 1000);
   const start = performance.now();
   const got = await status(
-    readBody(stream, { maxBytes: 10_000, timeoutMs: 400, minBytesPerS: 1000 }),
+    readBody(stream, { maxBytes: 10_000, timeoutMs: 400, idleMs: 5000, minBytesPerS: 1000 }),
   );
   const ms = performance.now() - start;
   assertEquals(got, 408);
   // ~8 bytes in 400 ms buy 8 ms more: far from the 50 s the whole body would take
-  assert(ms < 1000, `answered after ${ms} ms`);
+  assert(ms >= 390 && ms < 10_000, `answered after ${ms} ms`);
   assert(stats.sent < 30, `${stats.sent} chunks read`);
 });
 
 it("a body that keeps coming at the minimum rate may take longer than the grace period", async () => {
   // 1 KiB every 20 ms = 50 KiB/s for ~600 ms, with a 200 ms grace and a 16 KiB/s floor.
   const { stream } = trickle(new Uint8Array(1024), 20, 30);
-  const body = await readBody(stream, { maxBytes: 64 * 1024, timeoutMs: 200, minBytesPerS: 16384 });
+  const body = await readBody(stream, {
+    maxBytes: 64 * 1024,
+    timeoutMs: 200,
+    idleMs: 5000,
+    minBytesPerS: 16384,
+  });
   assertEquals(body.byteLength, 30 * 1024);
 });
 
 it("an endless chunked body gets 413 at the limit; the rest is never read", async () => {
   const { stream, stats } = trickle(new Uint8Array(1000), 0);
   const got = await status(
-    readBody(stream, { maxBytes: 10_000, timeoutMs: 5000, minBytesPerS: 1 }),
+    readBody(stream, { maxBytes: 10_000, timeoutMs: 5000, idleMs: 5000, minBytesPerS: 1 }),
   );
   assertEquals(got, 413);
   assertEquals(stats.sent, 11); // the chunk that crossed the limit, no more
@@ -83,7 +108,7 @@ it("an endless chunked body gets 413 at the limit; the rest is never read", asyn
 });
 
 it("the app answers a chunked body past the limit 413 problem+json with CORS headers", async () => {
-  const app = createApp("t", { maxBodyBytes: 4096 });
+  const app = createApp("t", { maxBodyBytes: 4096, anonymousBodies: true });
   let handled = 0;
   app.post("/echo", async (c) => {
     handled++;
@@ -115,7 +140,7 @@ it("the app answers a chunked body past the limit 413 problem+json with CORS hea
 });
 
 it("a declared Content-Length past the limit is refused before reading", async () => {
-  const app = createApp("u", { maxBodyBytes: 10 });
+  const app = createApp("u", { maxBodyBytes: 10, anonymousBodies: true });
   app.post("/x", (c) => c.text("read"));
   const { stream, stats } = trickle(new Uint8Array(1), 0);
   const req = new Request("http://x/u/x", {
@@ -125,4 +150,27 @@ it("a declared Content-Length past the limit is refused before reading", async (
   });
   await assertProblem(await app.request(req), 413, "10 bytes");
   assertEquals(stats.sent, 0);
+});
+
+it("a compressed request body is refused 415 naming Content-Encoding, before reading it", async () => {
+  const app = createApp("z", { anonymousBodies: true });
+  let handled = 0;
+  app.post("/x", (c) => (handled++, c.text("read")));
+  for (const coding of ["gzip", "br", "deflate, gzip"]) {
+    const { stream, stats } = trickle(new Uint8Array(1), 0, 10);
+    const res = await app.request("/z/x", {
+      method: "POST",
+      body: stream,
+      headers: { "content-encoding": coding, "content-type": "application/json" },
+    });
+    await assertProblem(res, 415, "Content-Encoding");
+    assertEquals(stats.sent, 0, coding);
+  }
+  const plain = await app.request("/z/x", {
+    method: "POST",
+    body: "{}",
+    headers: { "content-encoding": "identity" },
+  });
+  assertEquals(plain.status, 200);
+  assertEquals(handled, 1);
 });

@@ -49,7 +49,7 @@ const envSchema = z.object({
   MAX_BODY_BYTES: int(1024 * 1024),
   REQUEST_BUDGET_MS: int(10_000),
   MAX_IN_FLIGHT: int(512),
-  MIN_IN_FLIGHT: int(8),
+  MIN_IN_FLIGHT: int(32),
   ADMISSION_TARGET_MS: int(100),
   USER_MAX_IN_FLIGHT: int(16),
   ANON_IP_MAX_IN_FLIGHT: int(32),
@@ -57,8 +57,10 @@ const envSchema = z.object({
   CLIENT_IP_HEADER: z.enum(["cf-connecting-ip", "x-forwarded-for", "x-real-ip"]).default(
     "cf-connecting-ip",
   ),
-  BODY_READ_TIMEOUT_MS: int(5000),
-  BODY_MIN_BYTES_PER_S: int(16 * 1024),
+  BODY_READ_TIMEOUT_MS: int(3000),
+  BODY_IDLE_TIMEOUT_MS: int(2500),
+  BODY_MIN_BYTES_PER_S: int(64 * 1024),
+  BODY_BUFFER_MAX_BYTES: int(64 * 1024 * 1024),
   FEED_RATE_LIMIT_PER_MIN: int(120),
   ANON_READ_RATE_LIMIT_PER_MIN: int(120),
   ANON_WRITE_RATE_LIMIT_PER_MIN: int(30),
@@ -194,7 +196,11 @@ export function loadConfig(env: Record<string, string | undefined>) {
     body: {
       /** A body must start within this and keep coming at `minBytesPerS` (else 408). */
       timeoutMs: e.BODY_READ_TIMEOUT_MS,
+      /** No byte for this long is a stall (408), whatever the grace left. */
+      idleMs: e.BODY_IDLE_TIMEOUT_MS,
       minBytesPerS: e.BODY_MIN_BYTES_PER_S,
+      /** Bytes of request bodies this isolate buffers at once (past it: 503 before reading). */
+      bufferMaxBytes: e.BODY_BUFFER_MAX_BYTES,
     },
     limits: {
       feedPerMin: e.FEED_RATE_LIMIT_PER_MIN,

@@ -12,9 +12,14 @@ import { cors } from "hono/cors";
 import { requestId } from "hono/request-id";
 import { routePath } from "hono/route";
 import { timing } from "hono/timing";
-import { Admission, admit, type Caller, GradientLimit } from "./admission.ts";
-import { type AuthVariables, bearerToken, verifyAccessToken } from "./auth.ts";
-import { bodyGuard } from "./body.ts";
+import { Admission, admit, admitCaller, type Caller, GradientLimit } from "./admission.ts";
+import {
+  type AuthUser,
+  type AuthVariables,
+  bearerToken,
+  identify as identifyToken,
+} from "./auth.ts";
+import { BodyBudget, bodyGuard } from "./body.ts";
 import { type Budget, withBudget } from "./budget.ts";
 import { config } from "./config.ts";
 import { metrics } from "./metrics.ts";
@@ -40,6 +45,12 @@ export interface AppOptions {
   title?: string;
   /** Admission control: adaptive limit and per-caller caps (default true; health opts out). */
   shed?: boolean;
+  /**
+   * Whether a request body is read without a signed-in user (default false: every route that
+   * takes a body needs a user, so one without a valid user token is a 401 before a byte of it
+   * is read). `events` (anonymous senders) and `jobs-worker` (secret key) set it.
+   */
+  anonymousBodies?: boolean;
 }
 
 /**
@@ -60,20 +71,62 @@ metrics.collect(() => [
   { name: "admission_in_flight", value: admission.inFlight, help: "Requests holding a slot" },
 ]);
 
+/** The isolate's budget of buffered request-body bytes (`BODY_BUFFER_MAX_BYTES`). */
+export const bodyBudget: BodyBudget = new BodyBudget(config.body.bufferMaxBytes);
+metrics.collect(() => [
+  { name: "body_buffer_bytes", value: bodyBudget.used, help: "Request-body bytes buffered" },
+]);
+
 /**
- * Per-caller caps key on the verified user (the token check is cached per isolate), and on
- * the client IP only for anonymous callers: many signed-in users share an IP behind a NAT.
- * A token that doesn't verify counts against its IP (the route answers it 401).
+ * Who is calling, from the headers alone, before the body is read: the verified user (the
+ * token check is cached per isolate), else null; `problem` is the 401 a bad token or header
+ * earns (project keys mean anonymous). Kept in the context as `caller`.
+ */
+async function whoCalls(c: Context): Promise<{ user: AuthUser | null; problem?: unknown }> {
+  const known = c.get("caller" as never) as
+    | { user: AuthUser | null; problem?: unknown }
+    | undefined;
+  if (known) return known;
+  let who: { user: AuthUser | null; problem?: unknown };
+  try {
+    const token = bearerToken(c.req.raw);
+    who = { user: token ? await identifyToken(token) : null };
+  } catch (problem) {
+    who = { user: null, problem };
+  }
+  c.set("caller" as never, who as never);
+  return who;
+}
+
+/**
+ * Per-caller caps key on the verified user, and on the client IP only for anonymous callers:
+ * many signed-in users share an IP behind a NAT. A token that doesn't verify counts against
+ * its IP (the route answers it 401).
  */
 async function identify(c: Context): Promise<Caller> {
-  const token = bearerToken(c.req.raw);
-  if (token) {
-    try {
-      const user = await verifyAccessToken(token);
-      return { key: `user:${user.id}`, cap: config.admission.perUser };
-    } catch { /* anonymous for admission */ }
-  }
+  const { user } = await whoCalls(c);
+  if (user) return { key: `user:${user.id}`, cap: config.admission.perUser };
   return { key: `ip:${clientIp(c)}`, cap: config.admission.perAnonIp };
+}
+
+/**
+ * Middleware: on an app whose bodies need a user, a request with a body and no valid user
+ * token is a 401 before the body is read (the token is checked from the headers, cached).
+ */
+function bodiesNeedUser(): MiddlewareHandler {
+  return async (c, next) => {
+    if (c.req.raw.body && c.req.method !== "OPTIONS") {
+      const { user, problem } = await whoCalls(c);
+      if (!user) {
+        c.req.raw.body.cancel().catch(() => {});
+        throw problem ??
+          new ProblemError(401, "unauthorized", "a bearer access token is required", {
+            headers: { "www-authenticate": `Bearer error="invalid_token"` },
+          });
+      }
+    }
+    await next();
+  };
 }
 
 /** Builds the Hono app of the function `slug`, mounted at `/<slug>`. */
@@ -113,13 +166,21 @@ export function createApp(slug: string, options: AppOptions = {}): App {
   );
   app.use(timing({ totalDescription: "total", crossOrigin: true }));
   app.use(usageTiming());
-  // The body is read (size limit, deadline) before admission: a slow upload holds no slot.
+  // Before a byte of the body is read: shed on overload (503), the caller's own in-flight cap
+  // (429, held until answered: one client has at most its cap of bodies in flight), a user
+  // for apps whose bodies need one (401). Then the body (415, 413, the isolate's body budget
+  // 503, deadlines 408), and only then a work slot: a slow upload holds none.
+  if (options.shed !== false) app.use(admitCaller(admission, { identify }));
+  if (!options.anonymousBodies) app.use(bodiesNeedUser());
   app.use(
-    bodyGuard({ maxBytes: options.maxBodyBytes ?? config.maxBodyBytes, ...config.body }),
+    bodyGuard({
+      maxBytes: options.maxBodyBytes ?? config.maxBodyBytes,
+      ...config.body,
+      budget: bodyBudget,
+    }),
   );
   if (options.shed !== false) {
     app.use(admit(admission, {
-      identify,
       excludedMs: (c) => {
         // Left out of the latency samples: time waiting on paid APIs (not our capacity), and
         // time in the pool's search lane (its wait and its statements). That lane is bounded

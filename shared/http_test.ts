@@ -13,11 +13,13 @@ const settings = {
   USER_MAX_IN_FLIGHT: "16",
   ANON_IP_MAX_IN_FLIGHT: "32",
   BODY_READ_TIMEOUT_MS: "300",
-  BODY_MIN_BYTES_PER_S: "16384",
+  BODY_IDLE_TIMEOUT_MS: "2000",
+  BODY_MIN_BYTES_PER_S: "65536",
+  BODY_BUFFER_MAX_BYTES: "1500000",
 };
 for (const [name, value] of Object.entries(settings)) Deno.env.set(name, value);
 
-const { admission, createApp } = await import("./http.ts");
+const { admission, bodyBudget, createApp } = await import("./http.ts");
 const { toProblem } = await import("./problem.ts");
 // Parsed: don't leak these into the test files that run after this one in the process.
 for (const name of Object.keys(settings)) Deno.env.delete(name);
@@ -53,13 +55,14 @@ async function untilInFlight(n: number) {
   assertEquals(admission.inFlight, n);
 }
 
-it("one user holds at most 16 slots: the 17th..24th get 503 + Retry-After + CORS, others get in", async () => {
+it("one user holds at most 16 slots: the 17th..24th get 429 in-flight + Retry-After + CORS, others get in", async () => {
   const { get, release } = blockingApp();
   const held = Array.from({ length: 16 }, () => get(alice));
   await untilInFlight(16);
   for (let i = 17; i <= 24; i++) {
     const refused = await get(alice);
-    await assertProblem(refused, 503, "at most 16");
+    await assertProblem(refused.clone(), 429, "at most 16");
+    assertEquals((await refused.json()).policy, "in-flight");
     assertEquals(refused.headers.get("retry-after"), "1");
     assertEquals(refused.headers.get("access-control-allow-origin"), "*");
   }
@@ -85,32 +88,131 @@ it("past the isolate's limit any caller gets 503 with Retry-After and CORS, then
   assertEquals((await get(dave)).status, 200);
 });
 
-it("a stalled body gets 408 + CORS within the deadline and never holds a slot", async () => {
-  const { app } = blockingApp();
-  let cancelled = false;
-  const stalled = new ReadableStream<Uint8Array>({
-    start(c) {
-      c.enqueue(new Uint8Array([123]));
+/**
+ * A body stream that sends `first` and then stalls; `reading` resolves when the server asks for
+ * more after it (the body is being read), `pulls` counts what was asked for.
+ */
+function stallingBody(first = new Uint8Array([123])) {
+  const stats = { pulls: 0, cancelled: false };
+  let reading!: () => void;
+  const waiting = new Promise<void>((r) => reading = r);
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (stats.pulls++ === 0) c.enqueue(first);
+      else {
+        reading();
+        return new Promise(() => {}); // stalls
+      }
     },
     cancel() {
-      cancelled = true;
+      stats.cancelled = true;
     },
-  });
+  }, { highWaterMark: 0 });
+  return { stream, stats, waiting };
+}
+
+it("a stalled body of a declared 1,000,000 bytes gets 408 + CORS after the grace and holds no work slot", async () => {
+  const { app } = blockingApp();
+  const { stream, stats, waiting } = stallingBody();
   const start = performance.now();
   const pending = app.request("/t/body", {
     method: "PATCH",
-    body: stalled,
-    headers: { ...origin, authorization: `Bearer ${alice}` },
+    body: stream,
+    headers: { ...origin, authorization: `Bearer ${alice}`, "content-length": "1000000" },
   });
-  let slotsWhileWaiting = -1;
-  setTimeout(() => slotsWhileWaiting = admission.inFlight, 150);
+  await waiting; // the body is being read: the caller's hold is taken, no work slot
+  assertEquals(admission.inFlight, 0);
+  assertEquals(admission.held("user:00000000-0000-4000-8000-00000000000a"), 1);
   const res = await pending;
   const ms = performance.now() - start;
   await assertProblem(res, 408, "did not arrive in time");
   assertEquals(res.headers.get("access-control-allow-origin"), "*");
-  assert(ms < 300 + 500, `answered after ${ms} ms`);
-  assertEquals(slotsWhileWaiting, 0);
-  assert(cancelled, "the body stream was cancelled");
+  // grace 300 ms (the old deadline was 300 ms + 1,000,000 B / rate = 15 s at 64 KiB/s)
+  assert(ms >= 290 && ms < 5000, `answered after ${ms} ms`);
+  assert(stats.cancelled, "the body stream was cancelled");
+  assertEquals(admission.held("user:00000000-0000-4000-8000-00000000000a"), 0);
+  assertEquals(bodyBudget.used, 0);
+});
+
+it("a caller's cap is taken before its body is read: 16 stalled bodies, the 17th gets 429 unread", async () => {
+  const { app } = blockingApp();
+  const bodies = Array.from({ length: 17 }, () => stallingBody());
+  const send = (b: ReturnType<typeof stallingBody>) =>
+    app.request("/t/body", {
+      method: "PATCH",
+      body: b.stream,
+      headers: { ...origin, authorization: `Bearer ${bob}`, "content-length": "10" },
+    });
+  const pending = bodies.slice(0, 16).map(send);
+  await Promise.all(bodies.slice(0, 16).map((b) => b.waiting));
+  const refused = await send(bodies[16]);
+  await assertProblem(refused, 429, "at most 16");
+  assertEquals(refused.headers.get("retry-after"), "1");
+  assertEquals(bodies[16].stats.pulls, 0); // never read
+  assertEquals((await Promise.all(pending)).map((r) => r.status), Array(16).fill(408));
+});
+
+it("bodies past the isolate's buffer budget get a fast 503 + Retry-After before being read", async () => {
+  const { app } = blockingApp();
+  const first = stallingBody();
+  const held = app.request("/t/body", {
+    method: "PATCH",
+    body: first.stream,
+    headers: { ...origin, authorization: `Bearer ${carol}`, "content-length": "1000000" },
+  });
+  await first.waiting;
+  assertEquals(bodyBudget.used, 1000000);
+  const second = stallingBody();
+  const start = performance.now();
+  const refused = await app.request("/t/body", {
+    method: "PATCH",
+    body: second.stream,
+    headers: { ...origin, authorization: `Bearer ${dave}`, "content-length": "1000000" },
+  });
+  await assertProblem(refused, 503, "too many request bodies");
+  assertEquals(refused.headers.get("retry-after"), "1");
+  assertEquals(refused.headers.get("access-control-allow-origin"), "*");
+  assert(performance.now() - start < 250, "not fast"); // refused before reading: no wait at all
+  assertEquals(second.stats.pulls, 0);
+  // a chunked body reserves as it grows: past the budget it is cut off with 503 too
+  const chunked = new ReadableStream<Uint8Array>({
+    pull(c) {
+      c.enqueue(new Uint8Array(16384));
+    },
+  }, { highWaterMark: 0 });
+  const cut = await app.request("/t/body", {
+    method: "PATCH",
+    body: chunked,
+    headers: { ...origin, authorization: `Bearer ${dave}` },
+  });
+  await assertProblem(cut, 503, "too many request bodies");
+  assertEquals((await held).status, 408);
+  assertEquals(bodyBudget.used, 0);
+  const ok = await app.request("/t/body", {
+    method: "PATCH",
+    body: new Uint8Array(60000),
+    headers: { ...origin, authorization: `Bearer ${dave}` },
+  });
+  assertEquals(await ok.json(), { bytes: 60000 });
+});
+
+it("a body without a valid user token is a 401 before it is read (unless the app takes anonymous bodies)", async () => {
+  const { app } = blockingApp();
+  for (const auth of [undefined, "Bearer not.a.jwt", "Bearer x junk"]) {
+    const { stream, stats } = stallingBody();
+    const res = await app.request("/t/body", {
+      method: "PATCH",
+      body: stream,
+      headers: { ...origin, "content-length": "10", ...(auth ? { authorization: auth } : {}) },
+    });
+    await assertProblem(res, 401);
+    assertEquals(res.headers.get("access-control-allow-origin"), "*");
+    assertEquals(stats.pulls, 0, `${auth}: the body was read`);
+  }
+  const open = createApp("o", { anonymousBodies: true });
+  open.post("/x", async (c) => c.json({ bytes: (await c.req.arrayBuffer()).byteLength }));
+  const res = await open.request("/o/x", { method: "POST", body: "{}", headers: origin });
+  assertEquals(await res.json(), { bytes: 2 });
 });
 
 it("every problem answer carries the CORS headers: 429 and 503 from routes, 404, 405", async () => {

@@ -86,7 +86,7 @@ const EventsBody = z.object({
 
 const Accepted = z.object({ accepted: z.number().int() }).openapi("EventsAccepted");
 
-export const app = createApp("events");
+export const app = createApp("events", { anonymousBodies: true });
 
 /** Per user when signed in, per client IP when anonymous. */
 const limitUser = rateLimit(userLimiter, (c) => c.get("user")!.id);

@@ -22,7 +22,10 @@ import { jobHandlers } from "./handlers/index.ts";
 /** Margin between the last task's end and the budget's end (answer, commit). */
 const answerMarginMs = 2000;
 
-export const app = createApp("jobs-worker", { budgetMs: config.jobs.runBudgetMs });
+export const app = createApp("jobs-worker", {
+  budgetMs: config.jobs.runBudgetMs,
+  anonymousBodies: true, // the secret key is checked by its routes
+});
 
 // A cron calls once a minute; a leaked key or a runaway loop must not start runs without end.
 const runLimiter = new RateLimiter({
