@@ -2,18 +2,24 @@
  * Concurrency leases: at most `limit` requests in flight per key across every isolate
  * (e.g. recall: 5 per user). `@upstash/ratelimit` only limits rates, so this is ours.
  *
- * A lease is a member of a sorted set scored by its expiry. Acquire (one Lua script: drop
- * expired, count, add) and release (one ZREM) are one round trip each, and a lease expires by
- * itself after `ttlMs`, so an isolate killed mid-request never leaks a slot for longer.
+ * A lease is a member of a sorted set scored by its expiry. Acquire (one Lua script,
+ * shared/lease.lua.ts: drop expired, count, add) and release (one ZREM) are one round trip
+ * each, and a lease expires by itself after `ttlMs`, so an isolate killed mid-request never
+ * leaks a slot for longer.
+ *
+ * {@link withSlot} holds one slot around a piece of work (recall-resolve's providers call);
+ * {@link concurrencyLimit} is the same as route middleware (searches).
  *
  * @module
  */
 import type { Redis } from "@upstash/redis";
 import type { Context, MiddlewareHandler } from "hono";
 import { type Clock, systemClock } from "./clock.ts";
+import { acquireLeaseScript } from "./lease.lua.ts";
 import { ProblemError } from "./problem.ts";
 import { metrics } from "./metrics.ts";
-import { redis, redisKey } from "./redis.ts";
+import { isolateRedis, redisKey } from "./redis.ts";
+import { runScript } from "./redis_script.ts";
 import { timed } from "./timing.ts";
 import { untilAborted } from "./abort.ts";
 
@@ -44,7 +50,7 @@ export type LeaseResult =
   /** `retryAfterMs`: until the earliest held lease expires (an upper bound on the wait). */
   | { ok: false; retryAfterMs: number };
 
-/** Where leases live: Redis across isolates, or this process's memory. */
+/** Where slots live: Redis leases across isolates ({@link RedisLeaseStore}). */
 export interface LeaseStore {
   acquire(key: string, options: LeaseOptions): Promise<LeaseResult>;
 }
@@ -59,12 +65,14 @@ export const leaseStats = {
   lateReleased: 0,
 };
 
-function checkOptions({ limit, ttlMs }: LeaseOptions): void {
+/** Refuses a limit below 1 or a lifetime below 1 ms. */
+export function checkOptions({ limit, ttlMs }: LeaseOptions): void {
   if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`lease limit ${limit} < 1`);
   if (!(ttlMs >= 1)) throw new RangeError(`lease ttlMs ${ttlMs} < 1`);
 }
 
-function makeLease(
+/** A lease whose release runs `drop` once, never rejecting (it would expire anyway). */
+export function makeLease(
   key: string,
   id: string,
   expiresAt: number,
@@ -87,31 +95,11 @@ function makeLease(
   };
 }
 
-/**
- * KEYS[1] the key's lease set; ARGV: now (ms), ttl (ms), limit, lease id.
- * Returns {1, 0} when granted, {0, ms until the earliest lease expires} when full.
- * The set's own TTL follows its longest lease, so an abandoned key vanishes with it.
- * Every key is in KEYS: Upstash runs allow-key-locking scripts without its global lock.
- */
-const ACQUIRE_LUA = `#!lua flags=allow-key-locking
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[4])
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(last[2]) - now))
-  return {1, 0}
-end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, math.max(1, tonumber(first[2]) - now)}
-`;
-
 /** Leases in Redis, shared by every isolate. Expiry is scored with `clock` (tests move it). */
 export class RedisLeaseStore implements LeaseStore {
   readonly #redis: Redis;
   readonly #prefix: string;
   readonly #clock: Clock;
-  readonly #acquire;
   readonly #pending = new Set<Promise<unknown>>();
 
   /** `prefix` is prepended to every key (end it with `:`). */
@@ -119,7 +107,6 @@ export class RedisLeaseStore implements LeaseStore {
     this.#redis = redis;
     this.#prefix = prefix;
     this.#clock = clock;
-    this.#acquire = redis.createScript<[number, number]>(ACQUIRE_LUA);
   }
 
   /** One round trip (EVALSHA; the first call after a Redis restart adds the EVAL fallback). */
@@ -129,15 +116,12 @@ export class RedisLeaseStore implements LeaseStore {
     const id = crypto.randomUUID();
     const fullKey = this.#prefix + key;
     const [granted, retryAfterMs] = await this.#track(
-      timed(
-        "redis",
-        this.#acquire.exec([fullKey], [
-          String(now),
-          String(options.ttlMs),
-          String(options.limit),
-          id,
-        ]),
-      ),
+      runScript(this.#redis, acquireLeaseScript, [fullKey], [
+        now,
+        options.ttlMs,
+        options.limit,
+        id,
+      ]),
     );
     if (granted !== 1) return { ok: false, retryAfterMs: Number(retryAfterMs) };
     return {
@@ -163,48 +147,12 @@ export class RedisLeaseStore implements LeaseStore {
   }
 }
 
-/** Leases in this process only: limits are per isolate (no Redis configured, tests). */
-export class MemoryLeaseStore implements LeaseStore {
-  readonly #clock: Clock;
-  /** key → lease id → expiresAt */
-  readonly #keys = new Map<string, Map<string, number>>();
+let isolateStore: LeaseStore | undefined;
 
-  constructor(clock: Clock = systemClock) {
-    this.#clock = clock;
-  }
-
-  acquire(key: string, options: LeaseOptions): Promise<LeaseResult> {
-    checkOptions(options);
-    const now = Math.floor(this.#clock());
-    let leases = this.#keys.get(key);
-    if (!leases) this.#keys.set(key, leases = new Map());
-    let earliest = Infinity;
-    for (const [id, expiresAt] of leases) {
-      if (expiresAt <= now) leases.delete(id);
-      else earliest = Math.min(earliest, expiresAt);
-    }
-    if (leases.size >= options.limit) {
-      return Promise.resolve({ ok: false, retryAfterMs: Math.max(1, earliest - now) });
-    }
-    const id = crypto.randomUUID();
-    const expiresAt = now + options.ttlMs;
-    leases.set(id, expiresAt);
-    const held = leases;
-    return Promise.resolve({
-      ok: true,
-      lease: makeLease(key, id, expiresAt, () => {
-        held.delete(id);
-        if (held.size === 0 && this.#keys.get(key) === held) this.#keys.delete(key);
-        return Promise.resolve();
-      }),
-    });
-  }
+/** The isolate's store: leases in the isolate's Redis (made on first use). */
+export function isolateLeaseStore(): LeaseStore {
+  return isolateStore ??= new RedisLeaseStore(isolateRedis(), redisKey("lease") + ":");
 }
-
-/** The isolate's store: Redis when configured, else memory (limits per isolate). */
-export const leaseStore: LeaseStore = redis
-  ? new RedisLeaseStore(redis, redisKey("lease") + ":")
-  : new MemoryLeaseStore();
 
 /**
  * Acquires, but gives up after `decisionMs` (or at once on a Redis error) and returns null so
@@ -268,95 +216,96 @@ async function holding<T>(
   }
 }
 
-/**
- * Acquires a lease on `key`, runs `fn` with a signal (aborted by `options.signal` or after
- * `ttlMs`), and releases the lease in `finally`. Returns `{ok: false}` without running `fn`
- * when every slot is taken; store errors reject.
- */
-export async function withLease<T>(
-  store: LeaseStore,
-  key: string,
-  options: LeaseOptions & { signal?: AbortSignal },
-  fn: (signal: AbortSignal) => Promise<T>,
-): Promise<{ ok: true; value: T } | { ok: false; retryAfterMs: number }> {
-  options.signal?.throwIfAborted();
-  const result = await store.acquire(key, options);
-  if (!result.ok) return result;
-  return { ok: true, value: await holding(result.lease, options.ttlMs, options.signal, fn) };
-}
-
-/** One named concurrency limit for {@link concurrencyLimit}. */
-export interface ConcurrencyPolicy {
-  /** Shown in problems (`policy`) and part of the Redis key, e.g. `recall`. */
+/** One named concurrency limit: how many slots per key, and what happens without a decision. */
+export interface SlotPolicy {
+  /** Shown in problems (`policy`) and part of the Redis key, e.g. `recall-concurrency`. */
   name: string;
-  /** Requests in flight at once per key. */
+  /** Slots held at once per key. */
   limit: number;
-  /** Lease lifetime: the route's budget plus a margin. */
+  /** Lease lifetime: the work's budget plus a margin. */
   ttlMs: number;
-  /** Whose slots a request takes, e.g. the user id. */
-  key: (c: Context) => string;
-  /** When the store can't answer in time: let the request through, or answer 503. */
+  /** When the store can't answer in time: run anyway, or answer 503. */
   failOpen: boolean;
-  /** How long to wait for the store before applying `failOpen` (default 50 ms). */
-  decisionMs?: number;
-  /** Default: the isolate's {@link leaseStore}. */
-  store?: LeaseStore;
+  /** How long to wait for the store before applying `failOpen`. */
+  decisionMs: number;
 }
 
 /** Seconds a client should wait before retrying when the store is unreachable. */
 const unavailableRetryS = 5;
 
 /**
- * Middleware allowing `limit` requests in flight per `key(c)`: 429 problem+json with
- * Retry-After when full; fail open or 503 when the store can't decide within `decisionMs`.
- * The lease is released when the handler finishes, throws, or the request is abandoned
- * (client gone or budget expired: `c.req.raw.signal`, `c.var.budget.aborted`).
+ * Holds one of `key`'s slots (under `p.name`) while `fn` runs: 429 problem naming the policy,
+ * with Retry-After, when every slot is taken; run unlimited (failOpen) or 503 when the store
+ * can't decide within `p.decisionMs`. The slot is released on every path: success, throw,
+ * `signal` abort and `ttlMs` running out (then `fn`'s signal aborts and we stop waiting for it).
+ */
+export async function withSlot<T>(
+  store: LeaseStore,
+  p: SlotPolicy,
+  key: string,
+  signal: AbortSignal | undefined,
+  fn: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  checkOptions(p);
+  signal?.throwIfAborted();
+  const result = await acquireWithin(store, `${p.name}:${key}`, p, p.decisionMs);
+  if (!result) {
+    if (p.failOpen) {
+      leaseStats.failOpen++;
+      console.warn(JSON.stringify({ msg: "concurrency limit failed open", policy: p.name }));
+      return await fn(signal ?? new AbortController().signal);
+    }
+    leaseStats.failClosed++;
+    throw new ProblemError(
+      503,
+      "unavailable",
+      `concurrency limit "${p.name}" cannot be checked`,
+      { headers: { "retry-after": String(unavailableRetryS) } },
+    );
+  }
+  if (!result.ok) {
+    leaseStats.rejected++;
+    throw new ProblemError(
+      429,
+      "rate_limited",
+      `concurrency limit "${p.name}" reached: ${p.limit} requests in flight`,
+      {
+        headers: { "retry-after": String(Math.max(1, Math.ceil(result.retryAfterMs / 1000))) },
+        extensions: { policy: p.name },
+      },
+    );
+  }
+  leaseStats.granted++;
+  return await holding(result.lease, p.ttlMs, signal, fn);
+}
+
+/** {@link SlotPolicy} for a route, with whose slots a request takes. */
+export interface ConcurrencyPolicy extends Omit<SlotPolicy, "decisionMs"> {
+  /** Whose slots a request takes, e.g. the user id. */
+  key: (c: Context) => string;
+  /** Default 50 ms. */
+  decisionMs?: number;
+  /** Default: the isolate's {@link isolateLeaseStore}. */
+  store?: LeaseStore;
+}
+
+/**
+ * Middleware: {@link withSlot} around the rest of the request, keyed by `key(c)`. The slot is
+ * also released when the request is abandoned (client gone or budget expired:
+ * `c.req.raw.signal`, `c.var.budget.aborted`).
  */
 export function concurrencyLimit(policy: ConcurrencyPolicy): MiddlewareHandler {
   checkOptions(policy);
+  const p: SlotPolicy = { ...policy, decisionMs: policy.decisionMs ?? 50 };
   return async (c, next) => {
-    const store = policy.store ?? leaseStore;
-    const result = await acquireWithin(
-      store,
-      `${policy.name}:${policy.key(c)}`,
-      policy,
-      policy.decisionMs ?? 50,
-    );
-    if (!result) {
-      if (policy.failOpen) {
-        leaseStats.failOpen++;
-        console.warn(JSON.stringify({ msg: "concurrency limit failed open", policy: policy.name }));
-        await next();
-        return;
-      }
-      leaseStats.failClosed++;
-      throw new ProblemError(
-        503,
-        "unavailable",
-        `concurrency limit "${policy.name}" cannot be checked`,
-        { headers: { "retry-after": String(unavailableRetryS) } },
-      );
-    }
-    if (!result.ok) {
-      leaseStats.rejected++;
-      throw new ProblemError(
-        429,
-        "rate_limited",
-        `concurrency limit "${policy.name}" reached: ${policy.limit} requests in flight`,
-        {
-          headers: { "retry-after": String(Math.max(1, Math.ceil(result.retryAfterMs / 1000))) },
-          extensions: { policy: policy.name },
-        },
-      );
-    }
-    leaseStats.granted++;
     const budget = c.get("budget") as { aborted?: AbortSignal } | undefined;
     const signal = budget?.aborted
       ? AbortSignal.any([c.req.raw.signal, budget.aborted])
       : c.req.raw.signal;
     try {
-      await holding(result.lease, policy.ttlMs, signal, () => next());
+      await withSlot(policy.store ?? isolateLeaseStore(), p, policy.key(c), signal, () => next());
     } catch (err) {
+      if (err instanceof ProblemError) throw err; // refused (429) or undecided (503)
       // Hono turns handler errors into responses before next() returns, so only an abandoned
       // request (client gone, budget or lease time out) lands here; nobody reads this answer
       // (or withBudget already sent its 504).

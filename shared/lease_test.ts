@@ -1,6 +1,7 @@
 /**
- * Contract tests for concurrency leases: every behaviour against both stores (Redis behind
- * the Upstash REST bridge, and memory), with the clock moved by hand instead of sleeping.
+ * Contract tests for concurrency leases: every behaviour against the one store, Redis behind
+ * the Upstash REST bridge, with the clock moved by hand instead of sleeping; and the
+ * in-isolate KeyedSlots cap searches put in front of it.
  *
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/lease_test.ts`
  */
@@ -9,16 +10,16 @@ import { Hono } from "hono";
 import { assert, assertEquals, assertRejects } from "../scripts/assert.ts";
 import { freePort, startRedisServer } from "../scripts/local_services.ts";
 import { type TestRedis, testRedis } from "../scripts/test_redis.ts";
-import type { Clock } from "./clock.ts";
 import {
   concurrencyLimit,
   type ConcurrencyPolicy,
   type LeaseStore,
-  MemoryLeaseStore,
   RedisLeaseStore,
-  withLease,
+  type SlotPolicy,
+  withSlot,
 } from "./lease.ts";
 import { ProblemError, problemResponse, toProblem } from "./problem.ts";
+import { KeyedSlots } from "./slots.ts";
 
 /** A store plus the hand-moved clock it reads. */
 interface Harness {
@@ -29,15 +30,6 @@ interface Harness {
 }
 
 const kinds: Record<string, () => Promise<Harness & { close(): Promise<void> }>> = {
-  memory: () => {
-    const time = { now: Date.now() };
-    const clock: Clock = () => time.now;
-    return Promise.resolve({
-      store: new MemoryLeaseStore(clock),
-      advance: (ms) => void (time.now += ms),
-      close: () => Promise.resolve(),
-    });
-  },
   redis: async () => {
     const fixture = await testRedis();
     const time = { now: Date.now() };
@@ -129,57 +121,76 @@ contract("retryAfterMs is the earliest expiry", async ({ store, advance }) => {
   assertEquals(next.retryAfterMs, 300);
 });
 
-contract("withLease releases after success, throw and abort", async ({ store }) => {
+/** A slot policy for withSlot tests; its slots live under `t:<key>`. */
+const slot = (limit: number, ttlMs: number): SlotPolicy => ({
+  name: "t",
+  limit,
+  ttlMs,
+  failOpen: false,
+  decisionMs: 1000,
+});
+
+contract("withSlot releases after success, throw and abort", async ({ store }) => {
   const o = { limit: 1, ttlMs: 10_000 };
-  const ok = await withLease(store, "k", o, () => Promise.resolve(42));
-  assertEquals(ok, { ok: true, value: 42 });
+  assertEquals(
+    await withSlot(store, slot(1, 10_000), "k", undefined, () => Promise.resolve(42)),
+    42,
+  );
 
   await assertRejects(
-    () => withLease(store, "k", o, () => Promise.reject(new Error("boom"))),
+    () => withSlot(store, slot(1, 10_000), "k", undefined, () => Promise.reject(new Error("boom"))),
     /boom/,
   );
 
   const controller = new AbortController();
   const started = latch();
   const never = new Promise<never>(() => {}); // ignores its signal on purpose
-  const run = withLease(store, "k", { ...o, signal: controller.signal }, () => {
+  const run = withSlot(store, slot(1, 10_000), "k", controller.signal, () => {
     started.resolve();
     return never;
   });
   await started.promise;
-  const busy = await store.acquire("k", o);
+  const busy = await store.acquire("t:k", o);
   assert(!busy.ok, "held while fn runs");
   controller.abort(new Error("client went away"));
   await assertRejects(() => run, /client went away/);
 
-  const after = await store.acquire("k", o);
+  const after = await store.acquire("t:k", o);
   assert(after.ok, "free again after success, throw and abort");
   await after.lease.release();
 });
 
-contract("withLease stops waiting and releases when fn outlives ttlMs", async ({ store }) => {
+contract("withSlot stops waiting and releases when fn outlives ttlMs", async ({ store }) => {
   // The lease would expire in Redis at ttlMs anyway; the release makes the slot free at once
   // (the store clock is not moved here). 30 ms of real time: the lease timer is a real timer.
   const o = { limit: 1, ttlMs: 30 };
   let aborted: unknown;
-  const run = withLease(store, "k", o, (signal) => {
+  const run = withSlot(store, slot(1, 30), "k", undefined, (signal) => {
     signal.addEventListener("abort", () => aborted = signal.reason);
     return new Promise<never>(() => {});
   });
   await assertRejects(() => run, /lease held longer than 30 ms/);
   assert(aborted instanceof DOMException && aborted.name === "TimeoutError", "fn was told");
-  const after = await store.acquire("k", o);
+  const after = await store.acquire("t:k", o);
   assert(after.ok);
   await after.lease.release();
 });
 
-contract("withLease does not run fn when full", async ({ store }) => {
+contract("withSlot does not run fn when full: 429 naming the policy", async ({ store }) => {
   const o = { limit: 1, ttlMs: 10_000 };
-  const held = await store.acquire("k", o);
+  const held = await store.acquire("t:k", o);
   assert(held.ok);
   let ran = false;
-  const res = await withLease(store, "k", o, () => Promise.resolve(ran = true));
-  assertEquals(res, { ok: false, retryAfterMs: 10_000 });
+  const err = await withSlot(
+    store,
+    slot(1, 10_000),
+    "k",
+    undefined,
+    () => Promise.resolve(ran = true),
+  ).catch((e) => e);
+  assert(err instanceof ProblemError);
+  assertEquals([err.status, err.options.extensions?.policy], [429, "t"]);
+  assertEquals(err.options.headers?.["retry-after"], "10");
   assert(!ran);
   await held.lease.release();
 });
@@ -319,7 +330,7 @@ Deno.test("redis gone: decision within ~50 ms; fail-open lets through, fail-clos
   }
 });
 
-Deno.test("memory: a slow store decides by failOpen after decisionMs", async () => {
+Deno.test("a slow store decides by failOpen after decisionMs", async () => {
   // A store that never answers, to pin the timeout path without Redis.
   const stuck: LeaseStore = { acquire: () => new Promise(() => {}) };
   for (const failOpen of [true, false]) {
@@ -331,7 +342,8 @@ Deno.test("memory: a slow store decides by failOpen after decisionMs", async () 
 });
 
 Deno.test("a grant that arrives after the decision is handed straight back", async () => {
-  const inner = new MemoryLeaseStore();
+  const fixture = await testRedis();
+  const inner = new RedisLeaseStore(fixture.redis, `${fixture.prefix}lease:`);
   const gate = latch();
   const released = latch();
   const slow: LeaseStore = {
@@ -355,4 +367,26 @@ Deno.test("a grant that arrives after the decision is handed straight back", asy
   const after = await inner.acquire("recall:u1", { limit: 1, ttlMs: 10_000 });
   assert(after.ok, "the late lease was released");
   await after.lease.release();
+  await inner.idle();
+  await fixture.close();
+});
+
+Deno.test("KeyedSlots: at most limit holders per key in the isolate, freed on release", async () => {
+  const slots = new KeyedSlots();
+  const o = { limit: 2, ttlMs: 10_000 };
+  const results = await Promise.all(Array.from({ length: 20 }, () => slots.acquire("u", o)));
+  const granted = results.filter((r) => r.ok);
+  assertEquals(granted.length, 2);
+  for (const r of results) if (!r.ok) assertEquals(r.retryAfterMs, 1000);
+  assert((await slots.acquire("v", o)).ok, "another key is untouched");
+  const [a, b] = granted;
+  await a.lease.release();
+  await a.lease.release(); // harmless: must not free b's slot
+  assertEquals(slots.held("u"), 1);
+  const c = await slots.acquire("u", o);
+  assert(c.ok);
+  assert(!(await slots.acquire("u", o)).ok);
+  await b.lease.release();
+  if (c.ok) await c.lease.release();
+  assertEquals(slots.held("u"), 0);
 });

@@ -8,8 +8,9 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { config } from "./config.ts";
 import type { AsUserOptions } from "./db.ts";
-import { concurrencyLimit, MemoryLeaseStore } from "./lease.ts";
+import { concurrencyLimit } from "./lease.ts";
 import { ProblemError } from "./problem.ts";
+import { KeyedSlots } from "./slots.ts";
 
 /**
  * How a search uses the database: its own lane of the pool, its own short statement timeout,
@@ -30,11 +31,11 @@ export function searchQueryWords(text: string, max: number): string[] {
 }
 
 /** This isolate's search slots: they decide at once, whatever Redis does. */
-const isolateSearchSlots = new MemoryLeaseStore();
+const isolateSearchSlots = new KeyedSlots();
 
 /**
  * Route middleware capping a user's searches in flight at `SEARCH_CONCURRENCY_PER_USER`:
- * in this isolate (in memory, always decides) and across isolates (Redis leases; when Redis
+ * in this isolate (a count, always decides) and across isolates (Redis leases; when Redis
  * can't answer in time that check is skipped, and the isolate's cap still holds). Over the
  * cap: 429 with Retry-After.
  */

@@ -22,7 +22,7 @@ import { coalesce } from "../../shared/coalesce.ts";
 import { config } from "../../shared/config.ts";
 import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp } from "../../shared/http.ts";
-import { acquireWithin, leaseStats, leaseStore } from "../../shared/lease.ts";
+import { isolateLeaseStore, withSlot } from "../../shared/lease.ts";
 import { metrics } from "../../shared/metrics.ts";
 import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
@@ -249,10 +249,24 @@ async function sharedResolution(
         () =>
           coalesce(`recall:resolve:${input.key}`, () => {
             computed = true;
-            return withResolveSlot(userId, budget, () =>
-              // Its own budget with the same deadline: the work is shared, so one asker
-              // going away must not abort it for the others.
-              resolve(input, new Budget(budget.remaining())));
+            // No signal: the work is shared with followers, so one asker going away must
+            // not free the slot (or abort the work) early; its own budget, same deadline.
+            return withSlot(
+              isolateLeaseStore(),
+              {
+                name: slotPolicy,
+                limit: config.limits.recallConcurrency,
+                ttlMs: leaseTtlMs,
+                failOpen: false, // every resolve may cost money: 503 rather than unlimited
+                decisionMs: config.limits.decisionMs,
+              },
+              userId,
+              undefined,
+              () => {
+                budget.aborted.throwIfAborted();
+                return resolve(input, new Budget(budget.remaining()));
+              },
+            );
           }, {
             lockTtlMs: budget.remaining() + 5_000,
             waitMs: budget.remaining(),
@@ -270,50 +284,5 @@ async function sharedResolution(
         err.options.extensions?.policy === slotPolicy;
       if (!othersRefusal || attempt >= 3) throw err;
     }
-  }
-}
-
-/** Runs `fn` holding one of the user's concurrency slots (fail closed: 503 if unknown). */
-async function withResolveSlot<T>(
-  userId: string,
-  budget: Budget,
-  fn: () => Promise<T>,
-): Promise<T> {
-  const limit = config.limits.recallConcurrency;
-  const result = await acquireWithin(
-    leaseStore,
-    `${slotPolicy}:${userId}`,
-    { limit, ttlMs: leaseTtlMs },
-    config.limits.decisionMs,
-  );
-  if (!result) {
-    leaseStats.failClosed++;
-    throw new ProblemError(
-      503,
-      "unavailable",
-      `concurrency limit "${slotPolicy}" cannot be checked`,
-      {
-        headers: { "retry-after": "5" },
-      },
-    );
-  }
-  if (!result.ok) {
-    leaseStats.rejected++;
-    throw new ProblemError(
-      429,
-      "rate_limited",
-      `concurrency limit "${slotPolicy}" reached: ${limit} resolves in flight`,
-      {
-        headers: { "retry-after": String(Math.max(1, Math.ceil(result.retryAfterMs / 1000))) },
-        extensions: { policy: slotPolicy },
-      },
-    );
-  }
-  leaseStats.granted++;
-  try {
-    budget.aborted.throwIfAborted();
-    return await fn();
-  } finally {
-    await result.lease.release();
   }
 }
