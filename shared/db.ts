@@ -151,11 +151,17 @@ export const poolGate = new PoolGate(config.dbPoolMax, { search: config.dbSearch
 /**
  * Counts the statements `work` issues in the current request (Server-Timing `db` calls),
  * at the call site: a driver hook would run in whichever request freed the connection.
- * Each statement is also handed to `track`, so an abandoned request can cancel it.
+ * Each statement is also handed to `track`, so an abandoned request can cancel it, and
+ * `guard` runs first (it throws when the request was abandoned).
  */
-function counting(tx: Tx, track: (q: postgres.PendingQuery<postgres.Row[]>) => void): Tx {
+function counting(
+  tx: Tx,
+  track: (q: postgres.PendingQuery<postgres.Row[]>) => void,
+  guard: () => void = () => {},
+): Tx {
   return new Proxy(tx, {
     apply(target, self, args) {
+      guard(); // throws once the request is abandoned: nothing more is sent
       const result = Reflect.apply(target, self, args);
       if (Array.isArray(args[0]) && "raw" in args[0]) {
         countCall("db");
@@ -266,6 +272,45 @@ async function waitForSlot(options: AsUserOptions, signal?: AbortSignal): Promis
   }
 }
 
+/** How long to wait for a CancelRequest to be delivered before giving up on it. */
+const cancelLandMs = 5000;
+
+/**
+ * Sends a CancelRequest for `q` and resolves once it has landed: postgres.js resolves the
+ * canceller's promise when the postmaster closes the cancel connection, which it does after
+ * signalling the backend. `Query.cancel()` drops that promise, so the canceller is called here.
+ */
+function cancelAndWait(q: postgres.PendingQuery<postgres.Row[]>): Promise<unknown> {
+  const pending = q as unknown as { canceller?: ((q: unknown) => Promise<void>) | null };
+  const canceller = pending.canceller;
+  if (!canceller) return Promise.resolve();
+  pending.canceller = null; // as Query.cancel() does: one cancel per statement
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    canceller(q),
+    new Promise((resolve) => (timer = setTimeout(resolve, cancelLandMs))),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * The transaction itself. Once the request's budget has expired or its client has left, it
+ * never commits:
+ * - a statement running then is cancelled (CancelRequest), whichever ended it first, the
+ *   cancel or `statement_timeout` (kept as a backstop, set from what was left of the budget
+ *   at the start, so a later statement could otherwise outlive the request);
+ * - a statement issued after it throws instead of being sent;
+ * - once `work` has settled, the deadline is checked again and the callback throws, so
+ *   postgres.js sends ROLLBACK, not COMMIT.
+ * ROLLBACK (or COMMIT) goes out only after every CancelRequest has landed: while the callback
+ * runs, the connection is reserved for this transaction, so a late cancel can only hit a
+ * statement of this (failed) transaction, never another request's.
+ *
+ * Remaining window: a deadline that falls while COMMIT itself is in flight (work finished in
+ * time; one round trip, ~1 ms locally). The COMMIT is not cancelled (it may already be
+ * durable), so the client can get 504 for a write that landed; likewise if the handler
+ * spends past the deadline after `asUser` returned. Writes that a client may retry after a
+ * 504 should carry an idempotency key.
+ */
 function transaction<T>(
   user: AuthUser | null,
   work: (tx: Tx) => Promise<T>,
@@ -276,14 +321,12 @@ function transaction<T>(
 ): Promise<T> {
   const role = user ? "authenticated" : "anon";
   const claims = JSON.stringify(user ? user.claims : { role: "anon" });
+  const expired = () => Boolean(signal?.aborted || (budget && budget.remaining() <= 0));
+  const reason = () => signal?.reason ?? new DOMException("request budget expired", "TimeoutError");
   // Every tagged template of this transaction: statements, but also fragments nested in
   // other statements, which must never be awaited or cancelled here (that would run them).
   const issued = new Set<postgres.PendingQuery<postgres.Row[]>>();
   const onAbort = () => {
-    // At the deadline itself, statement_timeout (set to what was left of the budget) ends
-    // the statement in the database at the same moment; a CancelRequest racing it could
-    // land on the backend's next statement. Cancel only earlier aborts: the client left.
-    if (budget && budget.remaining() < 20) return;
     for (const q of issued) {
       // Sent to the backend (postgres.js sets `state` then; awaiting such a query can't
       // start it again) and not finished yet.
@@ -296,23 +339,35 @@ function transaction<T>(
           ]);
           if (done) return;
           poolStats.cancelledStatements++;
-          q.cancel(); // returns nothing to await: the statement's own end says it landed
-          await q.then(() => {}, () => {});
+          // Both: the cancel delivered (so it can't hit a later statement) and the
+          // statement's own end.
+          await Promise.allSettled([cancelAndWait(q), q.then(() => {}, () => {})]);
         })().catch(() => {}),
       );
     }
   };
   signal?.addEventListener("abort", onAbort, { once: true });
   return (sql.begin(async (tx) => {
+    if (expired()) throw reason();
     const setup = tx`/* as-user */ select set_config('role', ${role}, true),
       set_config('request.jwt.claims', ${claims}, true),
       set_config('statement_timeout', ${String(timeoutMs)}, true)`.execute();
     issued.add(setup);
-    const [, result] = await Promise.all([
+    const guarded = counting(tx, (q) => issued.add(q), () => {
+      if (expired()) throw reason();
+    });
+    // allSettled: the callback must not return (and postgres.js end the transaction) while
+    // a statement of `work` is still pending on this connection.
+    const [setupDone, workDone] = await Promise.allSettled([
       setup,
-      work(counting(tx, (q) => issued.add(q))),
+      (async () => await work(guarded))(),
     ]);
-    return result as T;
+    await Promise.allSettled(cancels);
+    if (setupDone.status === "rejected") throw setupDone.reason;
+    if (workDone.status === "rejected") throw workDone.reason;
+    // Never commit after the deadline: the client is being (or has been) told 504.
+    if (expired()) throw reason();
+    return workDone.value;
   }) as Promise<T>).finally(() => signal?.removeEventListener("abort", onAbort));
 }
 
@@ -326,12 +381,18 @@ export async function query<T extends readonly object[]>(
   signal?: AbortSignal,
 ): Promise<T> {
   const release = await poolGate.acquire("default", signal);
-  const cancel = () => q.cancel();
+  let cancelled: Promise<unknown> | undefined;
+  const cancel = () => {
+    poolStats.cancelledStatements++;
+    cancelled = cancelAndWait(q as unknown as postgres.PendingQuery<postgres.Row[]>);
+  };
   signal?.addEventListener("abort", cancel, { once: true });
   try {
     return await timed("db", q as unknown as Promise<T>);
   } finally {
     signal?.removeEventListener("abort", cancel);
+    // Keep the slot until the CancelRequest has landed (it hits whatever its backend runs).
+    if (cancelled) await cancelled;
     release();
   }
 }
