@@ -148,7 +148,9 @@ interface ThreadSource {
  * result, and drops the cached copy. Returns what it did (tests, logs).
  */
 export async function regenerate(postId: string): Promise<"current" | "llm" | "extractive"> {
-  const [thread] = await sql<ThreadSource[]>`
+  // Both statements go through the isolate's pool gate: background work can't take the
+  // connections request work needs.
+  const [thread] = await query(sql<ThreadSource[]>`
     select p.replies_updated_at::text as version, p.reply_count, p.body as post_body,
       s.replies_updated_at::text as summary_version, s.source, s.retry_after, s.llm_failures,
       coalesce((
@@ -164,7 +166,7 @@ export async function regenerate(postId: string): Promise<"current" | "llm" | "e
         ) r
       ), '[]'::jsonb) as replies
     from public.posts p left join public.thread_summaries s on s.post_id = p.id
-    where p.id = ${postId}`;
+    where p.id = ${postId}`);
   if (!thread?.version) return "current";
   const upToDate = thread.summary_version === thread.version &&
     (thread.source === "llm" || !llmRetryDue({
@@ -184,7 +186,7 @@ export async function regenerate(postId: string): Promise<"current" | "llm" | "e
   const text = attempt?.ok ? attempt.text : extractiveText(newestFirst, thread.reply_count);
   const source = attempt?.ok ? "llm" : "extractive";
   metrics.inc("thread_summaries_total", { source });
-  await sql`
+  await query(sql`
     insert into public.thread_summaries as s (post_id, text, source, model, generated_at,
       replies_updated_at, reply_count, retry_after, llm_failures, llm_calls, prompt_tokens,
       completion_tokens)
@@ -205,7 +207,7 @@ export async function regenerate(postId: string): Promise<"current" | "llm" | "e
       -- …while the cost always adds up.
       llm_calls = s.llm_calls + excluded.llm_calls,
       prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
-      completion_tokens = s.completion_tokens + excluded.completion_tokens`;
+      completion_tokens = s.completion_tokens + excluded.completion_tokens`);
   await forgetSummary(postId);
   return source;
 }

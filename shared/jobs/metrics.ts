@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { query } from "../db.ts";
 import { metrics, type Sample } from "../metrics.ts";
 import { type Db } from "./queue.ts";
 
@@ -34,11 +35,16 @@ export function collectQueueDepth(db: Db, cacheMs = 5000): void {
 }
 
 async function queueDepth(db: Db): Promise<Sample[]> {
-  const rows = await db<{ job_type: string; status: string; n: number }[]>`
+  // Through the isolate's pool gate (a scrape waits at most 2 s for a connection, then the
+  // collector reports nothing): metrics can't take connections request work needs.
+  const rows = await query(
+    db<{ job_type: string; status: string; n: number }[]>`
     select job_type, status, count(*)::int as n
     from public.jobs
     where status in ('pending', 'processing', 'failed')
-    group by job_type, status`;
+    group by job_type, status`,
+    AbortSignal.timeout(2000),
+  );
   // Zeros too: an empty queue is a value (and the series exists before the first job).
   const depth = new Map<string, number>();
   for (const type of knownJobTypes) {

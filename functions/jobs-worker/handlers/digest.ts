@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { sql } from "../../../shared/db.ts";
+import { query, sql } from "../../../shared/db.ts";
 import { type JobHandler, PermanentJobError } from "../../../shared/jobs/pool.ts";
 import type { Db } from "../../../shared/jobs/queue.ts";
 
@@ -56,12 +56,14 @@ export async function scheduleDigests(day: string, db: Db = sql): Promise<number
 }
 
 /** Sends the digest of `payload.user_id` for `payload.day`. */
-export const sendDigest: JobHandler = async (job) => {
+export const sendDigest: JobHandler = async (job, { signal }) => {
   const { user_id: userId, day } = job.payload as { user_id?: string; day?: string };
   if (typeof userId !== "string" || typeof day !== "string" || !isDay(day)) {
     throw new PermanentJobError("digest needs payload {user_id, day: YYYY-MM-DD}");
   }
-  await sql`
+  // Through the isolate's pool gate (cancelled when the task times out).
+  await query(
+    sql`
     with window_ as (
       select (${day}::date::timestamp at time zone 'UTC') as from_,
              (${day}::date::timestamp at time zone 'UTC') + interval '1 day' as to_
@@ -85,5 +87,7 @@ export const sendDigest: JobHandler = async (job) => {
     from counts
     where new_likes + new_followers + new_replies > 0
       and exists (select 1 from public.profiles where id = ${userId})
-    on conflict (user_id, dedupe_key) where dedupe_key is not null do nothing`;
+    on conflict (user_id, dedupe_key) where dedupe_key is not null do nothing`,
+    signal,
+  );
 };

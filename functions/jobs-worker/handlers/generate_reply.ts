@@ -8,7 +8,7 @@
  * @module
  */
 import { config } from "../../../shared/config.ts";
-import { sql } from "../../../shared/db.ts";
+import { query, sql } from "../../../shared/db.ts";
 import { type JobHandler, PermanentJobError } from "../../../shared/jobs/pool.ts";
 import { chatJson, openai, openaiChat } from "../../../shared/openai.ts";
 import { callUpstream } from "../../../shared/upstream.ts";
@@ -30,7 +30,7 @@ interface Target {
 }
 
 /** Writes the reply of `job.persona_id` to `job.post_id`. */
-export const generateReply: JobHandler = async (job, { budget }) => {
+export const generateReply: JobHandler = async (job, { budget, signal }) => {
   if (!job.post_id || !job.persona_id) {
     throw new PermanentJobError("generate_reply needs post_id and persona_id");
   }
@@ -38,13 +38,18 @@ export const generateReply: JobHandler = async (job, { budget }) => {
   if (!openai || !config.openai) {
     throw new PermanentJobError("OpenAI is not configured (OPENAI_API_KEY is not set)");
   }
-  const [target] = await sql<Target[]>`
+  // Through the isolate's pool gate, like request work: a slow job can't take every
+  // connection, and its statements are cancelled when the task times out.
+  const [target] = await query(
+    sql<Target[]>`
     select p.body as post_body, p.status as post_status, pe.name as persona_name,
            pe.style_prompt,
            exists (select 1 from public.replies r
                    where r.post_id = p.id and r.persona_id = pe.id) as replied
     from public.posts p, public.personas pe
-    where p.id = ${job.post_id} and pe.id = ${job.persona_id}`;
+    where p.id = ${job.post_id} and pe.id = ${job.persona_id}`,
+    signal,
+  );
   // Deleted post or persona, unpublished post, or a previous run already replied (a
   // worker lost after its insert): nothing to do, and no LLM call to pay for.
   if (!target || target.post_status !== "published" || target.replied) return;
@@ -66,7 +71,8 @@ export const generateReply: JobHandler = async (job, { budget }) => {
   const body = typeof value?.reply === "string" ? value.reply.trim().slice(0, maxReplyChars) : "";
   if (!body) throw new Error("the model returned an empty reply");
 
-  await sql`
+  await query(
+    sql`
     with reply as (
       insert into public.replies (post_id, persona_id, body)
       values (${job.post_id}, ${job.persona_id}, ${body})
@@ -79,5 +85,7 @@ export const generateReply: JobHandler = async (job, { budget }) => {
                               'persona_id', reply.persona_id, 'persona_name', ${target.persona_name}::text),
            'persona_reply:' || reply.id
     from reply join public.posts p on p.id = reply.post_id
-    on conflict (user_id, dedupe_key) where dedupe_key is not null do nothing`;
+    on conflict (user_id, dedupe_key) where dedupe_key is not null do nothing`,
+    signal,
+  );
 };
