@@ -14,10 +14,12 @@
 import type { Redis } from "@upstash/redis";
 import { runInBackground } from "./background.ts";
 import { type Clock, systemClock } from "./clock.ts";
-import { type Coalescer, LocalCoalescer, RedisCoalescer, SingleFlight } from "./coalesce.ts";
+import { invalidateScript, logLength } from "./cache.lua.ts";
+import { type Coalescer, RedisCoalescer, SingleFlight } from "./coalesce.ts";
 import { config } from "./config.ts";
 import { metrics } from "./metrics.ts";
-import { redis as defaultRedis, redisKey } from "./redis.ts";
+import { isolateRedis, redisKey } from "./redis.ts";
+import { runScript } from "./redis_script.ts";
 import { timed } from "./timing.ts";
 
 /** How one value is cached. */
@@ -63,17 +65,6 @@ export interface CacheStats {
   invalidations: number;
 }
 
-const logLength = 1000;
-
-// Invalidate one key: delete it, bump the sequence, log it. KEYS: value, seq, log.
-const invalidateScript = `
-local n = #KEYS - 2
-for i = 1, n do redis.call('DEL', KEYS[i]) end
-local seq = redis.call('INCR', KEYS[n + 1])
-redis.call('LPUSH', KEYS[n + 2], seq .. '\\t' .. ARGV[1] .. '\\t' .. ARGV[2])
-redis.call('LTRIM', KEYS[n + 2], 0, ${logLength - 1})
-return seq`;
-
 /** The two-tier cache. One per isolate: {@link cache}. */
 export class TwoTierCache {
   readonly stats: CacheStats = {
@@ -89,8 +80,8 @@ export class TwoTierCache {
   #bytes = 0;
   #seenSeq: number | null = null;
   readonly #flights = new SingleFlight();
-  readonly #coalescer: Coalescer;
-  readonly #redis: Redis | null;
+  #coalescerMade: Coalescer | undefined;
+  #redisMade: Redis | undefined;
   readonly #prefix: string;
   readonly #clock: Clock;
   readonly #maxEntries: number;
@@ -99,7 +90,8 @@ export class TwoTierCache {
 
   constructor(
     options: {
-      redis?: Redis | null;
+      /** Default: the isolate's Redis, taken on first use. */
+      redis?: Redis;
       prefix?: string;
       maxEntries?: number;
       maxBytes?: number;
@@ -107,16 +99,21 @@ export class TwoTierCache {
       disabled?: boolean;
     } = {},
   ) {
-    this.#redis = options.redis === undefined ? defaultRedis : options.redis;
+    this.#redisMade = options.redis;
     this.#prefix = options.prefix ?? redisKey("cache:");
     this.#maxEntries = options.maxEntries ?? 2000;
     this.#maxBytes = options.maxBytes ?? 16 * 1024 * 1024;
     this.#clock = options.clock ?? systemClock;
     this.#disabled = options.disabled ?? false;
-    // Misses are computed once across isolates too: the first computes, the others wait for it.
-    this.#coalescer = this.#redis
-      ? new RedisCoalescer(this.#redis, `${this.#prefix}co:`)
-      : new LocalCoalescer();
+  }
+
+  get #redis(): Redis {
+    return this.#redisMade ??= isolateRedis();
+  }
+
+  /** Misses are computed once across isolates too: the first computes, the others wait. */
+  get #coalescer(): Coalescer {
+    return this.#coalescerMade ??= new RedisCoalescer(this.#redis, `${this.#prefix}co:`);
   }
 
   /**
@@ -140,9 +137,8 @@ export class TwoTierCache {
       this.#refreshInBackground(key, options, load);
       return local.v as T;
     }
-    const stored = this.#redis
-      ? await timed("redis", this.#redis.get<Envelope<T>>(this.#valueKey(key))).catch(() => null)
-      : null;
+    const stored = await timed("redis", this.#redis.get<Envelope<T>>(this.#valueKey(key)))
+      .catch(() => null);
     if (stored && stored.f > now) {
       this.stats.redisHits++;
       this.#localSet(key, stored);
@@ -161,29 +157,23 @@ export class TwoTierCache {
   async invalidate(key: string): Promise<void> {
     this.#drop(key);
     this.stats.invalidations++;
-    if (!this.#redis) return;
-    await timed(
-      "redis",
-      this.#redis.eval(invalidateScript, [this.#valueKey(key), this.#seqKey, this.#logKey], [
-        "key",
-        key,
-      ]),
-    );
+    await runScript(this.#redis, invalidateScript, [
+      this.#valueKey(key),
+      this.#seqKey,
+      this.#logKey,
+    ], ["key", key]);
   }
 
   /** Drops every entry stored with `tag`, in every tier of every isolate. */
   async invalidateTag(tag: string): Promise<void> {
     for (const [key, entry] of this.#local) if (entry.env.t?.includes(tag)) this.#drop(key);
     this.stats.invalidations++;
-    if (!this.#redis) return;
     const members = await timed("redis", this.#redis.smembers(this.#tagKey(tag)));
-    await timed(
-      "redis",
-      this.#redis.eval(
-        invalidateScript,
-        [...members.map((k) => this.#valueKey(k)), this.#tagKey(tag), this.#seqKey, this.#logKey],
-        ["tag", tag],
-      ),
+    await runScript(
+      this.#redis,
+      invalidateScript,
+      [...members.map((k) => this.#valueKey(k)), this.#tagKey(tag), this.#seqKey, this.#logKey],
+      ["tag", tag],
     );
   }
 
@@ -192,7 +182,7 @@ export class TwoTierCache {
    * sequence when nothing changed, one LRANGE more when something did.
    */
   async sync(): Promise<void> {
-    if (!this.#redis || this.#local.size === 0 && this.#seenSeq !== null) return;
+    if (this.#local.size === 0 && this.#seenSeq !== null) return;
     try {
       await this.#sync(this.#redis);
     } catch {
@@ -245,7 +235,7 @@ export class TwoTierCache {
         ...(options.invalidation === "ttl" ? { o: 1 as const } : {}),
       };
       this.#localSet(key, env);
-      if (this.#redis) await this.#store(key, env).catch(() => {});
+      await this.#store(key, env).catch(() => {});
       return value;
     });
     if (shared) this.stats.coalesced++;
@@ -253,7 +243,7 @@ export class TwoTierCache {
   }
 
   #store(key: string, env: Envelope): Promise<unknown> {
-    const redis = this.#redis!;
+    const redis = this.#redis;
     const px = Math.max(1, env.s - this.#clock());
     const writes: Promise<unknown>[] = [redis.set(this.#valueKey(key), env, { px })];
     for (const tag of env.t ?? []) {

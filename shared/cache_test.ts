@@ -8,15 +8,12 @@ const fixture = await testRedis();
 let now = 1_000_000;
 const clock = () => now;
 
-/** Two caches sharing one store: two isolates of the same function. */
-function isolates(
-  store: "redis" | "memory",
-  options: { maxEntries?: number; maxBytes?: number } = {},
-) {
+/** Two caches sharing one Redis: two isolates of the same function. */
+function isolates(options: { maxEntries?: number; maxBytes?: number } = {}) {
   const prefix = `${fixture.prefix}${crypto.randomUUID().slice(0, 6)}:`;
   const make = () =>
     new TwoTierCache({
-      redis: store === "redis" ? fixture.redis : null,
+      redis: fixture.redis,
       prefix,
       clock,
       ...options,
@@ -34,12 +31,12 @@ function loader<T>(value: () => T) {
   return fn;
 }
 
-for (const store of ["redis", "memory"] as const) {
+{
   const it = (name: string, fn: () => Promise<void>) =>
-    Deno.test({ name: `${store}: ${name}`, fn, sanitizeOps: false, sanitizeResources: false });
+    Deno.test({ name: `redis: ${name}`, fn, sanitizeOps: false, sanitizeResources: false });
 
   it("read-through: one load, then hits until the TTL passes", async () => {
-    const [a] = isolates(store);
+    const [a] = isolates();
     const load = loader(() => ({ n: 1 }));
     assertEquals(await a.get("k", { ttlS: 10 }, load), { n: 1 });
     assertEquals(await a.get("k", { ttlS: 10 }, load), { n: 1 });
@@ -51,7 +48,7 @@ for (const store of ["redis", "memory"] as const) {
   });
 
   it("concurrent misses share one load; failures are shared but never cached", async () => {
-    const [a] = isolates(store);
+    const [a] = isolates();
     let release!: () => void;
     const gate = new Promise<void>((r) => release = r);
     const slow = loader(() => "v");
@@ -72,7 +69,7 @@ for (const store of ["redis", "memory"] as const) {
   });
 
   it("stale-while-revalidate: stale answers while exactly one refresh runs", async () => {
-    const [a] = isolates(store);
+    const [a] = isolates();
     let version = 1;
     const load = loader(() => version);
     await a.get("k", { ttlS: 10, staleS: 60 }, load);
@@ -91,8 +88,7 @@ for (const store of ["redis", "memory"] as const) {
   });
 
   it("invalidation by key and by tag reaches the next read in every isolate", async () => {
-    const [a, b] = isolates(store);
-    const reader = store === "redis" ? b : a; // one process has one isolate
+    const [a, reader] = isolates();
     let name = "old";
     const load = () => Promise.resolve({ name });
     await a.get("profile:1", { ttlS: 300, tags: ["profile:1"] }, load);
@@ -117,7 +113,7 @@ for (const store of ["redis", "memory"] as const) {
   });
 
   it("the local tier is bounded by entries and bytes, least recently used out first", async () => {
-    const [a] = isolates(store, { maxEntries: 3, maxBytes: 1000 });
+    const [a] = isolates({ maxEntries: 3, maxBytes: 1000 });
     for (const k of ["a", "b", "c"]) await a.get(k, { ttlS: 60 }, () => Promise.resolve(k));
     await a.get("a", { ttlS: 60 }, () => Promise.resolve("a")); // touch a: b is now oldest
     await a.get("d", { ttlS: 60 }, () => Promise.resolve("d"));
@@ -137,7 +133,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const [a, b] = isolates("redis");
+    const [a, b] = isolates();
     const load = loader(() => [1, "two", { three: 3 }, null]);
     await a.get("shared", { ttlS: 30 }, load);
     assertEquals(await b.get("shared", { ttlS: 30 }, load), [1, "two", { three: 3 }, null]);
@@ -152,7 +148,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const [a] = isolates("redis");
+    const [a] = isolates();
     await a.get("ttl-only", { ttlS: 30, invalidation: "ttl" }, () => Promise.resolve(1));
     await a.get("everywhere", { ttlS: 30 }, () => Promise.resolve(2));
     let before = fixture.bridge.stats.requests;

@@ -11,10 +11,11 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
+import { type Claim, claimScript, finishScript } from "./coalesce.lua.ts";
 import { ProblemError } from "./problem.ts";
 import { metrics } from "./metrics.ts";
-import { redis, redisKey } from "./redis.ts";
-import { timed } from "./timing.ts";
+import { isolateRedis, redisKey } from "./redis.ts";
+import { runScript } from "./redis_script.ts";
 import { untilAborted } from "./abort.ts";
 
 /** Tuning of one coalesced call; every field has a default. */
@@ -62,7 +63,7 @@ const maxPollMs = 250;
 
 /** Counters of one coalescer. */
 export interface CoalesceStats {
-  /** Computed while holding the lock (in-process: every unshared call). */
+  /** Computed while holding the lock. */
   leader: number;
   /** Got another isolate's result (or its failure) from Redis. */
   followers: number;
@@ -118,23 +119,6 @@ export interface Coalescer {
   run<T>(key: string, compute: () => Promise<T>, options?: CoalesceOptions): Promise<T>;
 }
 
-/** Single-flight only: the in-process implementation (no Redis configured, tests). */
-export class LocalCoalescer implements Coalescer {
-  readonly #flights = new SingleFlight();
-  readonly stats: CoalesceStats;
-
-  constructor(options: Pick<CoalescerOptions, "stats"> = {}) {
-    this.stats = options.stats ?? coalesceStats;
-  }
-
-  run<T>(key: string, compute: () => Promise<T>, options: CoalesceOptions = {}): Promise<T> {
-    const { promise, shared } = this.#flights.run(key, compute);
-    if (shared) this.stats.localShares++;
-    else this.stats.leader++;
-    return untilAborted(promise, options.signal);
-  }
-}
-
 /** A leader's outcome as waiters read it (JSON in Redis). */
 type Envelope =
   | { ok: true; v?: unknown }
@@ -179,37 +163,6 @@ function settle<T>(raw: unknown): T {
   throw new CoalescedFailure(envelope.error);
 }
 
-/**
- * KEYS[1] the lock; KEYS[2] (optional) the result key of the leader being waited for.
- * ARGV[1] our token, ARGV[2] lock ttl (ms).
- * Returns {'done', envelope} when that leader published, {'follow', holder token} while a
- * lock is held, or {'lead'} after taking the free lock (SET NX PX, atomically with the check,
- * so a leader that died without publishing is replaced by exactly one waiter).
- */
-const CLAIM_LUA = `#!lua flags=allow-key-locking
-if KEYS[2] then
-  local done = redis.call('GET', KEYS[2])
-  if done then return {'done', done} end
-end
-local holder = redis.call('GET', KEYS[1])
-if holder then return {'follow', holder} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return {'lead'}
-`;
-
-/**
- * KEYS[1] the lock, KEYS[2] (optional) the leader's result key; ARGV[1] token, ARGV[2]
- * envelope and ARGV[3] its ttl (ms) when publishing. Publishes, then releases the lock only if
- * we still hold it (compare-and-delete: after an expiry it may be somebody else's).
- */
-const FINISH_LUA = `#!lua flags=allow-key-locking
-if KEYS[2] then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-`;
-
-type Claim = ["done", unknown] | ["follow", string] | ["lead"];
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Construction options of a coalescer. */
@@ -223,20 +176,18 @@ export interface CoalescerOptions {
 /** Single-flight in the isolate plus a Redis lock across isolates. */
 export class RedisCoalescer implements Coalescer {
   readonly #flights = new SingleFlight();
+  readonly #redis: Redis;
   readonly #prefix: string;
-  readonly #claim;
-  readonly #finish;
   readonly #pending = new Set<Promise<unknown>>();
   readonly #sleep: (ms: number) => Promise<void>;
   readonly stats: CoalesceStats;
 
   /** `prefix` is prepended to every key (end it with `:`). */
   constructor(redis: Redis, prefix: string, options: CoalescerOptions = {}) {
+    this.#redis = redis;
     this.#prefix = prefix;
     this.stats = options.stats ?? coalesceStats;
     this.#sleep = options.sleep ?? sleep;
-    this.#claim = redis.createScript<Claim>(CLAIM_LUA);
-    this.#finish = redis.createScript<number>(FINISH_LUA);
   }
 
   run<T>(key: string, compute: () => Promise<T>, options: CoalesceOptions = {}): Promise<T> {
@@ -298,7 +249,7 @@ export class RedisCoalescer implements Coalescer {
       }, o.decisionMs);
     });
     const attempt = this.#track(
-      timed("redis", this.#claim.exec(keys, [token, String(o.lockTtlMs)])),
+      runScript(this.#redis, claimScript, keys, [token, o.lockTtlMs]),
     ).then((claim) => {
       // A lock won after we gave up would make the others wait for nothing: hand it back.
       if (timedOut && claim[0] === "lead") this.#release(keys[0], token);
@@ -352,7 +303,7 @@ export class RedisCoalescer implements Coalescer {
   ): Promise<void> {
     const keys = publish ? [lockKey, publish.key] : [lockKey];
     const args = publish ? [token, publish.envelope, String(publish.ttlMs)] : [token];
-    return this.#track(timed("redis", this.#finish.exec(keys, args))).then(() => {}, (err) => {
+    return this.#track(runScript(this.#redis, finishScript, keys, args)).then(() => {}, (err) => {
       console.warn(JSON.stringify({ msg: "coalesce release failed", error: String(err) }));
     });
   }
@@ -364,21 +315,23 @@ export class RedisCoalescer implements Coalescer {
   }
 }
 
-/** The isolate's coalescer: across isolates when Redis is configured, else single-flight. */
-export const coalescer: Coalescer = redis
-  ? new RedisCoalescer(redis, redisKey("coalesce") + ":")
-  : new LocalCoalescer();
+let isolateCoalescer: Coalescer | undefined;
+
+/** The isolate's coalescer, in the isolate's Redis (made on first use). */
+export function coalescer(): Coalescer {
+  return isolateCoalescer ??= new RedisCoalescer(isolateRedis(), redisKey("coalesce") + ":");
+}
 
 /**
- * Runs `compute` once for all concurrent callers of `key` (in this isolate and, with Redis,
- * across isolates). Values must be JSON-serializable to reach other isolates.
+ * Runs `compute` once for all concurrent callers of `key`, in this isolate and across
+ * isolates. Values must be JSON-serializable to reach other isolates.
  */
 export function coalesce<T>(
   key: string,
   compute: () => Promise<T>,
   options?: CoalesceOptions,
 ): Promise<T> {
-  return coalescer.run(key, compute, options);
+  return coalescer().run(key, compute, options);
 }
 
 metrics.collect(() =>

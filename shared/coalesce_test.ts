@@ -1,7 +1,7 @@
 /**
- * Contract tests for request coalescing: single-flight against both implementations, and the
- * cross-isolate protocol with two RedisCoalescer instances (two in-isolate maps) sharing one
- * Redis behind the Upstash REST bridge.
+ * Contract tests for request coalescing: single-flight in an isolate, and the cross-isolate
+ * protocol with two RedisCoalescer instances (two in-isolate maps) sharing one Redis behind
+ * the Upstash REST bridge.
  *
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/coalesce_test.ts`
  */
@@ -14,7 +14,6 @@ import {
   CoalescedFailure,
   type Coalescer,
   type CoalescerOptions,
-  LocalCoalescer,
   newCoalesceStats,
   RedisCoalescer,
   SingleFlight,
@@ -66,11 +65,6 @@ interface Harness {
 }
 
 const kinds: Record<string, () => Promise<Harness & { close(): Promise<void> }>> = {
-  local: () =>
-    Promise.resolve({
-      make: (options = {}) => new LocalCoalescer({ stats: newCoalesceStats(), ...options }),
-      close: () => Promise.resolve(),
-    }),
   redis: async () => {
     const fixture = await testRedis();
     const made: InstanceType<typeof RedisCoalescer>[] = [];
