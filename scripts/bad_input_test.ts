@@ -443,6 +443,41 @@ it("bodies that never end or never arrive: 413 at the limit, 408 at the deadline
   assertEquals(failures, []);
 });
 
+it("a compressed request body (Content-Encoding: gzip, br…): 415 naming the header, unread, every write route", async () => {
+  const writes = (await routes()).filter((r) => !["GET", "DELETE"].includes(r.method));
+  const failures: string[] = [];
+  for (const route of writes) {
+    for (const coding of ["gzip", "br"]) {
+      let pulls = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          pulls++;
+          c.enqueue(new Uint8Array([0x1f, 0x8b, 8, 0]));
+          c.close();
+        },
+      }, { highWaterMark: 0 });
+      const res = await gateway.fetch(
+        new Request(`http://x/functions/v1${route.path.replace(/\{[^}]+\}/g, postId)}`, {
+          method: route.method,
+          headers: {
+            authorization: `Bearer ${token}`,
+            "content-type": "application/json",
+            "content-encoding": coding,
+          },
+          body,
+        }),
+      );
+      const text = await res.text();
+      const label = `${route.method} ${route.path} ${coding} → ${res.status} ${text.slice(0, 120)}`;
+      if (res.status !== 415 || !res.headers.get("content-type")?.includes("problem+json")) {
+        failures.push(label);
+      } else if (!text.includes("Content-Encoding")) failures.push(`${label}: names no header`);
+      else if (pulls > 0) failures.push(`${label}: the body was read`);
+    }
+  }
+  assertEquals(failures, []);
+});
+
 it("a lone surrogate in any text field: 400 naming the field, nothing stored", async () => {
   // Written as JSON escapes, as a client's JSON.stringify would send a broken string.
   const lone = "\\ud800";

@@ -3,8 +3,9 @@
  * serving process (`scripts/serve.ts`, as `npm start` runs it) on a seeded test database,
  * real Redis behind the bridge, loopback only.
  *
- * 1. slow clients: feed reads by 10 users (each a read every 100 ms), first alone, then while
- *    300 connections from one IP trickle a `PATCH /profiles/me` body a byte every 500 ms.
+ * 1. slow clients: feed reads by 10 users (each a read every 100 ms), first alone, then for 8 s
+ *    while 300 connections from one IP trickle a `PATCH /profiles/me` body a byte every 500 ms
+ *    (reconnecting after each answer: 429 past the sender's in-flight cap, 408 at the deadline).
  *    Target: ≥ 99% of reads succeed, p95 < 200 ms.
  * 2. overload: the capacity of `GET /feed` (closed loop, 32 clients, best of 3 × 3 s), then twice that rate
  *    offered open-loop for BENCH_OVERLOAD_S (10) seconds, to the adaptive limit and then, for
@@ -115,13 +116,17 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array) {
   for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
 }
 
-/** 300 connections trickling a body a byte every 500 ms (at most 64 bytes each). */
-function slowClients(token: string): Promise<string[]> {
+/**
+ * 300 connections trickling a body a byte every 500 ms (at most 64 bytes each), each opening a
+ * new one after its answer (a second after a 429, as its Retry-After says) until `done()`.
+ */
+function slowClients(token: string, done: () => boolean): Promise<string[]> {
   const head = encoder.encode(
     `PATCH /functions/v1/profiles/me HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\n` +
       "content-type: application/json\r\ncontent-length: 64\r\n\r\n",
   );
-  return Promise.all(Array.from({ length: 300 }, async () => {
+  const answers: string[] = [];
+  const once = async () => {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     try {
       await writeAll(conn, head);
@@ -140,7 +145,14 @@ function slowClients(token: string): Promise<string[]> {
     } finally {
       conn.close();
     }
-  }));
+  };
+  return Promise.all(Array.from({ length: 300 }, async () => {
+    do {
+      const answer = await once();
+      answers.push(answer);
+      if (answer.includes(" 429 ")) await new Promise((r) => setTimeout(r, 1000));
+    } while (!done());
+  })).then(() => answers);
 }
 
 /** CPU time the serving process used so far (ms), from /proc (Linux). */
@@ -212,9 +224,11 @@ const report: Record<string, unknown> = {
 try {
   await readers(2000); // warm up
   report.feed_alone = await measured(() => readers(5000));
-  const slow = slowClients(await env.keys.mint(DEMO_USER_ID));
+  let slowDone = false;
+  const slow = slowClients(await env.keys.mint(DEMO_USER_ID), () => slowDone);
   await new Promise((r) => setTimeout(r, 500)); // let every connection open
-  report.feed_with_300_slow_bodies = await measured(() => readers(4000));
+  report.feed_with_300_slow_bodies = await measured(() => readers(8000));
+  slowDone = true;
   const answers = await slow;
   report.slow_body_answers = Object.fromEntries(
     [...new Set(answers)].map((a) => [a, answers.filter((b) => b === a).length]),
