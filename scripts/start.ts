@@ -1,7 +1,8 @@
 /**
  * `npm start`: the whole stack on one machine, in the foreground. Postgres from
  * DATABASE_URL or an embedded one (data under .local/), Redis from UPSTASH_REDIS_REST_URL /
- * TOKEN, or REDIS_URL behind the local REST bridge, or in-process stores; migrations with
+ * TOKEN, or REDIS_URL behind the local REST bridge, or else a throwaway `redis-server` from
+ * PATH behind that bridge (as `npm test` runs one; see the README for why); migrations with
  * the Supabase CLI; demo data when the database is empty; every function behind the local
  * gateway; a job worker (`--no-worker` to skip), as production's cron would run; and, without
  * OPENAI_API_KEY, a stand-in model whose answers say so (`--no-stand-in` to skip). It
@@ -15,7 +16,7 @@
 import postgres from "postgres";
 import { bootstrap, migrate, redact } from "./db.ts";
 import { loadOrCreateDevKeys } from "./dev_auth.ts";
-import { freePort, repoRoot, startEmbeddedPostgres } from "./local_services.ts";
+import { freePort, repoRoot, startEmbeddedPostgres, startRedisServer } from "./local_services.ts";
 import { STAND_IN_MARK, startOpenAIStandIn } from "./openai_stand_in.ts";
 import {
   localStackPath,
@@ -101,6 +102,27 @@ try {
   }
   if (!env.get("SUPABASE_URL")) env.set("SUPABASE_URL", baseUrl);
 
+  // First, so a missing redis-server is said before Postgres starts.
+  let ownRedis = false;
+  if (!env.get("UPSTASH_REDIS_REST_URL") && !env.get("REDIS_URL")) {
+    // Redis is required: the functions' limits, leases, breakers and caches run their Lua
+    // there (one implementation). Without one configured, run redis-server as npm test does.
+    log("REDIS_URL not set: starting redis-server (no persistence)");
+    let server;
+    try {
+      server = await startRedisServer(freePort());
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      throw new Error(
+        "no Redis: install redis-server (apt-get install redis-server / brew install redis), " +
+          "or set REDIS_URL / UPSTASH_REDIS_REST_URL",
+      );
+    }
+    stops.push(server.stop);
+    env.set("REDIS_URL", server.url);
+    ownRedis = true;
+  }
+
   let databaseUrl = env.get("DATABASE_URL");
   const embedded = !databaseUrl;
   if (!databaseUrl) {
@@ -126,7 +148,7 @@ try {
 
   if (env.get("UPSTASH_REDIS_REST_URL")) {
     log(`Redis: Upstash at ${env.get("UPSTASH_REDIS_REST_URL")}`);
-  } else if (env.get("REDIS_URL")) {
+  } else {
     // Its own process, as Upstash is its own service: it doesn't share the functions' thread.
     const token = crypto.randomUUID();
     const bridge = await spawnServer(`${repoRoot}/scripts/redis_bridge.ts`, freePort(), {
@@ -137,7 +159,7 @@ try {
     env.set("UPSTASH_REDIS_REST_URL", bridge.output.find((l) => l.startsWith("http://"))!);
     env.set("UPSTASH_REDIS_REST_TOKEN", token);
     log(`Redis: ${env.get("REDIS_URL")} through the Upstash REST bridge at ${bridge.url}`);
-  } // else: shared/redis.ts warns that limits, breakers and caches are per process
+  }
 
   // No key: the stand-in answers (marked), so replies, summaries and notifications appear.
   let standInUrl: string | null = null;
@@ -207,12 +229,10 @@ try {
     issuer: `${baseUrl}/auth/v1`,
   });
   const redisLine = env.get("REDIS_URL")
-    ? `REDIS_URL=${env.get("REDIS_URL")} (functions reach it through the Upstash REST bridge ${
-      env.get("UPSTASH_REDIS_REST_URL")
-    })`
-    : env.get("UPSTASH_REDIS_REST_URL")
-    ? `UPSTASH_REDIS_REST_URL=${env.get("UPSTASH_REDIS_REST_URL")}`
-    : "Redis: none (in-process limits and caches; set REDIS_URL for a real one)";
+    ? `REDIS_URL=${env.get("REDIS_URL")}${
+      ownRedis ? " (a redis-server of this npm start, no persistence)" : ""
+    } (functions reach it through the Upstash REST bridge ${env.get("UPSTASH_REDIS_REST_URL")})`
+    : `UPSTASH_REDIS_REST_URL=${env.get("UPSTASH_REDIS_REST_URL")}`;
   const aiLine = standInUrl
     ? `AI: no OPENAI_API_KEY, so a stand-in model at ${standInUrl} answers; its texts start ` +
       `with "${STAND_IN_MARK}". Set OPENAI_API_KEY for real ones.`

@@ -234,8 +234,19 @@ export class CircuitBreaker {
 // ---------------------------------------------------------------------------------------------
 
 const registry = new Map<string, CircuitBreaker>();
-/** One store per isolate, in the isolate's Redis (made on first use). */
-let defaultStore: BreakerStore | undefined;
+let redisStore: RedisBreakerStore | undefined;
+const store = () => redisStore ??= new RedisBreakerStore(isolateRedis());
+
+/**
+ * The isolate's store: Redis, taken at the first call rather than at import, so a process
+ * that never calls an API (the worker without OpenAI) needs no Redis. Async wrappers still
+ * issue the command synchronously (auto-pipelining), and turn a missing Redis into a rejection.
+ */
+const isolateStore: BreakerStore = {
+  acquire: async (...a) => await store().acquire(...a),
+  record: async (...a) => await store().record(...a),
+  read: async (...a) => await store().read(...a),
+};
 
 /**
  * The isolate's breaker for `name` (created on first use with `options`, later calls return the
@@ -244,8 +255,7 @@ let defaultStore: BreakerStore | undefined;
 export function breaker(name: string, options: BreakerOptions = {}): CircuitBreaker {
   let b = registry.get(name);
   if (!b) {
-    defaultStore ??= new RedisBreakerStore(isolateRedis());
-    b = new CircuitBreaker({ ...options, name, store: defaultStore });
+    b = new CircuitBreaker({ ...options, name, store: isolateStore });
     registry.set(name, b);
   }
   return b;

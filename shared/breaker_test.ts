@@ -11,6 +11,7 @@ import { freePort, startRedisServer } from "../scripts/local_services.ts";
 import { type TestRedis, testRedis } from "../scripts/test_redis.ts";
 import {
   breaker,
+  breakerHealth,
   type BreakerOptions,
   breakerStats,
   type BreakerStore,
@@ -509,16 +510,26 @@ Deno.test("settings: successesToClose defaults to maxProbes; nonsense is refused
   }
 });
 
-Deno.test("breaker() needs the isolate's Redis: without it, the error names the variable", () => {
+Deno.test("breaker() needs the isolate's Redis: without it, the error names the variable", async () => {
   // unit_env.ts removed UPSTASH_REDIS_REST_*; "two processes share one breaker" covers the
-  // factory with Redis (one instance per name, listed for /health).
+  // factory with Redis (one instance per name, listed for /health). Made without Redis (the
+  // worker without OpenAI never calls it), a breaker reports the missing variable when used.
+  const b = breaker("openai-chat");
   let message = "";
   try {
-    breaker("openai-chat");
+    await b.state();
   } catch (err) {
     message = (err as Error).message;
   }
   assertMatch(message, /UPSTASH_REDIS_REST_URL: required/);
+  const health = await breakerHealth();
+  assertEquals(health.map((h) => h.name), [
+    "openai-chat",
+    "openai-transcribe",
+    "acrcloud",
+    "shazam",
+  ]);
+  assert(health.every((h) => "error" in h && /UPSTASH_REDIS_REST_URL/.test(h.error)));
 });
 
 Deno.test("run(): a probe gets a signal bounded by its permit, ordinary calls none", async () => {

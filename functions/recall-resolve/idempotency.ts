@@ -4,16 +4,16 @@
  * share one execution. A key reused with a different request is refused (422), as the IETF
  * idempotency-key draft asks.
  *
- * Storage: Redis (one JSON value per user and key) when configured, else this process's
- * memory. Concurrent duplicates are coalesced (shared/coalesce.ts: single-flight here, a
- * Redis lock across isolates), and the leader re-reads the store before running, so a
- * duplicate arriving just as the first one finished replays instead of running again.
+ * Storage: Redis (one JSON value per user and key). Concurrent duplicates are coalesced
+ * (shared/coalesce.ts: single-flight here, a Redis lock across isolates), and the leader
+ * re-reads the store before running, so a duplicate arriving just as the first one finished
+ * replays instead of running again.
  *
  * @module
  */
 import { coalesce } from "../../shared/coalesce.ts";
 import { ProblemError } from "../../shared/problem.ts";
-import { redis, redisKey } from "../../shared/redis.ts";
+import { isolateRedis, redisKey } from "../../shared/redis.ts";
 import { timed } from "../../shared/timing.ts";
 
 /** How long an answer is replayed. */
@@ -26,21 +26,12 @@ export interface StoredAnswer<T> {
   body: T;
 }
 
-const memory = new Map<string, { value: StoredAnswer<unknown>; expiresAt: number }>();
-
-async function load<T>(key: string): Promise<StoredAnswer<T> | null> {
-  if (redis) return await timed("redis", redis.get<StoredAnswer<T>>(key));
-  const hit = memory.get(key);
-  if (!hit || hit.expiresAt <= Date.now()) return null;
-  return hit.value as StoredAnswer<T>;
+function load<T>(key: string): Promise<StoredAnswer<T> | null> {
+  return timed("redis", isolateRedis().get<StoredAnswer<T>>(key));
 }
 
 async function store<T>(key: string, value: StoredAnswer<T>): Promise<void> {
-  if (redis) {
-    await timed("redis", redis.set(key, value, { ex: idempotencyTtlS }));
-    return;
-  }
-  memory.set(key, { value, expiresAt: Date.now() + idempotencyTtlS * 1000 });
+  await timed("redis", isolateRedis().set(key, value, { ex: idempotencyTtlS }));
 }
 
 /** A well-formed key: 1–255 visible ASCII characters. */
