@@ -8,7 +8,7 @@
  * @module
  */
 import { parse } from "smol-toml";
-import { bearerToken, verifyJwt } from "../shared/auth.ts";
+import { bearerToken, verifyJwtOnce } from "../shared/auth.ts";
 import { config } from "../shared/config.ts";
 import { problemBody, ProblemError, toProblem } from "../shared/problem.ts";
 import { repoRoot } from "./local_services.ts";
@@ -101,7 +101,7 @@ export async function createGateway(
           { headers: { "www-authenticate": `Bearer error="invalid_token"` } },
         );
       }
-      await verifyJwt(token);
+      await verifyJwtOnce(token);
     }
     url.pathname = `/${fn.slug}${match![2] ?? ""}`;
     const headers = new Headers(req.headers);

@@ -92,13 +92,32 @@ export async function verifyJwt(token: string, audience?: string): Promise<JWTPa
   }
 }
 
+/** How many tokens each per-isolate verification cache keeps. */
+const maxVerified = 10_000;
+
+/** Signatures checked recently by {@link verifyJwtOnce}, kept until the token's `exp`. */
+const checkedJwts = new Map<string, number>();
+
+/**
+ * {@link verifyJwt} at most once per token per isolate (until its `exp`): what the local
+ * gateway's `verify_jwt` runs on every request. On Supabase that check happens in the
+ * platform's gateway, outside our CPU; uncached here it cost an ES256 check per request
+ * before admission could shed anything, so a flood cost as much to refuse as to serve.
+ */
+export async function verifyJwtOnce(token: string): Promise<void> {
+  const expiresAt = checkedJwts.get(token);
+  if (expiresAt !== undefined && expiresAt > Date.now()) return;
+  const payload = await verifyJwt(token);
+  if (checkedJwts.size >= maxVerified) checkedJwts.delete(checkedJwts.keys().next().value!);
+  checkedJwts.set(token, payload.exp! * 1000);
+}
+
 /**
  * Tokens verified recently in this isolate (null: a project key, i.e. anonymous). A client
  * sends the same access token for up to an hour, and an ES256 signature check costs ~0.4 ms
  * of CPU, the largest single cost of a cached read; a hit is still checked against `exp`.
  */
 const verified = new Map<string, { user: AuthUser | null; expiresAt: number }>();
-const maxVerified = 10_000;
 
 /**
  * Who a bearer token names: a user (a user access token), or null, anonymous, for one of the
