@@ -11,10 +11,13 @@ import { type AuthUser, requireUser } from "../../shared/auth.ts";
 import type { Budget } from "../../shared/budget.ts";
 import { cache, cached } from "../../shared/cache.ts";
 import { config } from "../../shared/config.ts";
-import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
+import { keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp } from "../../shared/http.ts";
+import { pageArgs, pageRows, toPage } from "../../shared/keyset.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import * as q from "./queries.ts";
+import type { FeedRow } from "./queries.ts";
 
 const maxLimit = 50;
 const feedLimiter = new RateLimiter({
@@ -49,11 +52,8 @@ const FeedQuery = z.object({
   cursor: z.string().optional(),
 });
 
-type Row = Omit<z.infer<typeof FeedItem>, "liked_by_me" | "created_at"> & {
-  created_at: string | Date;
-  cursor_key: string;
-  liked_by_me?: boolean;
-};
+const forYouKeys = { tag: "for-you", key: keyFormats.float8 };
+const followingKeys = { tag: "following", key: keyFormats.timestamptz };
 type Page = z.infer<typeof FeedPage>;
 
 export const app = createApp("feed");
@@ -92,31 +92,19 @@ async function forYouPage(
   cursor: string | undefined,
   budget: Budget,
 ): Promise<Page> {
-  const after = cursor ? decodeCursor(cursor, "for-you", keyFormats.float8) : null;
+  const p = pageArgs(forYouKeys, limit, cursor);
   // The same for everyone; served stale for one more TTL while a single refresh runs, so the
   // page never expires under everyone's feet at once.
   const ttlS = config.feed.forYouTtlS;
   const rows = await cache.get(
     `feed:for-you:${limit}:${cursor ?? ""}`,
     { ttlS, staleS: ttlS, invalidation: "ttl" },
-    () =>
-      asUser(null, (tx) =>
-        tx<Row[]>`select * from public.feed_for_you(
-          ${limit + 1}, ${after?.key ?? null}::float8, ${after?.id ?? null}::uuid)`, budget),
+    () => asUser(null, (tx) => q.forYou(tx, p), budget),
   );
-  const items = rows.slice(0, limit);
-  const liked = items.length
-    ? await asUser(
-      user,
-      (tx) =>
-        tx<{ id: string }[]>`select id from public.liked_post_ids(${
-          items.map((r) => r.id)
-        }::uuid[]) as id`,
-      budget,
-    )
-    : [];
+  const ids = pageRows(p, rows).map((r) => r.id);
+  const liked = ids.length ? await asUser(user, (tx) => q.likedPostIds(tx, ids), budget) : [];
   const likedIds = new Set(liked.map((r) => r.id));
-  return toPage("for-you", rows, limit, (row) => likedIds.has(row.id));
+  return toPage(forYouKeys, p, rows, (row) => toItem(row, likedIds.has(row.id)));
 }
 
 /** Posts of followed users, newest first, per-user cache. */
@@ -126,38 +114,25 @@ async function followingPage(
   cursor: string | undefined,
   budget: Budget,
 ): Promise<Page> {
-  const after = cursor ? decodeCursor(cursor, "following", keyFormats.timestamptz) : null;
+  const p = pageArgs(followingKeys, limit, cursor);
   const rows = await cached(
     `feed:following:${user.id}:${limit}:${cursor ?? ""}`,
     config.feed.followingTtlS,
-    () =>
-      asUser(
-        user,
-        (tx) =>
-          tx<Row[]>`select * from public.feed_following(
-          ${limit + 1}, ${after?.key ?? null}::text::timestamptz, ${after?.id ?? null}::uuid)`,
-        budget,
-      ),
+    () => asUser(user, (tx) => q.following(tx, p), budget),
   );
-  return toPage("following", rows, limit, (row) => row.liked_by_me === true);
+  return toPage(followingKeys, p, rows, (row) => toItem(row, row.liked_by_me === true));
 }
 
-/** `limit + 1` rows in: a page and the cursor of its last item when more follow. */
-function toPage(tag: string, rows: Row[], limit: number, liked: (row: Row) => boolean): Page {
-  const items = rows.slice(0, limit);
-  const last = items.at(-1);
+function toItem(row: FeedRow, liked: boolean): z.infer<typeof FeedItem> {
   return {
-    items: items.map((row) => ({
-      id: row.id,
-      body: row.body,
-      media_url: row.media_url,
-      thumbnail_url: row.thumbnail_url,
-      like_count: row.like_count,
-      reply_count: row.reply_count,
-      created_at: new Date(row.created_at).toISOString(),
-      author: row.author,
-      liked_by_me: liked(row),
-    })),
-    next_cursor: rows.length > limit && last ? encodeCursor(tag, last.cursor_key, last.id) : null,
+    id: row.id,
+    body: row.body,
+    media_url: row.media_url,
+    thumbnail_url: row.thumbnail_url,
+    like_count: row.like_count,
+    reply_count: row.reply_count,
+    created_at: new Date(row.created_at).toISOString(),
+    author: row.author,
+    liked_by_me: liked,
   };
 }
