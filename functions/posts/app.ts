@@ -16,7 +16,14 @@ import { notFound, ProblemError } from "../../shared/problem.ts";
 import { enqueueReplyJobs, maxPersonasPerRequest } from "../../shared/jobs/reply_jobs.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 import { plainText, uuid } from "../../shared/schemas.ts";
-import { maxRepliesPage, Post, readThread, Reply, ReplyPage, toPost } from "./thread.ts";
+import {
+  maxRepliesPage,
+  Post,
+  readThread,
+  Reply,
+  ReplyPage,
+  toPost,
+} from "../../shared/domain/threads.ts";
 
 const maxLikeIds = 100;
 

@@ -11,7 +11,7 @@ import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp } from "../../shared/http.ts";
 import { notFound } from "../../shared/problem.ts";
 import { uuid } from "../../shared/schemas.ts";
-import { maxRepliesPage, Post, readThread, ReplyPage } from "../posts/thread.ts";
+import { maxRepliesPage, Post, readThread, ReplyPage } from "../../shared/domain/threads.ts";
 import { summaryFor } from "./summary.ts";
 
 const Summary = z.object({

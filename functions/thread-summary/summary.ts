@@ -21,7 +21,7 @@ import { query, sql } from "../../shared/db.ts";
 import { metrics } from "../../shared/metrics.ts";
 import { chatJson, openai, openaiChat } from "../../shared/openai.ts";
 import { callUpstream, upstreamFailure } from "../../shared/upstream.ts";
-import type { ReplyT, Thread } from "../posts/thread.ts";
+import type { ReplyT, Thread } from "../../shared/domain/threads.ts";
 
 /** What the endpoint answers. */
 export interface SummaryView {

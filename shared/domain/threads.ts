@@ -5,8 +5,8 @@
  * @module
  */
 import { z } from "@hono/zod-openapi";
-import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
-import type { Tx } from "../../shared/db.ts";
+import { decodeCursor, encodeCursor, keyFormats } from "../cursor.ts";
+import type { Tx } from "../db.ts";
 
 /** Replies per page (and the most a client may ask for). */
 export const maxRepliesPage = 100;
