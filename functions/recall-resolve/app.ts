@@ -21,6 +21,7 @@ import { cache } from "../../shared/cache.ts";
 import { coalesce } from "../../shared/coalesce.ts";
 import { config } from "../../shared/config.ts";
 import { asUser } from "../../shared/db.ts";
+import { invalidateRecallThread } from "../../shared/domain/recall_cache.ts";
 import { bearerAuth, createApp } from "../../shared/http.ts";
 import { isolateLeaseStore, withSlot } from "../../shared/lease.ts";
 import { metrics } from "../../shared/metrics.ts";
@@ -207,10 +208,7 @@ async function resolveInThread(
   if (!saved) throw notFound("thread"); // deleted while we were resolving
 
   // The recall reads are cached; this thread and the caller's list just changed.
-  await Promise.all([
-    cache.invalidateTag(`recall-thread:${saved.thread_id}`),
-    cache.invalidateTag(`recall-threads:${user.id}`),
-  ]).catch((err) =>
+  await invalidateRecallThread(cache, user.id, saved.thread_id).catch((err) =>
     console.warn(JSON.stringify({ msg: "recall cache invalidation failed", error: String(err) }))
   );
 

@@ -18,6 +18,11 @@ import { type AuthUser, requireUser } from "../../shared/auth.ts";
 import type { Budget } from "../../shared/budget.ts";
 import { cache } from "../../shared/cache.ts";
 import { config } from "../../shared/config.ts";
+import {
+  invalidateRecallThread,
+  recallThreadsTag,
+  recallThreadTag,
+} from "../../shared/domain/recall_cache.ts";
 import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp, jsonContent } from "../../shared/http.ts";
@@ -88,7 +93,7 @@ app.openapi(
     const after = cursor ? decodeCursor(cursor, "recall-threads", keyFormats.timestamptz) : null;
     const page = await cache.get(
       `recall:threads:${user.id}:${limit}:${cursor ?? ""}`,
-      { ttlS: threadsTtlS, tags: [`recall-threads:${user.id}`] },
+      { ttlS: threadsTtlS, tags: [recallThreadsTag(user.id)] },
       () => listThreads(user, limit, after, c.var.budget),
     );
     c.header("cache-control", "private, no-cache");
@@ -111,7 +116,7 @@ app.openapi(
     const user = c.var.user!;
     const thread = await cache.get(
       `recall:thread:${user.id}:${id}`,
-      { ttlS: threadsTtlS, tags: [`recall-thread:${id}`, `recall-threads:${user.id}`] },
+      { ttlS: threadsTtlS, tags: [recallThreadTag(id), recallThreadsTag(user.id)] },
       () => getThread(user, id, c.var.budget),
     );
     if (!thread) throw notFound("thread");
@@ -137,7 +142,7 @@ app.openapi(
     const after = cursor ? decodeCursor(cursor, "recall-messages", keyFormats.timestamptz) : null;
     const page = await cache.get(
       `recall:messages:${user.id}:${id}:${limit}:${cursor ?? ""}`,
-      { ttlS: messagesTtlS, tags: [`recall-thread:${id}`] },
+      { ttlS: messagesTtlS, tags: [recallThreadTag(id)] },
       () => listMessages(user, id, limit, after, c.var.budget),
     );
     if (!page) throw notFound("thread");
@@ -167,10 +172,7 @@ app.openapi(
       c.var.budget,
     );
     if (!deleted) throw notFound("thread");
-    await Promise.all([
-      cache.invalidateTag(`recall-thread:${id}`),
-      cache.invalidateTag(`recall-threads:${user.id}`),
-    ]);
+    await invalidateRecallThread(cache, user.id, id);
     return c.body(null, 204);
   },
 );
