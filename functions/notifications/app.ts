@@ -8,11 +8,13 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { requireUser } from "../../shared/auth.ts";
 import { config } from "../../shared/config.ts";
-import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
+import { keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp } from "../../shared/http.ts";
+import { pageArgs, toPage } from "../../shared/keyset.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 import { uuid } from "../../shared/schemas.ts";
+import * as q from "./queries.ts";
 
 const maxLimit = 100;
 const maxIdsPerCall = 100;
@@ -73,58 +75,22 @@ const listRoute = createRoute({
   },
 });
 
-interface Row {
-  id: string;
-  kind: string;
-  payload: Record<string, unknown>;
-  read_at: Date | null;
-  created_at: Date;
-  cursor_key: string;
-}
+const keys = { tag: "notifications", key: keyFormats.timestamptz };
 
 app.openapi(listRoute, async (c) => {
   const { limit, cursor } = c.req.valid("query");
-  const after = cursor ? decodeCursor(cursor, "notifications", keyFormats.timestamptz) : null;
+  const p = pageArgs(keys, limit, cursor);
   const user = c.var.user!;
-  // One statement: the page (limit + 1 rows) and the unread count.
-  const [{ rows, unread_count }] = await asUser(
-    user,
-    (tx) =>
-      tx<{ rows: Row[] | null; unread_count: number }[]>`
-      select
-        (select json_agg(page order by page.created_at desc, page.id desc) from (
-           select n.id, n.kind, n.payload, n.read_at, n.created_at, n.created_at::text as cursor_key
-           from public.notifications n
-           where n.user_id = ${user.id}
-             -- Scalar sub-selects (InitPlans): under RLS a bare coalesce is not leakproof
-             -- and would demote the keyset from an index condition to a filter.
-             and (n.created_at, n.id) < (
-               (select coalesce(${after?.key ?? null}::text::timestamptz, 'infinity')),
-               (select coalesce(${
-        after?.id ?? null
-      }::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff')))
-           order by n.created_at desc, n.id desc
-           limit ${limit + 1}
-         ) page) as rows,
-        (select count(*)::int from public.notifications n
-          where n.user_id = ${user.id} and n.read_at is null) as unread_count`,
-    c.var.budget,
-  );
-  const all = rows ?? [];
-  const items = all.slice(0, limit);
-  const last = items.at(-1);
+  const [{ rows, unread_count }] = await asUser(user, (tx) => q.page(tx, user.id, p), c.var.budget);
   c.header("cache-control", "private, no-store");
   return c.json({
-    items: items.map((r) => ({
+    ...toPage(keys, p, rows ?? [], (r) => ({
       id: r.id,
       kind: r.kind,
       payload: r.payload,
       read_at: r.read_at ? new Date(r.read_at).toISOString() : null,
       created_at: new Date(r.created_at).toISOString(),
     })),
-    next_cursor: all.length > limit && last
-      ? encodeCursor("notifications", last.cursor_key, last.id)
-      : null,
     unread_count,
   }, 200);
 });
@@ -149,21 +115,9 @@ const readRoute = createRoute({
 app.openapi(readRoute, async (c) => {
   const { ids, all } = c.req.valid("json");
   const user = c.var.user!;
-  // One statement; the count's snapshot predates the update, so subtract what it marked.
   const [result] = await asUser(
     user,
-    (tx) =>
-      tx<{ updated: number; unread_count: number }[]>`
-      with marked as (
-        update public.notifications set read_at = now()
-        where user_id = ${user.id} and read_at is null
-          and (${all === true} or id = any (${ids ?? []}::uuid[]))
-        returning 1
-      )
-      select (select count(*)::int from marked) as updated,
-             (select count(*)::int from public.notifications
-               where user_id = ${user.id} and read_at is null)
-             - (select count(*)::int from marked) as unread_count`,
+    (tx) => q.markRead(tx, user.id, ids ?? [], all === true),
     c.var.budget,
   );
   return c.json(result, 200);
