@@ -8,12 +8,12 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
-import type postgres from "postgres";
 import { optionalUser } from "../../shared/auth.ts";
 import { config } from "../../shared/config.ts";
 import { asUser } from "../../shared/db.ts";
 import { type AppEnv, bearerAuth, clientIp, createApp } from "../../shared/http.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import * as q from "./queries.ts";
 
 const maxEventsPerCall = 100;
 const maxPropertiesBytes = 4096;
@@ -120,15 +120,9 @@ app.openapi(route, async (c) => {
     properties: e.properties ?? {},
     occurred_at: e.occurred_at ?? null,
   }));
-  // One statement, one parameter: the batch as JSON, expanded in the database.
   const result = await asUser(
     user,
-    (tx) =>
-      tx`insert into public.events (user_id, anonymous_id, name, properties, occurred_at)
-        select ${user?.id ?? null}::uuid, ${anonymous_id ?? null}, e.name,
-               coalesce(e.properties, '{}'::jsonb), coalesce(e.occurred_at, now())
-        from jsonb_to_recordset(${tx.json(rows as postgres.JSONValue)})
-          as e(name text, properties jsonb, occurred_at timestamptz)`,
+    (tx) => q.insertEvents(tx, user?.id ?? null, anonymous_id ?? null, rows),
     c.var.budget,
   );
   return c.json({ accepted: result.count }, 202);
