@@ -17,6 +17,7 @@ import { collectQueueDepth } from "../../shared/jobs/metrics.ts";
 import { collectDbConnections, metrics } from "../../shared/metrics.ts";
 import { anonymousReads } from "../../shared/ratelimit.ts";
 import { isolateRedis } from "../../shared/redis.ts";
+import { ping } from "./queries.ts";
 
 const checkTimeoutMs = 1500;
 
@@ -66,7 +67,7 @@ app.openapi(route, async (c) => {
   const [db, cache, breakers] = await Promise.all([
     // On a connection of its own: a saturated pool is load, not an outage.
     check(async () => {
-      const q = healthSql`select 1`;
+      const q = ping(healthSql);
       const timer = setTimeout(() => q.cancel(), checkTimeoutMs);
       try {
         await q;
