@@ -13,7 +13,7 @@ import { config } from "../../shared/config.ts";
 import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp, jsonBody, jsonContent } from "../../shared/http.ts";
 import { notFound, ProblemError } from "../../shared/problem.ts";
-import { enqueueReplyJobs, maxPersonasPerRequest } from "../../shared/jobs/reply_jobs.ts";
+import { enqueueReplyJobs, maxPersonasPerRequest } from "../../shared/domain/reply_jobs.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 import { plainText, uuid } from "../../shared/schemas.ts";
 import {

@@ -14,7 +14,7 @@ const { claimJobs, completeJobs, enqueue, failJob, recoverExpiredJobs } = await 
   "./queue.ts"
 );
 const { PermanentJobError, runWorkerPool } = await import("./pool.ts");
-const { enqueueReplyJobs } = await import("./reply_jobs.ts");
+const { enqueueReplyJobs } = await import("../domain/reply_jobs.ts");
 const { metrics } = await import("../metrics.ts");
 const { ProblemError } = await import("../problem.ts");
 const { verifyAccessToken } = await import("../auth.ts");

@@ -9,7 +9,7 @@ import type { AuthUser } from "../auth.ts";
 import type { Budget } from "../budget.ts";
 import { asUser, sql as pool } from "../db.ts";
 import { invalidParameter, notFound } from "../problem.ts";
-import type { Db, JobStatus } from "./queue.ts";
+import type { Db, JobStatus } from "../jobs/queue.ts";
 
 /** Most personas per request. */
 export const maxPersonasPerRequest = 5;
