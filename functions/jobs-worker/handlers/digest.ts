@@ -9,6 +9,7 @@
 import { query, sql } from "../../../shared/db.ts";
 import { type JobHandler, PermanentJobError } from "../../../shared/jobs/pool.ts";
 import type { Db } from "../../../shared/jobs/queue.ts";
+import * as q from "../queries.ts";
 
 const dayPattern = /^\d{4}-\d{2}-\d{2}$/;
 
@@ -28,30 +29,7 @@ export function yesterday(now = new Date()): string {
  */
 export async function scheduleDigests(day: string, db: Db = sql): Promise<number> {
   if (!isDay(day)) throw new Error(`not a day: ${day}`);
-  const rows = await db`
-    with window_ as (
-      select (${day}::date::timestamp at time zone 'UTC') as from_,
-             (${day}::date::timestamp at time zone 'UTC') + interval '1 day' as to_
-    ), recipients as (
-      select p.author_id as user_id
-      from window_ w, public.likes l join public.posts p on p.id = l.post_id
-      where l.created_at >= w.from_ and l.created_at < w.to_ and l.user_id <> p.author_id
-      union
-      select f.followee_id
-      from window_ w, public.follows f
-      where f.created_at >= w.from_ and f.created_at < w.to_
-      union
-      select p.author_id
-      from window_ w, public.replies r join public.posts p on p.id = r.post_id
-      where r.created_at >= w.from_ and r.created_at < w.to_
-        and r.author_id is distinct from p.author_id
-    )
-    insert into public.jobs (job_type, payload, dedupe_key, max_attempts)
-    select 'digest', jsonb_build_object('user_id', user_id, 'day', ${day}::text),
-           'digest:' || user_id || ':' || ${day}::text, 3
-    from recipients
-    on conflict do nothing
-    returning id`;
+  const rows = await q.scheduleDigests(db, day);
   return rows.length;
 }
 
@@ -63,31 +41,7 @@ export const sendDigest: JobHandler = async (job, { signal }) => {
   }
   // Through the isolate's pool gate (cancelled when the task times out).
   await query(
-    sql`
-    with window_ as (
-      select (${day}::date::timestamp at time zone 'UTC') as from_,
-             (${day}::date::timestamp at time zone 'UTC') + interval '1 day' as to_
-    ), counts as (
-      select
-        (select count(*) from window_ w, public.posts p join public.likes l on l.post_id = p.id
-          where p.author_id = ${userId} and l.user_id <> p.author_id
-            and l.created_at >= w.from_ and l.created_at < w.to_)::int as new_likes,
-        (select count(*) from window_ w, public.follows f
-          where f.followee_id = ${userId}
-            and f.created_at >= w.from_ and f.created_at < w.to_)::int as new_followers,
-        (select count(*) from window_ w, public.posts p join public.replies r on r.post_id = p.id
-          where p.author_id = ${userId} and r.author_id is distinct from p.author_id
-            and r.created_at >= w.from_ and r.created_at < w.to_)::int as new_replies
-    )
-    insert into public.notifications (user_id, kind, payload, dedupe_key)
-    select ${userId}::uuid, 'digest',
-           jsonb_build_object('day', ${day}::text, 'new_likes', new_likes,
-                              'new_followers', new_followers, 'new_replies', new_replies),
-           'digest:' || ${day}::text
-    from counts
-    where new_likes + new_followers + new_replies > 0
-      and exists (select 1 from public.profiles where id = ${userId})
-    on conflict (user_id, dedupe_key) where dedupe_key is not null do nothing`,
+    q.insertDigest(sql, userId, day),
     signal,
   );
 };

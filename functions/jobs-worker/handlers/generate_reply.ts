@@ -12,6 +12,7 @@ import { query, sql } from "../../../shared/db.ts";
 import { type JobHandler, PermanentJobError } from "../../../shared/jobs/pool.ts";
 import { chatJson, openai, openaiChat } from "../../../shared/openai.ts";
 import { callUpstream } from "../../../shared/upstream.ts";
+import * as q from "../queries.ts";
 
 const replySchema = {
   type: "object",
@@ -20,14 +21,6 @@ const replySchema = {
   additionalProperties: false,
 };
 const maxReplyChars = 2000;
-
-interface Target {
-  post_body: string;
-  post_status: string;
-  persona_name: string;
-  style_prompt: string;
-  replied: boolean;
-}
 
 /** Writes the reply of `job.persona_id` to `job.post_id`. */
 export const generateReply: JobHandler = async (job, { budget, signal }) => {
@@ -41,13 +34,7 @@ export const generateReply: JobHandler = async (job, { budget, signal }) => {
   // Through the isolate's pool gate, like request work: a slow job can't take every
   // connection, and its statements are cancelled when the task times out.
   const [target] = await query(
-    sql<Target[]>`
-    select p.body as post_body, p.status as post_status, pe.name as persona_name,
-           pe.style_prompt,
-           exists (select 1 from public.replies r
-                   where r.post_id = p.id and r.persona_id = pe.id) as replied
-    from public.posts p, public.personas pe
-    where p.id = ${job.post_id} and pe.id = ${job.persona_id}`,
+    q.replyTarget(sql, job.post_id, job.persona_id),
     signal,
   );
   // Deleted post or persona, unpublished post, or a previous run already replied (a
@@ -72,20 +59,7 @@ export const generateReply: JobHandler = async (job, { budget, signal }) => {
   if (!body) throw new Error("the model returned an empty reply");
 
   await query(
-    sql`
-    with reply as (
-      insert into public.replies (post_id, persona_id, body)
-      values (${job.post_id}, ${job.persona_id}, ${body})
-      on conflict (post_id, persona_id) where persona_id is not null do nothing
-      returning id, post_id, persona_id
-    )
-    insert into public.notifications (user_id, kind, payload, dedupe_key)
-    select p.author_id, 'persona_reply',
-           jsonb_build_object('post_id', reply.post_id, 'reply_id', reply.id,
-                              'persona_id', reply.persona_id, 'persona_name', ${target.persona_name}::text),
-           'persona_reply:' || reply.id
-    from reply join public.posts p on p.id = reply.post_id
-    on conflict (user_id, dedupe_key) where dedupe_key is not null do nothing`,
+    q.insertReply(sql, job.post_id, job.persona_id, target.persona_name, body),
     signal,
   );
 };
