@@ -10,9 +10,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { requireUser } from "../../shared/auth.ts";
 import { config } from "../../shared/config.ts";
-import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
+import { keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp, jsonContent } from "../../shared/http.ts";
+import { pageArgs, toPage } from "../../shared/keyset.ts";
 import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 import {
@@ -23,6 +24,8 @@ import {
 } from "../../shared/search.ts";
 import { plainText, uuid } from "../../shared/schemas.ts";
 import { getProfiles, invalidateProfile, toProfile } from "./profile_cache.ts";
+import * as queries from "./queries.ts";
+import type { FollowRow } from "./queries.ts";
 
 const maxBatchIds = 100;
 const maxPage = 100;
@@ -116,6 +119,11 @@ const SearchQuery = z.object({
 
 export const app = createApp("profiles");
 
+const followKeys = {
+  followers: { tag: "followers", key: keyFormats.timestamptz },
+  following: { tag: "following", key: keyFormats.timestamptz },
+};
+
 // Static paths before `/:id`, which would otherwise take "search" and "me" for ids.
 const search = createRoute({
   method: "get",
@@ -142,9 +150,7 @@ app.openapi(search, async (c) => {
   const prefixQuery = words.length ? words.map((w) => `${w}:*`).join(" & ") : null;
   const rows = await asUser(
     c.var.user,
-    (tx) =>
-      tx`select id, username, display_name, avatar_url, follower_count
-        from public.search_profiles(${query}, ${prefixQuery}, ${limit})`,
+    (tx) => queries.searchProfiles(tx, query, prefixQuery, limit),
     c.var.budget,
     searchDb,
   ).catch(searchTimeout);
@@ -178,10 +184,7 @@ app.openapi(patchMe, async (c) => {
   const user = c.var.user!;
   const rows = await asUser(
     user,
-    (tx) =>
-      tx`update public.profiles p set ${tx(changes)} where p.id = ${user.id}
-        returning p.id, p.username, p.display_name, p.avatar_url, p.bio, p.follower_count,
-          p.following_count, p.created_at`,
+    (tx) => queries.updateProfile(tx, user.id, changes),
     c.var.budget,
   ).catch((err) => {
     if (err?.code === "23505") {
@@ -247,54 +250,24 @@ for (const direction of ["followers", "following"] as const) {
   app.openapi(route, async (c) => {
     const { id } = c.req.valid("param");
     const { limit, cursor } = c.req.valid("query");
-    const after = cursor ? decodeCursor(cursor, direction, keyFormats.timestamptz) : null;
-    const key = after?.key ?? "infinity";
-    const lastId = after?.id ?? "ffffffff-ffff-ffff-ffff-ffffffffffff";
-    // One statement: the profile (404 when absent) and, laterally, one index range of follows.
+    const p = pageArgs(followKeys[direction], limit, cursor);
     const rows = await asUser(
       c.var.user,
-      (tx) =>
-        direction === "followers"
-          ? tx`select t.id as target, e.* from public.profiles t
-            left join lateral (
-              select a.id, a.username, a.display_name, a.avatar_url, f.created_at as followed_at,
-                     f.created_at::text as cursor_key
-              from public.follows f join public.profiles a on a.id = f.follower_id
-              where f.followee_id = t.id
-                and (f.created_at, f.follower_id) < (${key}::text::timestamptz, ${lastId}::uuid)
-              order by f.created_at desc, f.follower_id desc
-              limit ${limit + 1}
-            ) e on true
-            where t.id = ${id}`
-          : tx`select t.id as target, e.* from public.profiles t
-            left join lateral (
-              select a.id, a.username, a.display_name, a.avatar_url, f.created_at as followed_at,
-                     f.created_at::text as cursor_key
-              from public.follows f join public.profiles a on a.id = f.followee_id
-              where f.follower_id = t.id
-                and (f.created_at, f.followee_id) < (${key}::text::timestamptz, ${lastId}::uuid)
-              order by f.created_at desc, f.followee_id desc
-              limit ${limit + 1}
-            ) e on true
-            where t.id = ${id}`,
+      (tx) => queries.followPage(tx, direction, id, p),
       c.var.budget,
     );
     if (!rows.length) throw notFound("profile");
-    const found = rows.filter((r) => r.id !== null);
-    const items = found.slice(0, limit);
-    const last = items.at(-1);
-    return c.json({
-      items: items.map((r) => ({
+    const found = rows.filter((r): r is FollowRow & { id: string } => r.id !== null);
+    return c.json(
+      toPage(followKeys[direction], p, found, (r) => ({
         id: r.id,
         username: r.username,
         display_name: r.display_name,
         avatar_url: r.avatar_url,
         followed_at: new Date(r.followed_at).toISOString(),
       })),
-      next_cursor: found.length > limit && last
-        ? encodeCursor(direction, last.cursor_key, last.id)
-        : null,
-    }, 200);
+      200,
+    );
   });
 }
 
@@ -318,7 +291,7 @@ for (const method of ["put", "delete"] as const) {
     const follow = method === "put";
     const rows = await asUser(
       user,
-      (tx) => tx`select follower_count from public.set_follow(${id}, ${follow})`,
+      (tx) => queries.setFollow(tx, id, follow),
       c.var.budget,
     ).catch((err) => {
       if (err?.code === "23503") {

@@ -11,6 +11,7 @@ import { config } from "../../shared/config.ts";
 import { asUser } from "../../shared/db.ts";
 import { notFound, ProblemError } from "../../shared/problem.ts";
 import { delay } from "../../shared/abort.ts";
+import * as queries from "./queries.ts";
 
 /** A public profile, as every endpoint answers it. */
 export interface Profile {
@@ -88,14 +89,7 @@ export async function getProfiles(ids: string[], budget?: Budget): Promise<Profi
 
 /** One statement for any number of ids (the shared cache entry must not depend on the caller). */
 async function loadProfiles(ids: string[], budget?: Budget): Promise<Map<string, Profile>> {
-  const rows = await asUser(
-    null,
-    (tx) =>
-      tx`select p.id, p.username, p.display_name, p.avatar_url, p.bio, p.follower_count,
-          p.following_count, p.created_at
-        from public.profiles p where p.id = any(${ids}::uuid[])`,
-    budget,
-  );
+  const rows = await asUser(null, (tx) => queries.profilesByIds(tx, ids), budget);
   return new Map(rows.map((row) => [row.id as string, toProfile(row)]));
 }
 
