@@ -23,12 +23,15 @@ import {
   recallThreadsTag,
   recallThreadTag,
 } from "../../shared/domain/recall_cache.ts";
-import { decodeCursor, encodeCursor, keyFormats } from "../../shared/cursor.ts";
+import { keyFormats } from "../../shared/cursor.ts";
 import { asUser } from "../../shared/db.ts";
 import { bearerAuth, createApp, jsonContent } from "../../shared/http.ts";
+import { type PageArgs, pageArgs, toPage } from "../../shared/keyset.ts";
 import { notFound } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 import { uuid } from "../../shared/schemas.ts";
+import * as q from "./queries.ts";
+import type { MessageRow, ThreadRow } from "./queries.ts";
 
 const threadsPage = 20;
 const messagesPage = 50;
@@ -70,6 +73,8 @@ const pageQuery = (max: number) =>
     cursor: z.string().optional(),
   });
 const ThreadParam = z.object({ id: uuid() });
+const threadKeys = { tag: "recall-threads", key: keyFormats.timestamptz };
+const messageKeys = { tag: "recall-messages", key: keyFormats.timestamptz };
 
 type Thread = z.infer<typeof Thread>;
 type Message = z.infer<typeof Message>;
@@ -90,11 +95,11 @@ app.openapi(
   async (c) => {
     const { limit, cursor } = c.req.valid("query");
     const user = c.var.user!;
-    const after = cursor ? decodeCursor(cursor, "recall-threads", keyFormats.timestamptz) : null;
+    const p = pageArgs(threadKeys, limit, cursor);
     const page = await cache.get(
       `recall:threads:${user.id}:${limit}:${cursor ?? ""}`,
       { ttlS: threadsTtlS, tags: [recallThreadsTag(user.id)] },
-      () => listThreads(user, limit, after, c.var.budget),
+      () => listThreads(user, p, c.var.budget),
     );
     c.header("cache-control", "private, no-cache");
     return c.json(page, 200);
@@ -139,11 +144,11 @@ app.openapi(
     const { id } = c.req.valid("param");
     const { limit, cursor } = c.req.valid("query");
     const user = c.var.user!;
-    const after = cursor ? decodeCursor(cursor, "recall-messages", keyFormats.timestamptz) : null;
+    const p = pageArgs(messageKeys, limit, cursor);
     const page = await cache.get(
       `recall:messages:${user.id}:${id}:${limit}:${cursor ?? ""}`,
       { ttlS: messagesTtlS, tags: [recallThreadTag(id)] },
-      () => listMessages(user, id, limit, after, c.var.budget),
+      () => listMessages(user, id, p, c.var.budget),
     );
     if (!page) throw notFound("thread");
     c.header("cache-control", "private, no-cache");
@@ -166,9 +171,7 @@ app.openapi(
     const user = c.var.user!;
     const [deleted] = await asUser(
       user,
-      (tx) =>
-        tx`update public.recall_threads set status = 'deleted'
-           where id = ${id} and status <> 'deleted' returning id`,
+      (tx) => q.deleteThread(tx, id),
       c.var.budget,
     );
     if (!deleted) throw notFound("thread");
@@ -176,15 +179,6 @@ app.openapi(
     return c.body(null, 204);
   },
 );
-
-interface ThreadRow {
-  id: string;
-  title: string;
-  status: "active" | "archived";
-  last_message_at: Date;
-  created_at: Date;
-  cursor_key: string;
-}
 
 function toThread(row: Omit<ThreadRow, "cursor_key">): Thread {
   return {
@@ -196,83 +190,38 @@ function toThread(row: Omit<ThreadRow, "cursor_key">): Thread {
   };
 }
 
-async function listThreads(
-  user: AuthUser,
-  limit: number,
-  after: { key: string; id: string } | null,
-  budget: Budget,
-): Promise<Page<Thread>> {
-  const rows = await asUser(
-    user,
-    (tx) =>
-      tx<ThreadRow[]>`select * from public.get_recall_threads_paginated(${limit + 1},
-        ${after?.key ?? null}::text::timestamptz, ${after?.id ?? null}::uuid)`,
-    budget,
-  );
-  const items = rows.slice(0, limit);
-  const last = items.at(-1);
-  return {
-    items: items.map(toThread),
-    next_cursor: rows.length > limit && last
-      ? encodeCursor("recall-threads", last.cursor_key, last.id)
-      : null,
-  };
+async function listThreads(user: AuthUser, p: PageArgs, budget: Budget): Promise<Page<Thread>> {
+  const rows = await asUser(user, (tx) => q.threadsPage(tx, p), budget);
+  return toPage(threadKeys, p, rows, toThread);
 }
 
 /** The thread, or null when it is not the caller's (or deleted): cached as such for a while. */
 async function getThread(user: AuthUser, id: string, budget: Budget): Promise<Thread | null> {
   const [row] = await asUser(
     user,
-    (tx) =>
-      tx<ThreadRow[]>`select id, title, status, last_message_at, created_at
-        from public.recall_threads where id = ${id} and status <> 'deleted'`,
+    (tx) => q.thread(tx, id),
     budget,
   );
   return row ? toThread(row) : null;
-}
-
-interface MessageRow {
-  id: string | null;
-  thread_id: string;
-  role: Message["role"];
-  type: Message["type"];
-  content: string;
-  candidate_json: unknown;
-  created_at: Date;
-  cursor_key: string;
 }
 
 /** A page, or null when the thread is not the caller's (one statement either way). */
 async function listMessages(
   user: AuthUser,
   threadId: string,
-  limit: number,
-  after: { key: string; id: string } | null,
+  p: PageArgs,
   budget: Budget,
 ): Promise<Page<Message> | null> {
-  const rows = await asUser(
-    user,
-    (tx) =>
-      tx<MessageRow[]>`select * from public.get_recall_messages_paginated(${threadId}::uuid,
-        ${after?.key ?? null}::text::timestamptz, ${after?.id ?? null}::uuid, ${limit + 1})`,
-    budget,
-  );
+  const rows = await asUser(user, (tx) => q.messagesPage(tx, threadId, p), budget);
   if (!rows.length) return null;
-  const messages = rows.filter((r) => r.id !== null);
-  const items = messages.slice(0, limit);
-  const last = items.at(-1);
-  return {
-    items: items.map((r) => ({
-      id: r.id!,
-      thread_id: r.thread_id,
-      role: r.role,
-      type: r.type,
-      content: r.content,
-      candidate_json: r.candidate_json ?? null,
-      created_at: new Date(r.created_at).toISOString(),
-    })),
-    next_cursor: messages.length > limit && last
-      ? encodeCursor("recall-messages", last.cursor_key, last.id!)
-      : null,
-  };
+  const messages = rows.filter((r): r is MessageRow & { id: string } => r.id !== null);
+  return toPage(messageKeys, p, messages, (r) => ({
+    id: r.id,
+    thread_id: r.thread_id,
+    role: r.role,
+    type: r.type,
+    content: r.content,
+    candidate_json: r.candidate_json ?? null,
+    created_at: new Date(r.created_at).toISOString(),
+  }));
 }
