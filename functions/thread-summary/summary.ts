@@ -22,6 +22,8 @@ import { metrics } from "../../shared/metrics.ts";
 import { chatJson, openai, openaiChat } from "../../shared/openai.ts";
 import { callUpstream, upstreamFailure } from "../../shared/upstream.ts";
 import type { ReplyT, Thread } from "../../shared/domain/threads.ts";
+import * as q from "./queries.ts";
+import type { SourceReply, SummaryRow } from "./queries.ts";
 
 /** What the endpoint answers. */
 export interface SummaryView {
@@ -34,23 +36,7 @@ export interface SummaryView {
 }
 
 /** A `thread_summaries` row, as cached. */
-interface StoredSummary {
-  text: string;
-  source: "llm" | "extractive";
-  model: string | null;
-  generated_at: string;
-  /** `replies_updated_at::text` it was computed for (exact database text). */
-  version: string;
-  /** When an extractive fallback may try the LLM again (ISO), or null. */
-  retry_after: string | null;
-}
-
-/** A reply as the summarizers read it. */
-interface SourceReply {
-  who: string;
-  body: string;
-  like_count: number;
-}
+type StoredSummary = SummaryRow;
 
 const feature = "thread_summary";
 const maxReplyChars = 500;
@@ -101,9 +87,7 @@ export function forgetSummary(postId: string): Promise<void> {
 
 function storedSummary(postId: string): Promise<StoredSummary | null> {
   return cache.get(cacheKey(postId), { ttlS: 300 }, async () => {
-    const [row] = await query(sql<StoredSummary[]>`
-      select text, source, model, generated_at, replies_updated_at::text as version, retry_after
-      from public.thread_summaries where post_id = ${postId}`);
+    const [row] = await query(q.storedSummary(sql, postId));
     if (!row) return null;
     return {
       ...row,
@@ -132,17 +116,6 @@ function regenerateInBackground(postId: string): void {
   );
 }
 
-interface ThreadSource {
-  version: string | null;
-  reply_count: number;
-  post_body: string;
-  summary_version: string | null;
-  source: string | null;
-  retry_after: string | null;
-  llm_failures: number | null;
-  replies: SourceReply[];
-}
-
 /**
  * Summarizes the thread's current version unless the table already has it, stores the
  * result, and drops the cached copy. Returns what it did (tests, logs).
@@ -150,23 +123,7 @@ interface ThreadSource {
 export async function regenerate(postId: string): Promise<"current" | "llm" | "extractive"> {
   // Both statements go through the isolate's pool gate: background work can't take the
   // connections request work needs.
-  const [thread] = await query(sql<ThreadSource[]>`
-    select p.replies_updated_at::text as version, p.reply_count, p.body as post_body,
-      s.replies_updated_at::text as summary_version, s.source, s.retry_after, s.llm_failures,
-      coalesce((
-        select jsonb_agg(jsonb_build_object('who', r.who, 'body', r.body, 'like_count', r.like_count)
-          order by r.created_at desc, r.id desc)
-        from (
-          select r.id, r.body, r.like_count, r.created_at,
-            coalesce('@' || a.username, 'a persona') as who
-          from public.replies r left join public.profiles a on a.id = r.author_id
-          where r.post_id = p.id
-          order by r.created_at desc, r.id desc
-          limit ${config.social.summaryMaxReplies}
-        ) r
-      ), '[]'::jsonb) as replies
-    from public.posts p left join public.thread_summaries s on s.post_id = p.id
-    where p.id = ${postId}`);
+  const [thread] = await query(q.threadSource(sql, postId, config.social.summaryMaxReplies));
   if (!thread?.version) return "current";
   const upToDate = thread.summary_version === thread.version &&
     (thread.source === "llm" || !llmRetryDue({
@@ -186,28 +143,19 @@ export async function regenerate(postId: string): Promise<"current" | "llm" | "e
   const text = attempt?.ok ? attempt.text : extractiveText(newestFirst, thread.reply_count);
   const source = attempt?.ok ? "llm" : "extractive";
   metrics.inc("thread_summaries_total", { source });
-  await query(sql`
-    insert into public.thread_summaries as s (post_id, text, source, model, generated_at,
-      replies_updated_at, reply_count, retry_after, llm_failures, llm_calls, prompt_tokens,
-      completion_tokens)
-    values (${postId}, ${text}, ${source}, ${attempt?.ok ? attempt.model : null}, now(),
-      ${thread.version}::text::timestamptz, ${thread.reply_count},
-      now() + make_interval(secs => ${retryAfterS}::float8), ${failures}, ${attempt?.calls ?? 0},
-      ${attempt?.promptTokens ?? 0}, ${attempt?.completionTokens ?? 0})
-    on conflict (post_id) do update set
-      -- the content only moves forward (an older version finishing late must not win)…
-      text = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.text else s.text end,
-      source = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.source else s.source end,
-      model = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.model else s.model end,
-      generated_at = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.generated_at else s.generated_at end,
-      reply_count = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.reply_count else s.reply_count end,
-      retry_after = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.retry_after else s.retry_after end,
-      llm_failures = case when excluded.replies_updated_at >= s.replies_updated_at then excluded.llm_failures else s.llm_failures end,
-      replies_updated_at = greatest(s.replies_updated_at, excluded.replies_updated_at),
-      -- …while the cost always adds up.
-      llm_calls = s.llm_calls + excluded.llm_calls,
-      prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
-      completion_tokens = s.completion_tokens + excluded.completion_tokens`);
+  await query(q.upsertSummary(sql, {
+    postId,
+    text,
+    source,
+    model: attempt?.ok ? attempt.model : null,
+    version: thread.version,
+    replyCount: thread.reply_count,
+    retryAfterS,
+    failures,
+    calls: attempt?.calls ?? 0,
+    promptTokens: attempt?.promptTokens ?? 0,
+    completionTokens: attempt?.completionTokens ?? 0,
+  }));
   await forgetSummary(postId);
   return source;
 }
