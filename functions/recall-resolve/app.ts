@@ -28,6 +28,7 @@ import { metrics } from "../../shared/metrics.ts";
 import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
 import { idempotent, validIdempotencyKey } from "./idempotency.ts";
+import * as q from "./queries.ts";
 import {
   bodyLimitFor,
   fromJson,
@@ -166,9 +167,7 @@ async function resolveInThread(
   if (request.threadId) {
     const [thread] = await asUser(
       user,
-      (tx) =>
-        tx`select 1 from public.recall_threads
-           where id = ${request.threadId!} and status <> 'deleted'`,
+      (tx) => q.liveThread(tx, request.threadId!),
       budget,
     );
     if (!thread) throw notFound("thread");
@@ -187,22 +186,19 @@ async function resolveInThread(
   const [saved] = await asUser(
     user,
     (tx) =>
-      tx<{ thread_id: string; assistant_message_id: string }[]>`
-        select thread_id, assistant_message_id from public.insert_recall_messages_batch(
-          ${request.threadId ?? null}::uuid,
-          ${(request.text ?? "Audio recall").slice(0, 80)},
-          ${request.audio ? "audio" : "text"},
-          ${userContent},
-          ${top || !resolution.degraded ? "candidates" : "error"},
-          ${summary},
-          ${
-        tx.json({
+      q.insertExchange(tx, {
+        threadId: request.threadId ?? null,
+        title: (request.text ?? "Audio recall").slice(0, 80),
+        userType: request.audio ? "audio" : "text",
+        userContent,
+        assistantType: top || !resolution.degraded ? "candidates" : "error",
+        summary,
+        candidates: {
           candidates: resolution.candidates,
           providers: resolution.providers,
           degraded: resolution.degraded,
-          // deno-lint-ignore no-explicit-any
-        } as any)
-      }::jsonb)`,
+        },
+      }),
     budget,
   );
   if (!saved) throw notFound("thread"); // deleted while we were resolving

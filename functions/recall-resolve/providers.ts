@@ -23,6 +23,7 @@ import { shazamDetect } from "../../shared/providers/shazam.ts";
 import { searchDb } from "../../shared/search.ts";
 import { callUpstream, upstream } from "../../shared/upstream.ts";
 import type { Proposal } from "./merge.ts";
+import * as q from "./queries.ts";
 
 // One breaker per API (`openai-chat` guards both chat steps); each step its own timeout.
 const transcribeApi = upstream("openai-transcribe", {
@@ -66,16 +67,6 @@ export interface Audio {
   sha256: string;
 }
 
-interface CatalogRow {
-  id: string;
-  title: string;
-  artist: string;
-  album: string | null;
-  year: number | null;
-  score: number;
-  matched: "title" | "full_text" | "trigram";
-}
-
 /**
  * Songs of our catalog matching `text`. Naming the title is conclusive (≥ 0.9); a lyrics or
  * keyword match is evidence (≤ 0.8: many songs share a line); a typo match is worth a bit
@@ -84,7 +75,7 @@ interface CatalogRow {
 export async function searchCatalog(text: string, budget: Budget): Promise<Proposal[]> {
   const rows = await asUser(
     null,
-    (tx) => tx<CatalogRow[]>`select * from public.search_songs(${text.slice(0, 500)}, 5)`,
+    (tx) => q.searchSongs(tx, text.slice(0, 500)),
     budget,
     // A search: bounded in SQL (8 words, capped candidates), short, in the search lane.
     searchDb,
@@ -112,11 +103,7 @@ export async function matchCatalog(
   if (!songs.length) return [];
   return await asUser(
     null,
-    (tx) =>
-      tx<{ id: string; title: string; artist: string }[]>`select id, title, artist
-        from public.match_songs(${songs.map((s) => s.title)}::text[], ${
-        songs.map((s) => s.artist)
-      }::text[])`,
+    (tx) => q.matchSongs(tx, songs),
     budget,
   );
 }
