@@ -5,8 +5,9 @@
  * @module
  */
 import { z } from "@hono/zod-openapi";
-import { decodeCursor, encodeCursor, keyFormats } from "../cursor.ts";
+import { keyFormats } from "../cursor.ts";
 import type { Tx } from "../db.ts";
+import { type Keyset, pageArgs, toPage } from "../keyset.ts";
 
 /** Replies per page (and the most a client may ask for). */
 export const maxRepliesPage = 100;
@@ -61,14 +62,9 @@ export interface Thread {
   repliesVersion: string | null;
 }
 
-const cursorTag = "replies";
-
-/** Decodes a replies cursor (400 naming `cursor` when it is not one). */
-export function decodeRepliesCursor(cursor: string | undefined): { key: string; id: string } {
-  return cursor
-    ? decodeCursor(cursor, cursorTag, keyFormats.timestamptz)
-    : { key: "-infinity", id: "00000000-0000-0000-0000-000000000000" };
-}
+const repliesKeyset: Keyset = { tag: "replies", key: keyFormats.timestamptz };
+/** Before every reply: where the first page starts. */
+const firstReply = { key: "-infinity", id: "00000000-0000-0000-0000-000000000000" };
 
 /**
  * The post `postId` (null when the caller can't see it, or it is deleted) and the replies
@@ -81,7 +77,8 @@ export async function readThread(
   cursor: string | undefined,
   limit: number,
 ): Promise<Thread | null> {
-  const after = decodeRepliesCursor(cursor);
+  const p = pageArgs(repliesKeyset, limit, cursor);
+  const after = p.after ?? firstReply;
   const [row] = await tx`
     select p.id, p.body, p.media_url, p.thumbnail_url, p.status, p.like_count, p.reply_count,
       p.replies_updated_at, p.replies_updated_at::text as replies_version, p.created_at,
@@ -102,7 +99,7 @@ export async function readThread(
           where r.post_id = p.id
             and (r.created_at, r.id) > (${after.key}::text::timestamptz, ${after.id}::uuid)
           order by r.created_at, r.id
-          limit ${limit + 1}
+          limit ${p.fetch}
         ) r
         left join public.profiles ra on ra.id = r.author_id
       ), '[]'::jsonb) as replies
@@ -112,19 +109,12 @@ export async function readThread(
   if (!row) return null;
   type RawReply = ReplyT & { cursor_key: string };
   const raw = row.replies as RawReply[];
-  const items = raw.slice(0, limit);
-  const last = items.at(-1);
   return {
     post: toPost(row),
-    replies: {
-      items: items.map(({ cursor_key: _, ...reply }) => ({
-        ...reply,
-        created_at: new Date(reply.created_at).toISOString(),
-      })),
-      next_cursor: raw.length > limit && last
-        ? encodeCursor(cursorTag, last.cursor_key, last.id)
-        : null,
-    },
+    replies: toPage(repliesKeyset, p, raw, ({ cursor_key: _, ...reply }) => ({
+      ...reply,
+      created_at: new Date(reply.created_at).toISOString(),
+    })),
     repliesVersion: row.replies_version ?? null,
   };
 }
