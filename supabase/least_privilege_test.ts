@@ -27,6 +27,8 @@ const executeAllowList: Record<string, string[]> = {
   "feed_for_you(integer,double precision,uuid)": ["anon", "authenticated"],
   "search_songs(text,integer)": ["anon", "authenticated"],
   "match_songs(text[],text[])": ["anon", "authenticated"],
+  // The author shape, inlined into the feeds and the post/thread reads (inlining checks EXECUTE).
+  "author_json(profiles)": ["anon", "authenticated"],
   "feed_following(integer,timestamp with time zone,uuid)": ["authenticated"],
   "liked_post_ids(uuid[])": ["authenticated"],
   "apply_likes(uuid[],uuid[])": ["authenticated"],

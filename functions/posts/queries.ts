@@ -39,15 +39,13 @@ export const insertPost = (
       returning *
     )
     select p.*, false as liked_by_me,
-      jsonb_build_object('id', a.id, 'username', a.username, 'display_name', a.display_name,
-        'avatar_url', a.avatar_url) as author
+      public.author_json(a) as author
     from p join public.profiles a on a.id = p.author_id`;
 
 /** The post `id` with its author and whether the caller likes it, unless deleted. */
 export const post = (tx: Tx, id: string): postgres.PendingQuery<postgres.Row[]> =>
   tx`select p.*,
-      jsonb_build_object('id', a.id, 'username', a.username, 'display_name', a.display_name,
-        'avatar_url', a.avatar_url) as author,
+      public.author_json(a) as author,
       exists (select 1 from public.likes l
               where l.user_id = (select auth.uid()) and l.post_id = p.id) as liked_by_me
     from public.posts p join public.profiles a on a.id = p.author_id
@@ -64,6 +62,5 @@ export const insertReply = (
       returning *
     )
     select r.id, r.post_id, r.persona_id, r.body, r.like_count, r.created_at,
-      jsonb_build_object('id', a.id, 'username', a.username, 'display_name', a.display_name,
-        'avatar_url', a.avatar_url) as author
+      public.author_json(a) as author
     from r join public.profiles a on a.id = r.author_id`;

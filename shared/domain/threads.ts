@@ -82,17 +82,14 @@ export async function readThread(
   const [row] = await tx`
     select p.id, p.body, p.media_url, p.thumbnail_url, p.status, p.like_count, p.reply_count,
       p.replies_updated_at, p.replies_updated_at::text as replies_version, p.created_at,
-      jsonb_build_object('id', a.id, 'username', a.username, 'display_name', a.display_name,
-        'avatar_url', a.avatar_url) as author,
+      public.author_json(a) as author,
       exists (select 1 from public.likes l
               where l.user_id = (select auth.uid()) and l.post_id = p.id) as liked_by_me,
       coalesce((
         select jsonb_agg(jsonb_build_object(
             'id', r.id, 'post_id', r.post_id, 'persona_id', r.persona_id, 'body', r.body,
             'like_count', r.like_count, 'created_at', r.created_at, 'cursor_key', r.cursor_key,
-            'author', case when ra.id is null then null else jsonb_build_object(
-              'id', ra.id, 'username', ra.username, 'display_name', ra.display_name,
-              'avatar_url', ra.avatar_url) end)
+            'author', case when ra.id is null then null else public.author_json(ra) end)
           order by r.created_at, r.id)
         from (
           select r.*, r.created_at::text as cursor_key from public.replies r
