@@ -111,7 +111,9 @@ it("with npm start running, npm run worker finds its database, Redis and stand-i
   const [post] = await env.db.sql`select id from posts where status = 'published' limit 1`;
   const persona = "00000000-0000-4000-a000-000000000002";
   const [job] = await env.db.sql`
-    insert into jobs (job_type, post_id, persona_id) values ('generate_reply', ${post.id}, ${persona})
+    insert into jobs (job_type, payload, job_key)
+    values ('generate_reply', jsonb_build_object('post_id', ${post.id}::uuid, 'persona_id', ${persona}::uuid),
+            ${`generate_reply:${post.id}:${persona}`})
     returning id`;
   const worker = startWorker({ STACK_FILE: stackFile });
   const started = JSON.parse(await worker.until((l) => l.includes('"worker started"')));

@@ -13,6 +13,7 @@ import {
   databaseUrl,
   dropDatabase,
   migrate,
+  migrationFiles,
 } from "../scripts/db.ts";
 import { adminUrl, testDatabase } from "../scripts/test_db.ts";
 import { DEMO_USER_ID, seed } from "../scripts/seed.ts";
@@ -420,4 +421,72 @@ Deno.test("like_count stays exact under 100 concurrent like/unlike statements", 
   await sql`delete from public.posts where id = ${post.id}`;
   const [{ left }] = await sql`select count(*)::int as left from public.likes`;
   assertEquals(left, 0);
+});
+
+Deno.test("jobs_job_key: reply targets move into the payload and a job key, no data lost", async () => {
+  const admin = adminUrl();
+  const name = `rockout_t_jobkey_${crypto.randomUUID().slice(0, 8)}`;
+  await createDatabase(admin, name);
+  const url = databaseUrl(admin, name);
+  const target = "20261128000500_jobs_job_key.sql";
+  const dir = new URL("./migrations/", import.meta.url);
+  const sql = connect(url);
+  try {
+    await bootstrap(url);
+    for (const file of (await migrationFiles()).filter((f) => f < target)) {
+      await sql.unsafe(await Deno.readTextFile(new URL(file, dir))).simple();
+    }
+    const author = await makeUser(sql, "jobkey_author");
+    const [post] =
+      await sql`insert into public.posts (author_id, body) values (${author}, 'riff') returning id`;
+    const [p1, p2] = [
+      "00000000-0000-4000-a000-000000000001",
+      "00000000-0000-4000-a000-000000000002",
+    ];
+    // Rows as the old queue wrote them: targets in columns only, an empty payload.
+    await sql`
+      insert into public.jobs (job_type, post_id, persona_id, status, finished_at) values
+        ('generate_reply', ${post.id}, ${p1}, 'done', now()),
+        ('generate_reply', ${post.id}, ${p1}, 'pending', null),
+        ('generate_reply', ${post.id}, ${p2}, 'failed', null)`;
+    await sql`insert into public.jobs (job_type, payload) values ('digest', '{"day": "2026-11-27"}')`;
+
+    await sql.unsafe(await Deno.readTextFile(new URL(target, dir))).simple();
+
+    const rows = await sql`
+      select payload, job_key, status from public.jobs where job_type = 'generate_reply'
+      order by payload->>'persona_id', status`;
+    const key = (persona: string) => `generate_reply:${post.id}:${persona}`;
+    assertEquals(rows, [
+      { payload: { post_id: post.id, persona_id: p1 }, job_key: key(p1), status: "done" },
+      { payload: { post_id: post.id, persona_id: p1 }, job_key: key(p1), status: "pending" },
+      { payload: { post_id: post.id, persona_id: p2 }, job_key: key(p2), status: "failed" },
+    ]);
+    const [digest] = await sql`select payload, job_key from public.jobs where job_type = 'digest'`;
+    assertEquals(digest, { payload: { day: "2026-11-27" }, job_key: null });
+    const [{ columns }] = await sql`
+      select array_agg(column_name::text) as columns from information_schema.columns
+      where table_schema = 'public' and table_name = 'jobs' and column_name in ('post_id', 'persona_id')`;
+    assertEquals(columns, null);
+    // One active job per key: a second active row is refused…
+    await assertRejects(
+      () => sql`insert into public.jobs (job_type, job_key) values ('generate_reply', ${key(p2)})`,
+      Error,
+      "jobs_job_key_active_idx",
+    );
+    // …and enqueueing a duplicate returns the existing job.
+    const [active] = await sql`select id from public.jobs where job_key = ${
+      key(p1)
+    } and status = 'pending'`;
+    const { enqueue } = await import("../shared/jobs/queue.ts");
+    const again = await enqueue({
+      type: "generate_reply",
+      payload: { post_id: post.id, persona_id: p1 },
+      jobKey: key(p1),
+    }, sql);
+    assertEquals(again, { id: active.id, status: "pending", created: false });
+  } finally {
+    await sql.end();
+    await dropDatabase(admin, name);
+  }
 });

@@ -13,6 +13,7 @@ import { breakerHealth } from "../../shared/breaker.ts";
 import { config } from "../../shared/config.ts";
 import { healthSql, sql } from "../../shared/db.ts";
 import { clientIp, createApp } from "../../shared/http.ts";
+import { jobTypes } from "../../shared/domain/jobs.ts";
 import { collectQueueDepth } from "../../shared/jobs/metrics.ts";
 import { collectDbConnections, metrics } from "../../shared/metrics.ts";
 import { anonymousReads } from "../../shared/ratelimit.ts";
@@ -46,7 +47,7 @@ const Health = z.object({
 export const app = createApp("health", { budgetMs: 2000, shed: false });
 
 // The queue is global state: any isolate's metrics export can report its depth.
-collectQueueDepth(sql);
+collectQueueDepth(sql, jobTypes);
 collectDbConnections(healthSql);
 
 const route = createRoute({

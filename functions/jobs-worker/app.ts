@@ -13,6 +13,9 @@ import { requireSecretKey } from "../../shared/auth.ts";
 import { config } from "../../shared/config.ts";
 import { createApp } from "../../shared/http.ts";
 import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { sql } from "../../shared/db.ts";
+import { jobTypes } from "../../shared/domain/jobs.ts";
+import { collectQueueDepth } from "../../shared/jobs/metrics.ts";
 import { runWorkerPool } from "../../shared/jobs/pool.ts";
 import { metrics } from "../../shared/metrics.ts";
 import { invalidParameter } from "../../shared/problem.ts";
@@ -34,6 +37,9 @@ const runLimiter = new RateLimiter({
   failOpen: true,
 });
 const limitRuns = rateLimit(runLimiter, () => "secret-key");
+
+// `GET /metrics` reports the depth of every registered job type (once per isolate).
+collectQueueDepth(sql, jobTypes);
 
 const RunSummary = z.object({
   claimed: z.number().int(),

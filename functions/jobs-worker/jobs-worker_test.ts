@@ -28,6 +28,14 @@ const { runWorkerPool } = await import("../../shared/jobs/pool.ts");
 const { jobHandlers } = await import("./handlers/index.ts");
 const { generateReply } = await import("./handlers/generate_reply.ts");
 const { scheduleDigests, sendDigest } = await import("./handlers/digest.ts");
+const { replyJobKey } = await import("../../shared/domain/reply_jobs.ts");
+
+/** A generate_reply job as shared/domain/reply_jobs.ts enqueues it. */
+const replyJob = (postId: string, personaId: string) => ({
+  type: "generate_reply",
+  payload: { post_id: postId, persona_id: personaId },
+  jobKey: replyJobKey(postId, personaId),
+});
 const { Budget } = await import("../../shared/budget.ts");
 const db = env.db.sql;
 const workerScript = new URL("../../scripts/worker.ts", import.meta.url).pathname;
@@ -42,7 +50,7 @@ const personas = [
 async function freshPost(): Promise<{ id: string; author_id: string }> {
   const [row] = await db`
     select id, author_id from posts
-    where status = 'published' and id not in (select post_id from jobs where post_id is not null)
+    where status = 'published' and id::text not in (select payload->>'post_id' from jobs where payload ? 'post_id')
       and id not in (select post_id from replies)
     order by id limit 1`;
   return row as { id: string; author_id: string };
@@ -100,7 +108,7 @@ it("POST /run needs a secret key: missing, wrong or a user token → 401 problem
 it("POST /run drains generate_reply jobs: one reply each, the author notified, a summary", async () => {
   const post = await freshPost();
   for (const personaId of personas) {
-    await enqueue({ type: "generate_reply", postId: post.id, personaId });
+    await enqueue(replyJob(post.id, personaId));
   }
   const before = fake.chatCalls();
   const res = await run({ apikey: secret });
@@ -128,9 +136,8 @@ it("generate_reply run twice (even at once) writes one reply and one notificatio
   const job = {
     id: crypto.randomUUID(),
     job_type: "generate_reply",
-    post_id: post.id,
-    persona_id: personas[0],
-  } as Parameters<typeof generateReply>[0];
+    payload: { post_id: post.id, persona_id: personas[0] },
+  } as unknown as Parameters<typeof generateReply>[0];
   const ctx = () => {
     const budget = new Budget(10_000);
     return { budget, signal: budget.aborted, workerId: "test" };
@@ -148,7 +155,7 @@ it("generate_reply run twice (even at once) writes one reply and one notificatio
 
 it("LLM failing → the job fails with backoff and succeeds on a later run, never lost", async () => {
   const post = await freshPost();
-  const { id } = await enqueue({ type: "generate_reply", postId: post.id, personaId: personas[1] });
+  const { id } = await enqueue(replyJob(post.id, personas[1]));
   fake.behave({ status: 500 }, "/v1/chat/completions");
   try {
     const res = await run({ apikey: secret });
@@ -178,9 +185,7 @@ it("LLM failing → the job fails with backoff and succeeds on a later run, neve
 it("a worker SIGKILLed mid-job: another worker re-runs the job after the lock timeout, one reply", async () => {
   const post = await freshPost();
   const { id } = await enqueue({
-    type: "generate_reply",
-    postId: post.id,
-    personaId: personas[2],
+    ...replyJob(post.id, personas[2]),
     lockTimeoutS: 4,
   });
   // "Blocked": longer than the child's 3 s task timeout, yet bounded (a fake hanging for a
@@ -236,7 +241,7 @@ it("a worker SIGKILLed mid-job: another worker re-runs the job after the lock ti
 
 it("SIGTERM: a running job finishes within the grace period, then the worker exits", async () => {
   const post = await freshPost();
-  const { id } = await enqueue({ type: "generate_reply", postId: post.id, personaId: personas[0] });
+  const { id } = await enqueue(replyJob(post.id, personas[0]));
   fake.behave({ delayMs: 600 }, "/v1/chat/completions");
   const before = fake.chatCalls();
   const child = spawnWorker(["--grace-ms", "10000"]);
@@ -258,7 +263,7 @@ it("SIGTERM: a running job finishes within the grace period, then the worker exi
 
 it("SIGTERM: a job still running after the grace period is released, not lost", async () => {
   const post = await freshPost();
-  const { id } = await enqueue({ type: "generate_reply", postId: post.id, personaId: personas[1] });
+  const { id } = await enqueue(replyJob(post.id, personas[1]));
   fake.behave({ delayMs: 3000 }, "/v1/chat/completions"); // outlasts the 200 ms grace
   const before = fake.chatCalls();
   const child = spawnWorker(["--grace-ms", "200"]);
@@ -276,7 +281,7 @@ it("SIGTERM: a job still running after the grace period is released, not lost", 
 
 it("without OpenAI, workers leave generate_reply jobs pending instead of killing them", async () => {
   const post = await freshPost();
-  const { id } = await enqueue({ type: "generate_reply", postId: post.id, personaId: personas[2] });
+  const { id } = await enqueue(replyJob(post.id, personas[2]));
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", workerScript, "--concurrency", "1", "--poll-ms", "50"],
     clearEnv: true,

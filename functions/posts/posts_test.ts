@@ -232,7 +232,7 @@ it("generate-replies: 202 with one active job per persona, even for 20 parallel 
     .flatMap((b) => b.jobs.map((j: { job_id: string }) => j.job_id)));
   assertEquals(jobIds.size, 2);
   const [{ count }] = await env.db.sql`
-    select count(*)::int from jobs where job_type = 'generate_reply' and post_id = ${post}`;
+    select count(*)::int from jobs where job_type = 'generate_reply' and payload->>'post_id' = ${post}`;
   assertEquals(count, 2);
 });
 

@@ -24,16 +24,31 @@ export interface ReplyJob {
   status: JobStatus | null;
 }
 
+/** The job type of persona replies (run by jobs-worker's `generate_reply` handler). */
+export const replyJobType = "generate_reply";
+
+/** The payload of a reply job. */
+export interface ReplyPayload {
+  post_id: string;
+  persona_id: string;
+}
+
+/** The job key of a reply job: at most one active job per (post, persona). */
+export function replyJobKey(postId: string, personaId: string): string {
+  return `${replyJobType}:${postId.toLowerCase()}:${personaId.toLowerCase()}`;
+}
+
 /** Per attempt of a reply job: the LLM call gets the worker's 15 s task timeout. */
 const replyJobMaxAttempts = 5;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Enqueues one `generate_reply` job per persona for a post the caller can see (published).
- * Idempotent under races: at most one active job exists per (post, persona) (a unique
- * partial index), so concurrent identical calls all get the same job back; personas that
- * already replied get no job. Throws 404 for an unknown or invisible post, 400 naming
- * `persona_ids` for unknown personas or a bad list.
+ * Idempotent under races: at most one active job exists per (post, persona) (its job key
+ * `generate_reply:<post>:<persona>`, unique among active jobs), so concurrent identical
+ * calls all get the same job back; personas that already replied get no job. Throws 404
+ * for an unknown or invisible post, 400 naming `persona_ids` for unknown personas or a bad
+ * list.
  */
 export async function enqueueReplyJobs(
   user: AuthUser,
@@ -76,14 +91,15 @@ export async function enqueueReplyJobs(
         select r.persona_id from public.replies r
         where r.post_id = ${postId} and r.persona_id = any (${missing}::uuid[])
       ), inserted as (
-        insert into public.jobs (job_type, payload, post_id, persona_id, max_attempts)
-        select 'generate_reply',
+        insert into public.jobs (job_type, payload, job_key, max_attempts)
+        select ${replyJobType}::text,
                jsonb_build_object('post_id', ${postId}::uuid, 'persona_id', p.id),
-               ${postId}::uuid, p.id, ${replyJobMaxAttempts}
+               ${replyJobType}::text || ':' || ${postId}::uuid::text || ':' || p.id::text,
+               ${replyJobMaxAttempts}
         from unnest(${missing}::uuid[]) as p(id)
         where p.id not in (select persona_id from replied)
         on conflict do nothing
-        returning persona_id, id, status
+        returning payload->>'persona_id' as persona_id, id, status
       )
       select persona_id::text, null::uuid as job_id, null as status, false as created from replied
       union all
@@ -100,9 +116,8 @@ export async function enqueueReplyJobs(
     if (!missing.length) break;
     // Lost the race to an active job (the insert waited for it to commit): report it.
     const active = await db<{ persona_id: string; id: string; status: JobStatus }[]>`
-      select persona_id::text, id, status from public.jobs
-      where job_type = 'generate_reply' and post_id = ${postId}
-        and persona_id = any (${missing}::uuid[])
+      select payload->>'persona_id' as persona_id, id, status from public.jobs
+      where job_key = any (${missing.map((id) => replyJobKey(postId, id))}::text[])
         and status in ('pending', 'processing', 'failed')`;
     for (const r of active) {
       results.set(r.persona_id, {

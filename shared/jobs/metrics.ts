@@ -15,18 +15,20 @@ metrics.describe("jobs_failed_total", "Job attempts that threw or timed out, by 
 metrics.describe("jobs_retried_total", "Failed attempts scheduled for a retry, by job_type");
 metrics.describe("job_duration_ms", "Handler run time per attempt, by job_type");
 
-const knownJobTypes = ["generate_reply", "digest"];
 const activeStatuses = ["pending", "processing", "failed"];
 let registered = false;
 
-/** Registers the `queue_depth` collector once per isolate, reading through `db`. */
-export function collectQueueDepth(db: Db, cacheMs = 5000): void {
+/**
+ * Registers the `queue_depth` collector once per isolate, reading through `db`. `jobTypes`
+ * (the caller's job registry) get a zero series each even before their first job.
+ */
+export function collectQueueDepth(db: Db, jobTypes: readonly string[], cacheMs = 5000): void {
   if (registered) return;
   registered = true;
   let cached: { at: number; samples: Promise<Sample[]> } | null = null;
   metrics.collect(() => {
     if (!cached || performance.now() - cached.at > cacheMs) {
-      const samples = queueDepth(db);
+      const samples = queueDepth(db, jobTypes);
       cached = { at: performance.now(), samples };
       samples.catch(() => (cached = null)); // don't cache a failure
     }
@@ -34,7 +36,7 @@ export function collectQueueDepth(db: Db, cacheMs = 5000): void {
   });
 }
 
-async function queueDepth(db: Db): Promise<Sample[]> {
+async function queueDepth(db: Db, jobTypes: readonly string[]): Promise<Sample[]> {
   // Through the isolate's pool gate (a scrape waits at most 2 s for a connection, then the
   // collector reports nothing): metrics can't take connections request work needs.
   const rows = await query(
@@ -47,7 +49,7 @@ async function queueDepth(db: Db): Promise<Sample[]> {
   );
   // Zeros too: an empty queue is a value (and the series exists before the first job).
   const depth = new Map<string, number>();
-  for (const type of knownJobTypes) {
+  for (const type of jobTypes) {
     for (const status of activeStatuses) depth.set(`${type}\t${status}`, 0);
   }
   for (const r of rows) depth.set(`${r.job_type}\t${r.status}`, r.n);

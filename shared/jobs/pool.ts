@@ -10,7 +10,7 @@
 import { Budget } from "../budget.ts";
 import { metrics } from "../metrics.ts";
 import { delay } from "../abort.ts";
-import { collectQueueDepth } from "./metrics.ts";
+import "./metrics.ts"; // describes the jobs_* series this pool records
 import {
   claimJobs,
   completeJobs,
@@ -83,8 +83,6 @@ export interface PoolSummary {
   recovered: number;
   ms: number;
 }
-
-collectQueueDepth(pool);
 
 /** Time kept between a task's timeout and its lock's expiry. */
 const lockMarginMs = 1000;

@@ -1,6 +1,8 @@
 /**
  * The jobs queue client: thin wrappers over the SQL RPCs of `20261125003100_jobs.sql`
  * (claim with `FOR UPDATE SKIP LOCKED`, complete, fail with backoff, release, recover).
+ * Generic, as graphile-worker's: a job's targets live in its payload, and an optional job
+ * key allows one active job per key (`20261128000500_jobs_job_key.sql`).
  * Everything runs as the database owner on the pool (or the client passed in): the API
  * roles cannot reach the jobs table.
  *
@@ -26,8 +28,7 @@ export interface Job {
   locked_by: string | null;
   last_error: string | null;
   dedupe_key: string | null;
-  post_id: string | null;
-  persona_id: string | null;
+  job_key: string | null;
   created_at: Date;
 }
 
@@ -41,8 +42,8 @@ export interface NewJob {
   availableAt?: Date;
   /** At most one job per key, ever. */
   dedupeKey?: string;
-  postId?: string;
-  personaId?: string;
+  /** At most one active (pending, processing, failed) job per key, as graphile-worker's. */
+  jobKey?: string;
 }
 
 /** A database client: the pool, or another postgres.js client (tests, benchmarks). */
@@ -50,8 +51,8 @@ export type Db = postgres.Sql;
 
 /**
  * Enqueues a job. When a unique guard already holds an equivalent job (same dedupe key, or
- * an active generate_reply for the same post and persona), returns that job with
- * `created: false` instead of adding a second one.
+ * an active job with the same job key), returns that job with `created: false` instead of
+ * adding a second one.
  */
 export async function enqueue(
   job: NewJob,
@@ -60,21 +61,20 @@ export async function enqueue(
   for (let attempt = 0; attempt < 3; attempt++) {
     const [row] = await db<{ id: string; status: JobStatus }[]>`
       insert into public.jobs
-        (job_type, payload, max_attempts, lock_timeout_s, available_at, dedupe_key, post_id, persona_id)
+        (job_type, payload, max_attempts, lock_timeout_s, available_at, dedupe_key, job_key)
       values (
         ${job.type}, ${db.json((job.payload ?? {}) as postgres.JSONValue)}, ${job.maxAttempts ?? 5},
         ${job.lockTimeoutS ?? 60}, coalesce(${
       job.availableAt?.toISOString() ?? null
     }::timestamptz, now()),
-        ${job.dedupeKey ?? null}, ${job.postId ?? null}::uuid, ${job.personaId ?? null}::uuid)
+        ${job.dedupeKey ?? null}, ${job.jobKey ?? null})
       on conflict do nothing
       returning id, status`;
     if (row) return { ...row, created: true };
     const [existing] = await db<{ id: string; status: JobStatus }[]>`
       select id, status from public.jobs
       where (${job.dedupeKey ?? null}::text is not null and dedupe_key = ${job.dedupeKey ?? null})
-         or (job_type = 'generate_reply' and post_id = ${job.postId ?? null}::uuid
-             and persona_id = ${job.personaId ?? null}::uuid
+         or (${job.jobKey ?? null}::text is not null and job_key = ${job.jobKey ?? null}
              and status in ('pending', 'processing', 'failed'))
       limit 1`;
     // Gone between the two statements (finished): try the insert again.

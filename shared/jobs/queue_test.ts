@@ -16,6 +16,7 @@ const { claimJobs, completeJobs, enqueue, failJob, recoverExpiredJobs } = await 
 const { PermanentJobError, runWorkerPool } = await import("./pool.ts");
 const { enqueueReplyJobs } = await import("../domain/reply_jobs.ts");
 const { metrics } = await import("../metrics.ts");
+const { collectQueueDepth } = await import("./metrics.ts");
 const { ProblemError } = await import("../problem.ts");
 const { verifyAccessToken } = await import("../auth.ts");
 const db = env.db.sql;
@@ -28,7 +29,7 @@ const it = (name: string, fn: () => Promise<void>) =>
 
 async function publishedPost(): Promise<string> {
   const [row] = await db`
-    select id from posts where status = 'published' and id not in (select post_id from jobs where post_id is not null)
+    select id from posts where status = 'published' and id::text not in (select payload->>'post_id' from jobs where payload ? 'post_id')
     order by id limit 1`;
   return row.id;
 }
@@ -76,7 +77,8 @@ it("50 parallel identical enqueues → one active job", async () => {
   assertEquals(results.filter((r) => r.jobs[0].state === "created").length, 1);
   assertEquals(results.filter((r) => r.jobs[0].state === "active").length, 49);
   const [{ n }] = await db`
-    select count(*)::int as n from jobs where post_id = ${postId} and persona_id = ${personaId}`;
+    select count(*)::int as n from jobs
+    where payload->>'post_id' = ${postId} and payload->>'persona_id' = ${personaId}`;
   assertEquals(n, 1);
 });
 
@@ -110,6 +112,18 @@ it("enqueueReplyJobs: a reply already written → no job; bad input → 404 / 40
     insert into posts (author_id, body, status)
     select id, 'draft', 'draft' from profiles where id <> ${DEMO_USER_ID} limit 1 returning id`;
   assertEquals(await status(() => enqueueReplyJobs(demo, draft.id, [other])), 404);
+});
+
+it("job keys: one active job per key; a finished one frees the key", async () => {
+  const first = await enqueue({ type: "keyed", jobKey: "keyed:1", payload: { n: 1 } });
+  const again = await enqueue({ type: "keyed", jobKey: "keyed:1", payload: { n: 2 } });
+  assertEquals(first.created, true);
+  assertEquals(again, { id: first.id, status: "pending", created: false });
+  await db`update jobs set status = 'done', finished_at = now() where id = ${first.id}`;
+  const next = await enqueue({ type: "keyed", jobKey: "keyed:1" });
+  assertEquals(next.created, true);
+  assert(next.id !== first.id);
+  await db`update jobs set status = 'done', finished_at = now() where id = ${next.id}`;
 });
 
 it("dedupe keys: one job per key, ever", async () => {
@@ -229,10 +243,12 @@ it("torn down mid-task: the job is released (runnable, attempt not counted)", as
   assertEquals([row.status, row.attempts, row.locked_by], ["pending", 0, null]);
 });
 
-it("queue_depth by job type and status is exported", async () => {
+it("queue_depth by job type and status is exported, zeros for the registered types", async () => {
+  collectQueueDepth(db, ["depth_probe", "depth_idle"]);
   await db`insert into jobs (job_type) select 'depth_probe' from generate_series(1, 7)`;
   const text = await metrics.render();
   assertMatch(text, /queue_depth\{job_type="depth_probe",status="pending"\} 7/);
+  assertMatch(text, /queue_depth\{job_type="depth_idle",status="failed"\} 0/);
   assertMatch(text, /# TYPE job_duration_ms histogram/);
   assertMatch(text, /jobs_processed_total\{job_type="count",outcome="done"\} 1000/);
 });

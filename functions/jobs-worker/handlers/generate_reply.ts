@@ -9,6 +9,7 @@
  */
 import { config } from "../../../shared/config.ts";
 import { query, sql } from "../../../shared/db.ts";
+import type { ReplyPayload } from "../../../shared/domain/reply_jobs.ts";
 import { type JobHandler, PermanentJobError } from "../../../shared/jobs/pool.ts";
 import { chatJson, openai, openaiChat } from "../../../shared/openai.ts";
 import { callUpstream } from "../../../shared/upstream.ts";
@@ -22,11 +23,24 @@ const replySchema = {
 };
 const maxReplyChars = 2000;
 
-/** Writes the reply of `job.persona_id` to `job.post_id`. */
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The payload's targets, or null when it does not name both as uuids. */
+function replyPayload(payload: Record<string, unknown>): ReplyPayload | null {
+  const { post_id, persona_id } = payload ?? {};
+  return typeof post_id === "string" && uuidPattern.test(post_id) &&
+      typeof persona_id === "string" && uuidPattern.test(persona_id)
+    ? { post_id, persona_id }
+    : null;
+}
+
+/** Writes the reply of the payload's `persona_id` to its `post_id`. */
 export const generateReply: JobHandler = async (job, { budget, signal }) => {
-  if (!job.post_id || !job.persona_id) {
-    throw new PermanentJobError("generate_reply needs post_id and persona_id");
+  const ids = replyPayload(job.payload);
+  if (!ids) {
+    throw new PermanentJobError("generate_reply needs post_id and persona_id in its payload");
   }
+  const { post_id: postId, persona_id: personaId } = ids;
   // Workers don't claim this type without OpenAI; this guards a misconfigured deployment.
   if (!openai || !config.openai) {
     throw new PermanentJobError("OpenAI is not configured (OPENAI_API_KEY is not set)");
@@ -34,7 +48,7 @@ export const generateReply: JobHandler = async (job, { budget, signal }) => {
   // Through the isolate's pool gate, like request work: a slow job can't take every
   // connection, and its statements are cancelled when the task times out.
   const [target] = await query(
-    q.replyTarget(sql, job.post_id, job.persona_id),
+    q.replyTarget(sql, postId, personaId),
     signal,
   );
   // Deleted post or persona, unpublished post, or a previous run already replied (a
@@ -59,7 +73,7 @@ export const generateReply: JobHandler = async (job, { budget, signal }) => {
   if (!body) throw new Error("the model returned an empty reply");
 
   await query(
-    q.insertReply(sql, job.post_id, job.persona_id, target.persona_name, body),
+    q.insertReply(sql, postId, personaId, target.persona_name, body),
     signal,
   );
 };

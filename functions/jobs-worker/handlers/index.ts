@@ -5,13 +5,14 @@
  *
  * @module
  */
+import type { JobType } from "../../../shared/domain/jobs.ts";
 import type { JobHandler } from "../../../shared/jobs/pool.ts";
 import { openai } from "../../../shared/openai.ts";
 import { sendDigest } from "./digest.ts";
 import { generateReply } from "./generate_reply.ts";
 
-/** Handlers available in this isolate. */
-export function jobHandlers(): Record<string, JobHandler> {
+/** Handlers available in this isolate, keyed by the job types of `shared/domain/jobs.ts`. */
+export function jobHandlers(): { [T in JobType]?: JobHandler } {
   return {
     digest: sendDigest,
     ...(openai ? { generate_reply: generateReply } : {}),
