@@ -14,12 +14,12 @@
  *
  * @module
  */
-import { assert } from "../scripts/assert.ts";
+import { assert } from "../scripts/testing/assert.ts";
 import { metrics } from "../shared/metrics.ts";
-import { seed } from "../scripts/seed.ts";
-import { saturate } from "../scripts/test_cpu.ts";
-import { functionTestEnv } from "../scripts/test_env.ts";
-import { it } from "../scripts/test_http.ts";
+import { seed } from "../scripts/testing/seed.ts";
+import { saturate } from "../scripts/testing/test_cpu.ts";
+import { functionTestEnv } from "../scripts/testing/test_env.ts";
+import { it } from "../scripts/testing/test_http.ts";
 
 const env = await functionTestEnv({
   env: {

@@ -5,10 +5,10 @@
  *
  * @module
  */
-import { assert, assertEquals } from "../scripts/assert.ts";
-import { DEMO_USER_ID, seed } from "../scripts/seed.ts";
-import { functionTestEnv } from "../scripts/test_env.ts";
-import { it } from "../scripts/test_http.ts";
+import { assert, assertEquals } from "../scripts/testing/assert.ts";
+import { DEMO_USER_ID, seed } from "../scripts/testing/seed.ts";
+import { functionTestEnv } from "../scripts/testing/test_env.ts";
+import { it } from "../scripts/testing/test_http.ts";
 
 const secret = "sb_secret_rate_limits_test";
 const env = await functionTestEnv({

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../scripts/assert.ts";
+import { assert, assertEquals } from "../scripts/testing/assert.ts";
 import { Admission, GradientLimit } from "./admission.ts";
 
 const options = { initial: 64, min: 24, max: 512, targetMs: 100, windowMs: 0, windowSamples: 10 };

@@ -3,7 +3,7 @@
  * project's own keys (what a signed-out supabase-js client sends) as anonymous.
  */
 import { SignJWT } from "jose";
-import { createDevKeys } from "../scripts/dev_auth.ts";
+import { createDevKeys } from "../scripts/dev/dev_auth.ts";
 const keys = await createDevKeys();
 const hsSecret = "test-hs256-secret-that-is-long-enough-0123456789";
 /** The legacy anon key of another signing secret than ours: known only by its exact value. */
@@ -16,10 +16,10 @@ Deno.env.set("SUPABASE_JWKS", JSON.stringify(keys.jwks));
 Deno.env.set("JWT_SECRET", hsSecret);
 Deno.env.set("SUPABASE_PUBLISHABLE_KEYS", JSON.stringify({ default: "sb_publishable_unit_1" }));
 Deno.env.set("SUPABASE_ANON_KEY", legacyAnonKey);
-import "../scripts/unit_env.ts";
+import "../scripts/testing/unit_env.ts";
 import { Hono } from "hono";
-import { assertEquals, assertMatch } from "../scripts/assert.ts";
-import { it } from "../scripts/test_http.ts";
+import { assertEquals, assertMatch } from "../scripts/testing/assert.ts";
+import { it } from "../scripts/testing/test_http.ts";
 
 const { optionalUser, requireUser } = await import("./auth.ts");
 const { problemResponse, toProblem } = await import("./problem.ts");

@@ -1,6 +1,6 @@
-import "../scripts/unit_env.ts";
-import { assert, assertEquals } from "../scripts/assert.ts";
-import { assertProblem, it } from "../scripts/test_http.ts";
+import "../scripts/testing/unit_env.ts";
+import { assert, assertEquals } from "../scripts/testing/assert.ts";
+import { assertProblem, it } from "../scripts/testing/test_http.ts";
 import { readBody } from "./body.ts";
 import { ProblemError } from "./problem.ts";
 

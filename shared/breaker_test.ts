@@ -5,10 +5,10 @@
  *
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/breaker_test.ts`
  */
-import "../scripts/unit_env.ts";
-import { assert, assertEquals, assertMatch } from "../scripts/assert.ts";
-import { freePort, startRedisServer } from "../scripts/local_services.ts";
-import { type TestRedis, testRedis } from "../scripts/test_redis.ts";
+import "../scripts/testing/unit_env.ts";
+import { assert, assertEquals, assertMatch } from "../scripts/testing/assert.ts";
+import { freePort, startRedisServer } from "../scripts/dev/local_services.ts";
+import { type TestRedis, testRedis } from "../scripts/testing/test_redis.ts";
 import {
   breaker,
   breakerHealth,

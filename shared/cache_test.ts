@@ -1,6 +1,6 @@
-import "../scripts/unit_env.ts";
-import { assert, assertEquals, assertRejects } from "../scripts/assert.ts";
-import { testRedis } from "../scripts/test_redis.ts";
+import "../scripts/testing/unit_env.ts";
+import { assert, assertEquals, assertRejects } from "../scripts/testing/assert.ts";
+import { testRedis } from "../scripts/testing/test_redis.ts";
 import { settleBackground } from "./background.ts";
 import { TwoTierCache } from "./cache.ts";
 

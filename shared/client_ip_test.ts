@@ -7,9 +7,9 @@
  * local gateway.
  */
 import { Hono } from "hono";
-import { assert, assertEquals } from "../scripts/assert.ts";
-import { functionTestEnv } from "../scripts/test_env.ts";
-import { it } from "../scripts/test_http.ts";
+import { assert, assertEquals } from "../scripts/testing/assert.ts";
+import { functionTestEnv } from "../scripts/testing/test_env.ts";
+import { it } from "../scripts/testing/test_http.ts";
 
 const env = await functionTestEnv({
   env: { ANON_WRITE_RATE_LIMIT_PER_MIN: "3", CLIENT_IP_HEADER: "x-forwarded-for" },
@@ -17,7 +17,7 @@ const env = await functionTestEnv({
 const { clientIp, clientIpOf } = await import("./client_ip.ts");
 const { loadConfig } = await import("./config.ts");
 const { app: events } = await import("../functions/events/app.ts");
-const { createGateway } = await import("../scripts/gateway.ts");
+const { createGateway } = await import("../scripts/dev/gateway.ts");
 const { sql } = await import("./db.ts");
 
 const probe = new Hono().get("/", (c) => c.text(clientIp(c)));

@@ -1,4 +1,4 @@
-import { assertEquals, assertMatch } from "../scripts/assert.ts";
+import { assertEquals, assertMatch } from "../scripts/testing/assert.ts";
 
 // config.ts parses the process env at import: give it a valid one first.
 Deno.env.set("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres");

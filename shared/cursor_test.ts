@@ -1,4 +1,4 @@
-import { assertEquals, assertMatch } from "../scripts/assert.ts";
+import { assertEquals, assertMatch } from "../scripts/testing/assert.ts";
 import { decodeCursor, encodeCursor, keyFormats } from "./cursor.ts";
 
 const id = "00000000-0000-4000-8000-000000000001";

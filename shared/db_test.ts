@@ -1,7 +1,7 @@
-import { assert, assertEquals } from "../scripts/assert.ts";
-import { DEMO_USER_ID, seed } from "../scripts/seed.ts";
-import { functionTestEnv } from "../scripts/test_env.ts";
-import { it } from "../scripts/test_http.ts";
+import { assert, assertEquals } from "../scripts/testing/assert.ts";
+import { DEMO_USER_ID, seed } from "../scripts/testing/seed.ts";
+import { functionTestEnv } from "../scripts/testing/test_env.ts";
+import { it } from "../scripts/testing/test_http.ts";
 
 // A pool of 4 (2 for searches) and a short request budget, so saturation is cheap to build.
 const env = await functionTestEnv({

@@ -1,7 +1,7 @@
-import { assert, assertEquals, assertMatch } from "../scripts/assert.ts";
-import { createDevKeys } from "../scripts/dev_auth.ts";
-import { assertProblem, it } from "../scripts/test_http.ts";
-import "../scripts/unit_env.ts";
+import { assert, assertEquals, assertMatch } from "../scripts/testing/assert.ts";
+import { createDevKeys } from "../scripts/dev/dev_auth.ts";
+import { assertProblem, it } from "../scripts/testing/test_http.ts";
+import "../scripts/testing/unit_env.ts";
 
 // Set before http.ts loads (config is read once): real keys, a fixed limit of 40 (floor =
 // ceiling, so the test knows where overload starts), the default caps, a short body deadline.

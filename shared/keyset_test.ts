@@ -1,4 +1,4 @@
-import { assertEquals } from "../scripts/assert.ts";
+import { assertEquals } from "../scripts/testing/assert.ts";
 import { encodeCursor, keyFormats } from "./cursor.ts";
 import { pageArgs, toPage } from "./keyset.ts";
 

@@ -5,11 +5,11 @@
  *
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/lease_test.ts`
  */
-import "../scripts/unit_env.ts";
+import "../scripts/testing/unit_env.ts";
 import { Hono } from "hono";
-import { assert, assertEquals, assertRejects } from "../scripts/assert.ts";
-import { freePort, startRedisServer } from "../scripts/local_services.ts";
-import { type TestRedis, testRedis } from "../scripts/test_redis.ts";
+import { assert, assertEquals, assertRejects } from "../scripts/testing/assert.ts";
+import { freePort, startRedisServer } from "../scripts/dev/local_services.ts";
+import { type TestRedis, testRedis } from "../scripts/testing/test_redis.ts";
 import {
   concurrencyLimit,
   type ConcurrencyPolicy,

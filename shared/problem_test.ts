@@ -1,7 +1,7 @@
 /** shared/problem: database refusals are 4xx with a fixed detail, never the server's words. */
-import "../scripts/unit_env.ts";
-import { assertEquals } from "../scripts/assert.ts";
-import { it } from "../scripts/test_http.ts";
+import "../scripts/testing/unit_env.ts";
+import { assertEquals } from "../scripts/testing/assert.ts";
+import { it } from "../scripts/testing/test_http.ts";
 import { toProblem } from "./problem.ts";
 
 /** An error shaped like postgres.js's PostgresError. */

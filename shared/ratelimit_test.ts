@@ -1,11 +1,11 @@
-import "../scripts/unit_env.ts";
+import "../scripts/testing/unit_env.ts";
 import { Hono } from "hono";
 import { Redis } from "@upstash/redis";
-import { assert, assertEquals, assertMatch } from "../scripts/assert.ts";
-import { freePort, startRedisServer } from "../scripts/local_services.ts";
-import { startRedisBridge } from "../scripts/redis_bridge.ts";
-import { saturate } from "../scripts/test_cpu.ts";
-import { testRedis } from "../scripts/test_redis.ts";
+import { assert, assertEquals, assertMatch } from "../scripts/testing/assert.ts";
+import { freePort, startRedisServer } from "../scripts/dev/local_services.ts";
+import { startRedisBridge } from "../scripts/dev/redis_bridge.ts";
+import { saturate } from "../scripts/testing/test_cpu.ts";
+import { testRedis } from "../scripts/testing/test_redis.ts";
 import { ProblemError, problemResponse } from "./problem.ts";
 import {
   loopDeadline,

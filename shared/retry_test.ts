@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../scripts/assert.ts";
+import { assert, assertEquals } from "../scripts/testing/assert.ts";
 import { backoffDelay, parseRetryAfter, RetryBudget } from "./retry.ts";
 
 Deno.test("backoff doubles from 1 s with ±25% jitter, capped", () => {

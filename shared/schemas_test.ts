@@ -2,8 +2,8 @@
  * Shared field schemas: text must be well-formed Unicode without control characters, and ids
  * are canonical.
  */
-import "../scripts/unit_env.ts";
-import { assert, assertEquals } from "../scripts/assert.ts";
+import "../scripts/testing/unit_env.ts";
+import { assert, assertEquals } from "../scripts/testing/assert.ts";
 import { plainText, uuid } from "./schemas.ts";
 
 Deno.test("plainText: a lone surrogate is refused, saying why; a surrogate pair is fine", () => {

@@ -2,12 +2,12 @@
  * Slow and oversized clients against the real stack (gateway on a loopback port, real Postgres
  * and Redis): 300 connections trickling a `PATCH /profiles/me` body while other users read
  * their feeds, and chunked bodies that never end. Timing goals are measured by
- * `scripts/bench_admission.ts`; this file asserts the behaviour.
+ * `scripts/bench/bench_admission.ts`; this file asserts the behaviour.
  */
-import { assert, assertEquals } from "../scripts/assert.ts";
-import { DEMO_USER_ID, seed, seededUserId } from "../scripts/seed.ts";
-import { functionTestEnv } from "../scripts/test_env.ts";
-import { it } from "../scripts/test_http.ts";
+import { assert, assertEquals } from "../scripts/testing/assert.ts";
+import { DEMO_USER_ID, seed, seededUserId } from "../scripts/testing/seed.ts";
+import { functionTestEnv } from "../scripts/testing/test_env.ts";
+import { it } from "../scripts/testing/test_http.ts";
 
 // Admission and the body deadlines at their defaults (whatever an earlier test file of this
 // process set).
@@ -18,7 +18,7 @@ for (
 }
 const env = await functionTestEnv({});
 await seed(env.db.sql, { users: 30, posts: 300 });
-const { createGateway } = await import("../scripts/gateway.ts");
+const { createGateway } = await import("../scripts/dev/gateway.ts");
 const { admission } = await import("./http.ts");
 const { config } = await import("./config.ts");
 const { sql } = await import("./db.ts");

@@ -1,7 +1,7 @@
-import "../scripts/unit_env.ts";
-import { assert, assertEquals, assertRejects } from "../scripts/assert.ts";
-import { startFakeServer } from "../scripts/fake_http.ts";
-import { type TestRedis, testRedis } from "../scripts/test_redis.ts";
+import "../scripts/testing/unit_env.ts";
+import { assert, assertEquals, assertRejects } from "../scripts/testing/assert.ts";
+import { startFakeServer } from "../scripts/testing/fake_http.ts";
+import { type TestRedis, testRedis } from "../scripts/testing/test_redis.ts";
 import { CircuitBreaker, CircuitOpenError, RedisBreakerStore } from "./breaker.ts";
 import { Budget } from "./budget.ts";
 import { callUpstream, upstream, upstreamFailure } from "./upstream.ts";

@@ -13,8 +13,8 @@ import {
   databaseUrl,
   dropDatabase,
   migrate,
-} from "../scripts/db.ts";
-import { adminUrl, testDatabase } from "../scripts/test_db.ts";
+} from "../scripts/dev/db.ts";
+import { adminUrl, testDatabase } from "../scripts/testing/test_db.ts";
 
 type Sql = postgres.Sql;
 

@@ -14,9 +14,9 @@ import {
   dropDatabase,
   migrate,
   migrationFiles,
-} from "../scripts/db.ts";
-import { adminUrl, testDatabase } from "../scripts/test_db.ts";
-import { DEMO_USER_ID, seed } from "../scripts/seed.ts";
+} from "../scripts/dev/db.ts";
+import { adminUrl, testDatabase } from "../scripts/testing/test_db.ts";
+import { DEMO_USER_ID, seed } from "../scripts/testing/seed.ts";
 
 type Tx = postgres.TransactionSql;
 

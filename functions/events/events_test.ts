@@ -2,10 +2,10 @@
  * events against real Postgres and Redis: every accepted event is stored (20 parallel
  * senders), anonymous senders are limited per IP, bad input is a 4xx problem+json.
  */
-import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
-import { seed } from "../../scripts/seed.ts";
-import { functionTestEnv } from "../../scripts/test_env.ts";
-import { it } from "../../scripts/test_http.ts";
+import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.ts";
+import { seed } from "../../scripts/testing/seed.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
+import { it } from "../../scripts/testing/test_http.ts";
 
 const env = await functionTestEnv({
   env: { EVENTS_RATE_LIMIT_PER_MIN: "100000", ANON_WRITE_RATE_LIMIT_PER_MIN: "3" },

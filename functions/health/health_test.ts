@@ -1,8 +1,8 @@
-import { assert, assertEquals } from "../../scripts/assert.ts";
-import { functionTestEnv } from "../../scripts/test_env.ts";
-import { freePort, startRedisServer } from "../../scripts/local_services.ts";
-import { startRedisBridge } from "../../scripts/redis_bridge.ts";
-import { it } from "../../scripts/test_http.ts";
+import { assert, assertEquals } from "../../scripts/testing/assert.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
+import { freePort, startRedisServer } from "../../scripts/dev/local_services.ts";
+import { startRedisBridge } from "../../scripts/dev/redis_bridge.ts";
+import { it } from "../../scripts/testing/test_http.ts";
 
 // A dedicated redis-server, so the test can stop it without touching anyone else's Redis.
 const redisServer = await startRedisServer(freePort());

@@ -4,11 +4,11 @@
  * process killed mid-job (SIGKILL) whose job another worker re-runs after the lock timeout,
  * graceful SIGTERM (finish or release), digests scheduled once per user per day.
  */
-import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
-import { startOpenAIFake } from "../../scripts/fakes/openai.ts";
-import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
-import { functionTestEnv } from "../../scripts/test_env.ts";
-import { it } from "../../scripts/test_http.ts";
+import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.ts";
+import { startOpenAIFake } from "../../scripts/testing/fakes/openai.ts";
+import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
+import { it } from "../../scripts/testing/test_http.ts";
 
 const fake = startOpenAIFake({
   chat: (req) => ({ reply: `a reply in the voice of ${req.messages[0].content.slice(0, 20)}` }),
@@ -38,7 +38,7 @@ const replyJob = (postId: string, personaId: string) => ({
 });
 const { Budget } = await import("../../shared/budget.ts");
 const db = env.db.sql;
-const workerScript = new URL("../../scripts/worker.ts", import.meta.url).pathname;
+const workerScript = new URL("../../scripts/dev/worker.ts", import.meta.url).pathname;
 
 const personas = [
   "00000000-0000-4000-a000-000000000001",
@@ -68,7 +68,7 @@ function run(headers: Record<string, string> = {}) {
   return app.request("/jobs-worker/run", { method: "POST", headers });
 }
 
-/** `scripts/worker.ts` as a separate process, on this test's database, Redis and fake. */
+/** `scripts/dev/worker.ts` as a separate process, on this test's database, Redis and fake. */
 function spawnWorker(args: string[] = [], extraEnv: Record<string, string> = {}) {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", workerScript, "--concurrency", "1", "--poll-ms", "50", ...args],

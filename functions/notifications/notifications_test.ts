@@ -2,10 +2,10 @@
  * notifications against real Postgres and Redis: keyset pages newest first with the unread
  * count, marking read by ids or all (own rows only), bad input → 4xx problem+json.
  */
-import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
-import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
-import { functionTestEnv } from "../../scripts/test_env.ts";
-import { it } from "../../scripts/test_http.ts";
+import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.ts";
+import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
+import { it } from "../../scripts/testing/test_http.ts";
 
 const env = await functionTestEnv({ env: { NOTIFICATIONS_RATE_LIMIT_PER_MIN: "100000" } });
 await seed(env.db.sql, { users: 5, posts: 5, seed: 11 });

@@ -1,7 +1,7 @@
-import { assert, assertEquals } from "../../scripts/assert.ts";
-import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
-import { functionTestEnv } from "../../scripts/test_env.ts";
-import { assertProblem, dbStatements, it } from "../../scripts/test_http.ts";
+import { assert, assertEquals } from "../../scripts/testing/assert.ts";
+import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
+import { assertProblem, dbStatements, it } from "../../scripts/testing/test_http.ts";
 
 // These tests fire up to 100 concurrent requests, some from one user, to prove counters and
 // coalescing; admission (per-user caps, the adaptive limit) is proved in shared/http_test.ts.

@@ -8,13 +8,13 @@
  *
  * @module
  */
-import { assert, assertEquals } from "../../scripts/assert.ts";
-import { freePort, startRedisServer } from "../../scripts/local_services.ts";
-import { startRedisBridge } from "../../scripts/redis_bridge.ts";
-import { seed } from "../../scripts/seed.ts";
-import { saturate } from "../../scripts/test_cpu.ts";
-import { functionTestEnv } from "../../scripts/test_env.ts";
-import { it } from "../../scripts/test_http.ts";
+import { assert, assertEquals } from "../../scripts/testing/assert.ts";
+import { freePort, startRedisServer } from "../../scripts/dev/local_services.ts";
+import { startRedisBridge } from "../../scripts/dev/redis_bridge.ts";
+import { seed } from "../../scripts/testing/seed.ts";
+import { saturate } from "../../scripts/testing/test_cpu.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
+import { it } from "../../scripts/testing/test_http.ts";
 
 const limit = 20;
 const tolerance = Math.floor(limit * 0.1);

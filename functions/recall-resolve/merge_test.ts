@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../../scripts/assert.ts";
+import { assert, assertEquals } from "../../scripts/testing/assert.ts";
 import { combineConfidence, mergeCandidates, songKey } from "./merge.ts";
 
 Deno.test("songKey ignores case, accents, punctuation, 'the', remarks and featured artists", () => {

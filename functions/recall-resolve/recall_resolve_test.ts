@@ -1,10 +1,10 @@
-import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
-import { startACRCloudFake } from "../../scripts/fakes/acrcloud.ts";
-import { type ChatRequest, startOpenAIFake } from "../../scripts/fakes/openai.ts";
-import { startShazamFake } from "../../scripts/fakes/shazam.ts";
-import { seed } from "../../scripts/seed.ts";
-import { functionTestEnv } from "../../scripts/test_env.ts";
-import { it } from "../../scripts/test_http.ts";
+import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.ts";
+import { startACRCloudFake } from "../../scripts/testing/fakes/acrcloud.ts";
+import { type ChatRequest, startOpenAIFake } from "../../scripts/testing/fakes/openai.ts";
+import { startShazamFake } from "../../scripts/testing/fakes/shazam.ts";
+import { seed } from "../../scripts/testing/seed.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
+import { it } from "../../scripts/testing/test_http.ts";
 
 // The breakers, limiters and leases read the clock through Date.now: tests move it instead of
 // sleeping through a breaker's open period or a rate window.

@@ -1,7 +1,7 @@
-import { assert, assertEquals } from "../../scripts/assert.ts";
-import { seed } from "../../scripts/seed.ts";
-import { functionTestEnv } from "../../scripts/test_env.ts";
-import { it } from "../../scripts/test_http.ts";
+import { assert, assertEquals } from "../../scripts/testing/assert.ts";
+import { seed } from "../../scripts/testing/seed.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
+import { it } from "../../scripts/testing/test_http.ts";
 
 // The embedded default: no provider keys at all (whatever earlier test files left set).
 for (

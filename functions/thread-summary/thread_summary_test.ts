@@ -1,8 +1,8 @@
-import { assert, assertEquals } from "../../scripts/assert.ts";
-import { startOpenAIFake } from "../../scripts/fakes/openai.ts";
-import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
-import { functionTestEnv } from "../../scripts/test_env.ts";
-import { dbStatements, it } from "../../scripts/test_http.ts";
+import { assert, assertEquals } from "../../scripts/testing/assert.ts";
+import { startOpenAIFake } from "../../scripts/testing/fakes/openai.ts";
+import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
+import { dbStatements, it } from "../../scripts/testing/test_http.ts";
 
 let answers = 0;
 const fake = startOpenAIFake({

@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { loadOrCreateDevKeys } from "../../scripts/dev_auth.ts";
-import { repoRoot } from "../../scripts/local_services.ts";
-import { seededUserId } from "../../scripts/seed.ts";
+import { loadOrCreateDevKeys } from "../../scripts/dev/dev_auth.ts";
+import { repoRoot } from "../../scripts/dev/local_services.ts";
+import { seededUserId } from "../../scripts/testing/seed.ts";
 
 /** A user of the load test. */
 export interface LoadUser {

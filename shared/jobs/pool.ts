@@ -1,7 +1,7 @@
 /**
  * The worker pool: N loops that claim jobs, run their handler with a per-task timeout, and
  * record the outcome (done, retry with backoff, dead). Used by `jobs-worker/run` (drain
- * what is runnable within a time budget, then answer) and by `scripts/worker.ts` (poll
+ * what is runnable within a time budget, then answer) and by `scripts/dev/worker.ts` (poll
  * forever, stop gracefully). Several pools may run at once, in any number of processes:
  * claims never hand the same job to two of them.
  *

@@ -4,9 +4,9 @@
  * state, per-task timeouts, recovery of lost locks, release on teardown, metrics.
  */
 import postgres from "postgres";
-import { assert, assertEquals, assertMatch } from "../../scripts/assert.ts";
-import { DEMO_USER_ID, seed } from "../../scripts/seed.ts";
-import { functionTestEnv } from "../../scripts/test_env.ts";
+import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.ts";
+import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
 
 const env = await functionTestEnv();
 await seed(env.db.sql, { users: 20, posts: 60, seed: 3 });

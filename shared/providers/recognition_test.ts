@@ -1,6 +1,6 @@
-import { assertEquals } from "../../scripts/assert.ts";
-import { startACRCloudFake } from "../../scripts/fakes/acrcloud.ts";
-import { startShazamFake } from "../../scripts/fakes/shazam.ts";
+import { assertEquals } from "../../scripts/testing/assert.ts";
+import { startACRCloudFake } from "../../scripts/testing/fakes/acrcloud.ts";
+import { startShazamFake } from "../../scripts/testing/fakes/shazam.ts";
 import { acrcloudIdentify, acrcloudStringToSign } from "./acrcloud.ts";
 import { RecognitionError } from "./recognition.ts";
 import { shazamDetect } from "./shazam.ts";

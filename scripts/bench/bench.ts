@@ -1,0 +1,359 @@
+/**
+ * `npm run bench`: the benchmark report. Seeds a large dataset, starts the stack, and measures
+ * each case at fixed arrival rates on this machine in one run: the floor (bare Deno.serve,
+ * one indexed query + one Redis GET), our endpoints, and the naive "before" feed (a new
+ * connection per request, N+1 profile lookups). For each case: the highest rate held with
+ * p95 under its target and no errors, p50/p95/p99 at a common rate, database statements,
+ * Redis HTTP requests and provider calls per request, and ratios to the floor and to
+ * "before". Writes bench/results.json and bench/results.md.
+ *
+ * Env: DATABASE_URL (admin URL of a server to create the bench database on), REDIS_URL,
+ * BENCH_USERS (10000), BENCH_POSTS (200000), BENCH_FOLLOWS (50 per user), BENCH_SONGS (20000),
+ * BENCH_STEP_S (8), BENCH_COMMON_RATE (100), BENCH_CASES (comma list to run a subset).
+ *
+ * @module
+ */
+import postgres from "postgres";
+import { LoadClient, type LoadResponse } from "../../loadtest/lib/client.ts";
+import { runSchedule } from "../../loadtest/lib/executors.ts";
+import { Registry } from "../../loadtest/lib/stats.ts";
+import { auth, type LoadUser, seededUsers } from "../../loadtest/lib/users.ts";
+import { bootstrap, createDatabase, databaseUrl, dropDatabase, migrate } from "../dev/db.ts";
+import { startOpenAIFake } from "../testing/fakes/openai.ts";
+import { freePort, repoRoot } from "../dev/local_services.ts";
+import { seed } from "../testing/seed.ts";
+import { type ServerProcess, spawnServer, startStack } from "../dev/stack.ts";
+
+const env = (name: string, fallback: number) => Number(Deno.env.get(name) ?? fallback);
+const stepS = env("BENCH_STEP_S", 8);
+const commonRate = env("BENCH_COMMON_RATE", 100);
+const rates = [25, 50, 100, 200, 300, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3000, 4000];
+const adminUrl = Deno.env.get("DATABASE_URL") ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const redisUrl = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379";
+const only = Deno.env.get("BENCH_CASES")?.split(",");
+
+/** One benchmark case: a request, where it goes, and its latency target. */
+interface Case {
+  name: string;
+  server: () => ServerProcess;
+  request: (client: LoadClient, i: number) => Promise<LoadResponse>;
+  /** p95 target for "highest rate held" (ms). */
+  targetMs: number;
+  /** Statements per request when the server reports none (the floor and "before", by construction). */
+  knownStatements?: number;
+  expectStatus?: number;
+}
+
+interface Measured {
+  rate: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  errors: number;
+  dropped: number;
+  dbStatements: number;
+  redisRequests: number;
+  providerCalls: number;
+}
+
+if (Deno.args[0] === "--report") {
+  // Rewrites bench/results.md from bench/results.json (e.g. after merging runs by hand).
+  const results = JSON.parse(await Deno.readTextFile(`${repoRoot}/bench/results.json`));
+  await Deno.writeTextFile(`${repoRoot}/bench/results.md`, toMarkdown(results));
+  console.log(toMarkdown(results));
+  Deno.exit(0);
+}
+
+const cleanups: (() => Promise<unknown>)[] = [];
+const log = (msg: string) => console.log(`[bench] ${msg}`);
+
+try {
+  // --- data -----------------------------------------------------------------------------
+  const dbName = `rockout_bench_${crypto.randomUUID().slice(0, 8)}`;
+  await createDatabase(adminUrl, dbName);
+  cleanups.push(() => dropDatabase(adminUrl, dbName));
+  const dbUrl = databaseUrl(adminUrl, dbName);
+  await bootstrap(dbUrl);
+  await migrate(dbUrl);
+  const admin = postgres(dbUrl, { max: 2, onnotice: () => {} });
+  const seeded = await seed(
+    admin,
+    {
+      users: env("BENCH_USERS", 10_000),
+      posts: env("BENCH_POSTS", 200_000),
+      follows: env("BENCH_FOLLOWS", 50),
+      ...(Deno.env.get("BENCH_SONGS") ? { songs: env("BENCH_SONGS", 20_000) } : {}),
+    } as Parameters<typeof seed>[1],
+  );
+  log(`seeded ${JSON.stringify(seeded)}`);
+  const postIds = (await admin<{ id: string }[]>`
+    select id from posts where status = 'published' order by hot_score desc limit 500`).map((r) =>
+    r.id
+  );
+  const profileIds = (await admin<{ id: string }[]>`select id from profiles order by id limit 1000`)
+    .map((r) => r.id);
+  await admin.end();
+
+  // --- infrastructure we count: the Redis bridge and the fake model ----------------------
+  // The bridge runs in its own process (as Upstash is a service of its own); we read its count.
+  const bridgeToken = crypto.randomUUID();
+  const bridgeProcess = await spawnServer(`${repoRoot}/scripts/dev/redis_bridge.ts`, freePort(), {
+    REDIS_URL: redisUrl,
+    UPSTASH_REDIS_REST_TOKEN: bridgeToken,
+  }, (line) => line.startsWith("http://"));
+  cleanups.push(() => bridgeProcess.stop());
+  const bridge = { url: bridgeProcess.url, token: bridgeToken };
+  const redisRequests = async () =>
+    (await (await fetch(`${bridge.url}/__bridge/stats`, {
+      headers: { authorization: `Bearer ${bridgeToken}` },
+    })).json()).requests as number;
+  const openai = startOpenAIFake({
+    chat: (req) =>
+      req.schemaName === "recall_candidates" || req.schemaName === "candidates"
+        ? {
+          candidates: [{
+            title: "Invented Song",
+            artist: "Made Up Band",
+            confidence: 0.6,
+            reason: "bench",
+          }],
+        }
+        : {
+          lyrics_fragment: null,
+          title_hint: null,
+          artist_hint: null,
+          description: "bench",
+          era: null,
+          summary: "bench",
+        },
+  });
+  openai.behave({ delayMs: 300 });
+  cleanups.push(() => openai.close());
+  const prefix = `bench:${dbName}:`;
+  const stackEnv = {
+    DATABASE_URL: dbUrl,
+    UPSTASH_REDIS_REST_URL: bridge.url,
+    UPSTASH_REDIS_REST_TOKEN: bridge.token,
+    REDIS_PREFIX: prefix,
+    OPENAI_API_KEY: "bench",
+    OPENAI_BASE_URL: openai.baseUrl,
+    // The benchmark measures capacity, not the per-user limits.
+    FEED_RATE_LIMIT_PER_MIN: "100000000",
+    RECALL_RATE_LIMIT_PER_MIN: "100000000",
+    RECALL_RATE_LIMIT_PER_HOUR: "100000000",
+    RECALL_CONCURRENCY: "100000",
+    ANON_READ_RATE_LIMIT_PER_MIN: "100000000",
+    PROFILE_SEARCH_RATE_LIMIT_PER_MIN: "100000000",
+  };
+  const stack = await startStack(freePort(), stackEnv);
+  cleanups.push(() => stack.stop());
+  const noCache = await startStack(freePort(), {
+    ...stackEnv,
+    CACHE_DISABLED: "true",
+    REDIS_PREFIX: `${prefix}nc:`,
+  });
+  cleanups.push(() => noCache.stop());
+  const floor = await spawnServer(`${repoRoot}/scripts/bench/floor.ts`, freePort(), {
+    DATABASE_URL: dbUrl,
+    UPSTASH_REDIS_REST_URL: bridge.url,
+    UPSTASH_REDIS_REST_TOKEN: bridge.token,
+  }, (l) => l === "ready");
+  cleanups.push(() => floor.stop());
+  const before = await spawnServer(`${repoRoot}/scripts/bench/before.ts`, freePort(), {
+    DATABASE_URL: dbUrl,
+  }, (l) => l === "ready");
+  cleanups.push(() => before.stop());
+  log("servers up");
+
+  const users: LoadUser[] = await seededUsers(2000);
+  const user = (i: number) => users[i % users.length];
+  const ids100 = (i: number) =>
+    Array.from({ length: 100 }, (_, k) => profileIds[(i * 7 + k) % profileIds.length]);
+
+  const allCases: Case[] = [
+    {
+      name: "floor",
+      server: () => floor,
+      targetMs: 50,
+      knownStatements: 1,
+      request: (c) => c.get("/"),
+    },
+    {
+      name: "feed (warm)",
+      server: () => stack,
+      targetMs: 50,
+      request: (c, i) =>
+        c.get(`/functions/v1/feed?limit=20${i % 2 ? "&kind=following" : ""}`, {
+          headers: auth(user(i % 50)),
+        }),
+    },
+    {
+      name: "feed (caches disabled)",
+      server: () => noCache,
+      targetMs: 50,
+      request: (c, i) =>
+        c.get(`/functions/v1/feed?limit=20${i % 2 ? "&kind=following" : ""}`, {
+          headers: auth(user(i)),
+        }),
+    },
+    {
+      name: "recall-resolve (text, 300 ms model)",
+      server: () => stack,
+      // A cold resolve is two model steps one after the other (intent, then candidates).
+      targetMs: 2 * 300 + 100,
+      request: (c, i) =>
+        c.post("/functions/v1/recall-resolve", {
+          text: `bench query number ${i} ${crypto.randomUUID().slice(0, 6)}`,
+        }, {
+          headers: auth(user(i)),
+        }),
+    },
+    {
+      name: "thread-summary (warm)",
+      server: () => stack,
+      targetMs: 50,
+      request: (c, i) =>
+        c.get(`/functions/v1/thread-summary/${postIds[i % 20]}`, { headers: auth(user(i)) }),
+    },
+    {
+      name: "profiles?ids= (100 ids)",
+      server: () => stack,
+      targetMs: 50,
+      request: (c, i) =>
+        c.get(`/functions/v1/profiles?ids=${ids100(i % 10).join(",")}`, { headers: auth(user(i)) }),
+    },
+    {
+      name: "before: feed, new connection + N+1",
+      server: () => before,
+      targetMs: 50,
+      request: (c) => c.get("/feed"),
+    },
+  ];
+  const cases = allCases.filter((c) => !only || only.some((o) => c.name.startsWith(o)));
+
+  /** Runs `kase` at `rate` for `seconds`; the numbers of that run. */
+  const measure = async (kase: Case, rate: number, seconds: number): Promise<Measured> => {
+    const metrics = new Registry();
+    const client = new LoadClient(kase.server().url, metrics);
+    const redisBefore = await redisRequests();
+    const providerBefore = openai.chatCalls() + openai.transcriptionCalls();
+    let dbStatements = 0;
+    await runSchedule(
+      { executor: "constant-arrival-rate", rate, durationS: seconds, maxVUs: Math.max(50, rate) },
+      async ({ iteration }) => {
+        const res = await kase.request(client, iteration);
+        const calls = res.headers.get("server-timing")?.match(/db;dur=[\d.]+;desc="(\d+) calls"/);
+        if (calls) dbStatements += Number(calls[1]);
+      },
+      { client, data: undefined },
+      metrics,
+      () => metrics.counter("exceptions").add(),
+    );
+    const s = metrics.summaries();
+    const n = s.http_reqs?.count ?? 0;
+    const d = s.http_req_duration ?? {};
+    const round = (x: number) => Math.round(x * 100) / 100;
+    return {
+      rate,
+      p50: round(d.med ?? 0),
+      p95: round(d["p(95)"] ?? 0),
+      p99: round(d["p(99)"] ?? 0),
+      errors: (s.http_req_failed?.true ?? 0) + (s.exceptions?.count ?? 0),
+      dropped: s.dropped_iterations?.count ?? 0,
+      dbStatements: dbStatements ? round(dbStatements / n) : kase.knownStatements ?? 0,
+      redisRequests: n ? round(((await redisRequests()) - redisBefore) / n) : 0,
+      providerCalls: n
+        ? round((openai.chatCalls() + openai.transcriptionCalls() - providerBefore) / n)
+        : 0,
+    };
+  };
+
+  const report: Record<
+    string,
+    { maxRate: number; atMax: Measured | null; common: Measured; steps: Measured[] }
+  > = {};
+  for (const kase of cases) {
+    log(`${kase.name}: warming up`);
+    await measure(kase, 20, 2);
+    const common = await measure(kase, commonRate, stepS);
+    log(`${kase.name} @ ${commonRate}/s: ${JSON.stringify(common)}`);
+    const steps: Measured[] = [];
+    let best: Measured | null = null;
+    for (const rate of rates) {
+      const m = await measure(kase, rate, stepS);
+      steps.push(m);
+      log(`${kase.name} @ ${rate}/s: p95 ${m.p95} ms, errors ${m.errors}, dropped ${m.dropped}`);
+      if (m.p95 >= kase.targetMs || m.errors > 0 || m.dropped > 0) break;
+      best = m;
+    }
+    report[kase.name] = { maxRate: best?.rate ?? 0, atMax: best, common, steps };
+  }
+
+  const machine = {
+    cpus: navigator.hardwareConcurrency,
+    memoryGiB: Math.round(Deno.systemMemoryInfo().total / 2 ** 30),
+    os: `${Deno.build.os} ${Deno.osRelease()}`,
+    deno: Deno.version.deno,
+    cpuModel: (await Deno.readTextFile("/proc/cpuinfo").catch(() =>
+      ""
+    )).match(/model name\s*:\s*(.+)/)?.[1] ?? "unknown",
+    postgres: await (async () => {
+      const sql = postgres(dbUrl, { max: 1 });
+      const [{ version }] = await sql`select version()`;
+      await sql.end();
+      return version.split(",")[0];
+    })(),
+  };
+  // A subset run (BENCH_CASES) updates its cases in the last full report.
+  const previous = only
+    ? JSON.parse(await Deno.readTextFile(`${repoRoot}/bench/results.json`).catch(() => "{}"))
+    : {};
+  const results = {
+    date: new Date().toISOString(),
+    machine,
+    seeded,
+    commonRate,
+    stepS,
+    cases: { ...previous.cases, ...report },
+  };
+  await Deno.mkdir(`${repoRoot}/bench`, { recursive: true });
+  await Deno.writeTextFile(
+    `${repoRoot}/bench/results.json`,
+    JSON.stringify(results, null, 2) + "\n",
+  );
+  const markdown = toMarkdown(results);
+  await Deno.writeTextFile(`${repoRoot}/bench/results.md`, markdown);
+  console.log(markdown);
+} finally {
+  for (const cleanup of cleanups.reverse()) await cleanup().catch((err) => console.error(err));
+}
+
+function toMarkdown(r: {
+  date: string;
+  machine: Record<string, unknown>;
+  seeded: unknown;
+  commonRate: number;
+  cases: Record<string, { maxRate: number; common: Measured }>;
+}): string {
+  const floor = r.cases["floor"];
+  const before = Object.entries(r.cases).find(([n]) => n.startsWith("before"))?.[1];
+  const ratio = (a: number, b: number | undefined) => b ? `${(a / b).toFixed(2)}×` : "–";
+  const lines = [
+    `Measured ${
+      r.date.slice(0, 10)
+    } on ${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB, ${r.machine.os}, Deno ${r.machine.deno}, ${r.machine.postgres}; server, Redis, Postgres and load generator on the same machine.`,
+    `Data: ${JSON.stringify(r.seeded)}.`,
+    "",
+    `| case | max rate held (p95 < target, no errors) | p50 / p95 / p99 at ${r.commonRate}/s | DB statements / req | Redis HTTP / req | provider calls / req | max rate vs floor | max rate vs before |`,
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  ];
+  for (const [name, c] of Object.entries(r.cases)) {
+    const m = c.common;
+    lines.push(
+      `| ${name} | ${c.maxRate}/s | ${m.p50} / ${m.p95} / ${m.p99} ms | ${m.dbStatements} | ${m.redisRequests} | ${m.providerCalls} | ${
+        ratio(c.maxRate, floor?.maxRate)
+      } | ${ratio(c.maxRate, before?.maxRate)} |`,
+    );
+  }
+  return lines.join("\n") + "\n";
+}
