@@ -19,8 +19,13 @@ import {
 const redisFixture = await testRedis();
 const realNow = Date.now;
 const W = 60_000;
-/** A moment at the start of a window, far from real time so keys never collide. */
-const epoch = Math.floor(realNow() / W) * W + 1000 * W;
+/**
+ * A moment at the start of an hour (so of a minute too), far from real time so keys never
+ * collide. Hour-aligned: the two-window test spans 12 minutes of an hour window, and a start
+ * aligned only to the minute let it cross an hour boundary at some times of day.
+ */
+const H = 3_600_000;
+const epoch = Math.floor(realNow() / H) * H + 1000 * H;
 let now = epoch;
 
 /** Runs `fn` with Date.now pinned to the test clock (Upstash's limiter reads Date.now). */
