@@ -1,33 +1,39 @@
 /**
  * Every write route of every function has a rate limit, and every anonymous read is limited
  * by `ANON_READ_RATE_LIMIT_PER_MIN` per client IP. Routes are read from each function's
- * OpenAPI document, so a new route without a limit fails here without touching this file.
+ * OpenAPI document, so a new route without a limit fails here without touching this file
+ * (and a new function too: the gateway's list of apps is checked against functions/).
  *
  * @module
  */
 import { assert, assertEquals } from "../scripts/testing/assert.ts";
+import { functionApps, functionSlugs } from "../scripts/dev/gateway.ts";
 import { DEMO_USER_ID, seed } from "../scripts/testing/seed.ts";
 import { functionTestEnv } from "../scripts/testing/test_env.ts";
-import { it } from "../scripts/testing/test_http.ts";
+import { suite } from "../scripts/testing/test_http.ts";
+import type { App } from "../shared/http.ts";
 
 const secret = "sb_secret_rate_limits_test";
-const env = await functionTestEnv({
-  env: {
-    ANON_READ_RATE_LIMIT_PER_MIN: "3",
-    PROFILE_EDIT_RATE_LIMIT_PER_MIN: "2",
-    JOBS_RUN_RATE_LIMIT_PER_MIN: "4",
-    SUPABASE_SECRET_KEYS: JSON.stringify({ default: secret }),
-  },
+
+const it = suite("rate limits", async () => {
+  const env = await functionTestEnv({
+    env: {
+      ANON_READ_RATE_LIMIT_PER_MIN: "3",
+      PROFILE_EDIT_RATE_LIMIT_PER_MIN: "2",
+      JOBS_RUN_RATE_LIMIT_PER_MIN: "4",
+      SUPABASE_SECRET_KEYS: JSON.stringify({ default: secret }),
+    },
+  });
+  await seed(env.db.sql, { users: 10, posts: 20, seed: 3, songs: 0 });
+  const token = await env.keys.mint(DEMO_USER_ID);
+  // Every function of functions/, each its own app on the one deps (as the gateway mounts them).
+  assertEquals(Object.keys(functionApps).sort(), functionSlugs());
+  const apps = new Map<string, App>(
+    Object.entries(functionApps).map(([slug, createApp]) => [slug, createApp(env.deps)]),
+  );
+  return { env, token, apps, close: () => env.close() };
 });
-await seed(env.db.sql, { users: 10, posts: 20, seed: 3, songs: 0 });
-const token = await env.keys.mint(DEMO_USER_ID);
-const slugs = [...Deno.readDirSync(new URL(".", import.meta.url))]
-  .filter((e) => e.isDirectory).map((e) => e.name).sort();
-const apps = new Map<
-  string,
-  { request: (path: string, init?: RequestInit) => Promise<Response> }
->();
-for (const slug of slugs) apps.set(slug, (await import(`./${slug}/app.ts`)).app);
+type Fixture = Parameters<Parameters<typeof it>[1]>[0];
 
 let ipSeq = 0;
 /** A client IP of its own, in every header a gateway might use to say it. */
@@ -43,7 +49,7 @@ interface Operation {
 }
 
 /** Every documented operation (the document itself is read from a fresh IP each time). */
-async function operations(): Promise<Operation[]> {
+async function operations({ apps }: Fixture): Promise<Operation[]> {
   const all: Operation[] = [];
   for (const [slug, app] of apps) {
     const res = await app.request(`/${slug}/openapi.json`, { headers: client() });
@@ -61,26 +67,30 @@ async function operations(): Promise<Operation[]> {
 }
 
 /** Sends `op` as its intended caller would (user token or secret key), with a dummy body. */
-function send(op: Operation, headers: Record<string, string> = {}): Promise<Response> {
+async function send(
+  { apps, token }: Fixture,
+  op: Operation,
+  headers: Record<string, string> = {},
+): Promise<Response> {
   const concrete = op.path.replace(/\{[^}]+\}/g, crypto.randomUUID());
   const usesKey = op.security.some((s) => "apikey" in s);
   const auth: Record<string, string> = usesKey
     ? { apikey: secret }
     : { authorization: `Bearer ${token}` };
   const write = op.method !== "GET";
-  return apps.get(op.slug)!.request(concrete, {
+  return await apps.get(op.slug)!.request(concrete, {
     method: op.method,
     headers: { ...auth, ...headers, ...(write ? { "content-type": "application/json" } : {}) },
     body: write && op.method !== "DELETE" ? "{}" : undefined,
   });
 }
 
-it("every write route (POST, PUT, PATCH, DELETE) of every function answers under a rate limit", async () => {
-  const writes = (await operations()).filter((op) => op.method !== "GET");
+it("every write route (POST, PUT, PATCH, DELETE) of every function answers under a rate limit", async (f) => {
+  const writes = (await operations(f)).filter((op) => op.method !== "GET");
   assert(writes.length >= 12, `only ${writes.length} write routes documented`);
   const unlimited: string[] = [];
   for (const op of writes) {
-    const res = await send(op, client());
+    const res = await send(f, op, client());
     await res.body?.cancel();
     if (!res.headers.get("ratelimit-policy")) {
       unlimited.push(`${op.method} ${op.path} (${res.status})`);
@@ -90,12 +100,13 @@ it("every write route (POST, PUT, PATCH, DELETE) of every function answers under
   assertEquals(unlimited, [], "write routes without a rate limit");
 });
 
-it("every anonymous read (no security scheme) is limited per client IP", async () => {
-  const reads = (await operations()).filter((op) => op.method === "GET" && !op.security.length);
+it("every anonymous read (no security scheme) is limited per client IP", async (f) => {
+  const { apps } = f;
+  const reads = (await operations(f)).filter((op) => op.method === "GET" && !op.security.length);
   assert(reads.some((op) => op.path === "/health"), "GET /health is an anonymous read");
   const targets = [
     ...reads.map((op) => op.path),
-    ...slugs.map((slug) => `/${slug}/openapi.json`), // every function's document
+    ...[...apps.keys()].map((slug) => `/${slug}/openapi.json`), // every function's document
   ];
   for (const path of targets) {
     const slug = path.split("/")[1];
@@ -118,7 +129,7 @@ it("every anonymous read (no security scheme) is limited per client IP", async (
   }
 });
 
-it("PATCH /profiles/me: PROFILE_EDIT_RATE_LIMIT_PER_MIN per user, then 429", async () => {
+it("PATCH /profiles/me: PROFILE_EDIT_RATE_LIMIT_PER_MIN per user, then 429", async ({ env, apps }) => {
   const [{ id }] = await env.db.sql`select id from profiles where id <> ${DEMO_USER_ID} limit 1`;
   const userToken = await env.keys.mint(id);
   const patch = () =>
@@ -134,7 +145,7 @@ it("PATCH /profiles/me: PROFILE_EDIT_RATE_LIMIT_PER_MIN per user, then 429", asy
   assert(Number(limited.headers.get("retry-after")) >= 1);
 });
 
-it("jobs-worker runs and digests: JOBS_RUN_RATE_LIMIT_PER_MIN per secret key, then 429", async () => {
+it("jobs-worker runs and digests: JOBS_RUN_RATE_LIMIT_PER_MIN per secret key, then 429", async ({ apps }) => {
   const statuses: number[] = [];
   for (let i = 0; i < 6; i++) {
     const res = await apps.get("jobs-worker")!.request("/jobs-worker/digests", {
@@ -150,9 +161,4 @@ it("jobs-worker runs and digests: JOBS_RUN_RATE_LIMIT_PER_MIN per secret key, th
   assert(first >= 0 && first <= 4, JSON.stringify(statuses));
   assert(statuses.slice(0, first).every((s) => s < 500), JSON.stringify(statuses));
   assert(statuses.slice(first).every((s) => s === 429), JSON.stringify(statuses));
-});
-
-it("teardown", async () => {
-  await (await import("../shared/db.ts")).sql.end();
-  await env.close();
 });

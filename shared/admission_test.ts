@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "../scripts/testing/assert.ts";
 import { Admission, GradientLimit } from "./admission.ts";
+import { loadConfig } from "./config.ts";
 
 const options = { initial: 64, min: 24, max: 512, targetMs: 100, windowMs: 0, windowSamples: 10 };
 
@@ -81,9 +82,8 @@ Deno.test("at the floor of 32 a user still gets 16 in flight; an anonymous IP ge
   assertEquals(admission.capOf({ key: "ip:10.0.0.1", cap: 32 }), 16);
 });
 
-Deno.test("the default floor (MIN_IN_FLIGHT) keeps USER_MAX_IN_FLIGHT within half of it", async () => {
-  const { loadConfig } = await import("./config.ts");
-  // Only the defaults: other test files in this process set admission variables.
+Deno.test("the default floor (MIN_IN_FLIGHT) keeps USER_MAX_IN_FLIGHT within half of it", () => {
+  // Only the defaults.
   const cfg = loadConfig({ DATABASE_URL: "postgres://127.0.0.1/defaults" });
   assertEquals(cfg.admission.minInFlight, 32);
   assert(cfg.admission.perUser >= 16 && cfg.admission.perUser <= cfg.admission.minInFlight / 2);

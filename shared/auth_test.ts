@@ -3,7 +3,14 @@
  * project's own keys (what a signed-out supabase-js client sends) as anonymous.
  */
 import { SignJWT } from "jose";
+import { Hono } from "hono";
 import { createDevKeys } from "../scripts/dev/dev_auth.ts";
+import { assertEquals, assertMatch } from "../scripts/testing/assert.ts";
+import { unitEnv } from "../scripts/testing/unit_env.ts";
+import { Auth } from "./auth.ts";
+import { loadConfig } from "./config.ts";
+import { problemResponse, toProblem } from "./problem.ts";
+
 const keys = await createDevKeys();
 const hsSecret = "test-hs256-secret-that-is-long-enough-0123456789";
 /** The legacy anon key of another signing secret than ours: known only by its exact value. */
@@ -12,23 +19,19 @@ const legacyAnonKey = await new SignJWT({ iss: "supabase", ref: "unit", role: "a
   .setIssuedAt()
   .setExpirationTime("10y")
   .sign(new TextEncoder().encode("x".repeat(40)));
-Deno.env.set("SUPABASE_JWKS", JSON.stringify(keys.jwks));
-Deno.env.set("JWT_SECRET", hsSecret);
-Deno.env.set("SUPABASE_PUBLISHABLE_KEYS", JSON.stringify({ default: "sb_publishable_unit_1" }));
-Deno.env.set("SUPABASE_ANON_KEY", legacyAnonKey);
-import "../scripts/testing/unit_env.ts";
-import { Hono } from "hono";
-import { assertEquals, assertMatch } from "../scripts/testing/assert.ts";
-import { it } from "../scripts/testing/test_http.ts";
-
-const { optionalUser, requireUser } = await import("./auth.ts");
-const { problemResponse, toProblem } = await import("./problem.ts");
+const auth = new Auth(loadConfig({
+  ...unitEnv,
+  SUPABASE_JWKS: JSON.stringify(keys.jwks),
+  JWT_SECRET: hsSecret,
+  SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: "sb_publishable_unit_1" }),
+  SUPABASE_ANON_KEY: legacyAnonKey,
+}));
 
 const userId = "00000000-0000-4000-8000-0000000000a1";
 const app = new Hono<{ Variables: { user: { id: string } | null } }>();
 app.onError((err, c) => problemResponse(c, toProblem(err)));
-app.get("/open", optionalUser(), (c) => c.json({ user: c.var.user?.id ?? null }));
-app.get("/user", requireUser(), (c) => c.json({ user: c.var.user!.id }));
+app.get("/open", auth.optionalUser(), (c) => c.json({ user: c.var.user?.id ?? null }));
+app.get("/user", auth.requireUser(), (c) => c.json({ user: c.var.user!.id }));
 
 async function call(path: string, authorization?: string) {
   const res = await app.request(path, {
@@ -40,7 +43,7 @@ async function call(path: string, authorization?: string) {
 const hs256 = (claims: Record<string, unknown>) =>
   new SignJWT(claims).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(hsSecret));
 
-it("a malformed Authorization header is a 401, never anonymous", async () => {
+Deno.test("a malformed Authorization header is a 401, never anonymous", async () => {
   const token = await keys.mint(userId);
   assertEquals((await call("/open", `Bearer ${token}`)).body.user, userId);
   for (
@@ -68,7 +71,7 @@ it("a malformed Authorization header is a 401, never anonymous", async () => {
   assertEquals((await call("/open", `bearer ${token}`)).body.user, userId); // scheme: any case
 });
 
-it("user tokens must carry exp, sub, aud and role", async () => {
+Deno.test("user tokens must carry exp, sub, aud and role", async () => {
   for (const claim of ["exp", "sub", "aud", "role"]) {
     for (const token of [await keys.mint(userId, { omit: [claim] })]) {
       for (const path of ["/open", "/user"]) {
@@ -84,7 +87,7 @@ it("user tokens must carry exp, sub, aud and role", async () => {
   assertEquals((await call("/open", `Bearer ${wrongRole}`)).status, 401);
 });
 
-it("the project's keys as bearer: anonymous where anonymous is allowed, else a clear 401", async () => {
+Deno.test("the project's keys as bearer: anonymous where anonymous is allowed, else a clear 401", async () => {
   const anonJwt = await keys.mintAnon(); // signed by the project's key, role anon
   const anonHs = await hs256({ iss: "supabase", role: "anon", exp: 4102444800 });
   for (const key of ["sb_publishable_unit_1", anonJwt, anonHs, legacyAnonKey]) {
@@ -106,7 +109,7 @@ it("the project's keys as bearer: anonymous where anonymous is allowed, else a c
   assertEquals((await call("/open", `Bearer ${anonWithoutExp}`)).status, 401);
 });
 
-it("a token's sub in capitals names the same (canonical, lowercase) user", async () => {
+Deno.test("a token's sub in capitals names the same (canonical, lowercase) user", async () => {
   const token = await keys.mint(userId.toUpperCase());
   assertEquals((await call("/user", `Bearer ${token}`)).body.user, userId);
 });

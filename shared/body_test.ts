@@ -1,10 +1,11 @@
-import "../scripts/testing/unit_env.ts";
 import { assert, assertEquals } from "../scripts/testing/assert.ts";
-import { assertProblem, it } from "../scripts/testing/test_http.ts";
+import { assertProblem } from "../scripts/testing/test_http.ts";
+import { unitDeps } from "../scripts/testing/unit_env.ts";
 import { readBody } from "./body.ts";
+import { createFunctionApp } from "./http.ts";
 import { ProblemError } from "./problem.ts";
 
-const { createApp } = await import("./http.ts");
+const deps = unitDeps();
 
 /** A stream that sends `chunk` every `everyMs`, `times` times (then ends), counting pulls. */
 function trickle(chunk: Uint8Array<ArrayBuffer>, everyMs: number, times = Infinity) {
@@ -32,7 +33,7 @@ async function status(p: Promise<unknown>): Promise<number> {
   return err.status;
 }
 
-it("a stalled body gets 408 at the deadline, and the stream is cancelled", async () => {
+Deno.test("a stalled body gets 408 at the deadline, and the stream is cancelled", async () => {
   const { stream, stats } = trickle(new Uint8Array(1), 60_000);
   const start = performance.now();
   const got = await status(
@@ -44,7 +45,7 @@ it("a stalled body gets 408 at the deadline, and the stream is cancelled", async
   assertEquals(stats.cancelled, true);
 });
 
-it("a declared 1,000,000-byte body that sends one byte gets 408 after the grace, not 15 s later", async () => {
+Deno.test("a declared 1,000,000-byte body that sends one byte gets 408 after the grace, not 15 s later", async () => {
   // Today's fixed deadline was grace + length / rate: 300 ms + 15 s at 64 KiB/s.
   const { stream, stats } = trickle(new Uint8Array(1), 50, 1_000_000);
   const start = performance.now();
@@ -61,7 +62,7 @@ it("a declared 1,000,000-byte body that sends one byte gets 408 after the grace,
   assertEquals(new TextDecoder().decode(body), "0123456789");
 });
 
-it("no byte for idleMs is a stall: 408 before the grace runs out", async () => {
+Deno.test("no byte for idleMs is a stall: 408 before the grace runs out", async () => {
   const { stream } = trickle(new Uint8Array(1), 60_000);
   const start = performance.now();
   const got = await status(
@@ -72,7 +73,7 @@ it("no byte for idleMs is a stall: 408 before the grace runs out", async () => {
   assert(ms >= 290 && ms < 8000, `answered after ${ms} ms (the grace is 10 s)`);
 });
 
-it("a trickle (a byte every 50 ms) gets 408 near the deadline, not when the body ends", async () => {
+Deno.test("a trickle (a byte every 50 ms) gets 408 near the deadline, not when the body ends", async () => {
   const { stream, stats } = trickle(new Uint8Array(1), 50, 1000);
   const start = performance.now();
   const got = await status(
@@ -85,7 +86,7 @@ it("a trickle (a byte every 50 ms) gets 408 near the deadline, not when the body
   assert(stats.sent < 30, `${stats.sent} chunks read`);
 });
 
-it("a body that keeps coming at the minimum rate may take longer than the grace period", async () => {
+Deno.test("a body that keeps coming at the minimum rate may take longer than the grace period", async () => {
   // 1 KiB every 20 ms = 50 KiB/s for ~600 ms, with a 200 ms grace and a 16 KiB/s floor.
   const { stream } = trickle(new Uint8Array(1024), 20, 30);
   const body = await readBody(stream, {
@@ -97,7 +98,7 @@ it("a body that keeps coming at the minimum rate may take longer than the grace 
   assertEquals(body.byteLength, 30 * 1024);
 });
 
-it("an endless chunked body gets 413 at the limit; the rest is never read", async () => {
+Deno.test("an endless chunked body gets 413 at the limit; the rest is never read", async () => {
   const { stream, stats } = trickle(new Uint8Array(1000), 0);
   const got = await status(
     readBody(stream, { maxBytes: 10_000, timeoutMs: 5000, idleMs: 5000, minBytesPerS: 1 }),
@@ -107,8 +108,8 @@ it("an endless chunked body gets 413 at the limit; the rest is never read", asyn
   assertEquals(stats.cancelled, true);
 });
 
-it("the app answers a chunked body past the limit 413 problem+json with CORS headers", async () => {
-  const app = createApp("t", { maxBodyBytes: 4096, anonymousBodies: true });
+Deno.test("the app answers a chunked body past the limit 413 problem+json with CORS headers", async () => {
+  const app = createFunctionApp("t", deps, { maxBodyBytes: 4096, anonymousBodies: true });
   let handled = 0;
   app.post("/echo", async (c) => {
     handled++;
@@ -139,8 +140,8 @@ it("the app answers a chunked body past the limit 413 problem+json with CORS hea
   assertEquals(await ok.json(), { bytes: 4096 });
 });
 
-it("a declared Content-Length past the limit is refused before reading", async () => {
-  const app = createApp("u", { maxBodyBytes: 10, anonymousBodies: true });
+Deno.test("a declared Content-Length past the limit is refused before reading", async () => {
+  const app = createFunctionApp("u", deps, { maxBodyBytes: 10, anonymousBodies: true });
   app.post("/x", (c) => c.text("read"));
   const { stream, stats } = trickle(new Uint8Array(1), 0);
   const req = new Request("http://x/u/x", {
@@ -152,8 +153,8 @@ it("a declared Content-Length past the limit is refused before reading", async (
   assertEquals(stats.sent, 0);
 });
 
-it("a compressed request body is refused 415 naming Content-Encoding, before reading it", async () => {
-  const app = createApp("z", { anonymousBodies: true });
+Deno.test("a compressed request body is refused 415 naming Content-Encoding, before reading it", async () => {
+  const app = createFunctionApp("z", deps, { anonymousBodies: true });
   let handled = 0;
   app.post("/x", (c) => (handled++, c.text("read")));
   for (const coding of ["gzip", "br", "deflate, gzip"]) {

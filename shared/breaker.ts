@@ -44,10 +44,8 @@ import {
   type RecordResult,
   resolveSettings,
 } from "./breaker_settings.ts";
-import { RedisBreakerStore } from "./breaker_store.ts";
 import { type Clock, systemClock } from "./clock.ts";
-import { metrics } from "./metrics.ts";
-import { isolateRedis } from "./redis.ts";
+import type { Sample } from "./metrics.ts";
 
 export * from "./breaker_settings.ts";
 export { RedisBreakerStore } from "./breaker_store.ts";
@@ -78,7 +76,7 @@ export interface CircuitBreakerInit extends BreakerOptions {
 }
 
 /**
- * One breaker. Use {@link breaker} in application code (one shared instance per API, registered
+ * One breaker. Use {@link Breakers.get} in application code (one shared instance per API, listed
  * for /health); construct directly in tests or to pick the store.
  */
 export class CircuitBreaker {
@@ -233,82 +231,77 @@ export class CircuitBreaker {
 // Registry
 // ---------------------------------------------------------------------------------------------
 
-const registry = new Map<string, CircuitBreaker>();
-let redisStore: RedisBreakerStore | undefined;
-const store = () => redisStore ??= new RedisBreakerStore(isolateRedis());
-
 /**
- * The isolate's store: Redis, taken at the first call rather than at import, so a process
- * that never calls an API (the worker without OpenAI) needs no Redis. Async wrappers still
- * issue the command synchronously (auto-pipelining), and turn a missing Redis into a rejection.
+ * The isolate's breakers, one per name, all in one store (Redis): created on first use with
+ * the options of that first call; later calls return the same instance. /health lists them.
  */
-const isolateStore: BreakerStore = {
-  acquire: async (...a) => await store().acquire(...a),
-  record: async (...a) => await store().record(...a),
-  read: async (...a) => await store().read(...a),
-};
+export class Breakers {
+  readonly #registry = new Map<string, CircuitBreaker>();
 
-/**
- * The isolate's breaker for `name` (created on first use with `options`, later calls return the
- * same instance), stored in the isolate's Redis. Registered so /health can list it.
- */
-export function breaker(name: string, options: BreakerOptions = {}): CircuitBreaker {
-  let b = registry.get(name);
-  if (!b) {
-    b = new CircuitBreaker({ ...options, name, store: isolateStore });
-    registry.set(name, b);
+  constructor(readonly store: BreakerStore, readonly clock?: Clock) {}
+
+  /** The breaker for `name` (created on first use with `options`). */
+  get(name: string, options: BreakerOptions = {}): CircuitBreaker {
+    let b = this.#registry.get(name);
+    if (!b) {
+      b = new CircuitBreaker({ clock: this.clock, ...options, name, store: this.store });
+      this.#registry.set(name, b);
+    }
+    return b;
   }
-  return b;
-}
 
-/** Every breaker made with {@link breaker}, in creation order. */
-export function listBreakers(): CircuitBreaker[] {
-  return [...registry.values()];
-}
+  /** Every breaker made so far, in creation order. */
+  list(): CircuitBreaker[] {
+    return [...this.#registry.values()];
+  }
 
-/**
- * Snapshots for /health of the known external APIs plus any other registered breaker. A breaker
- * whose store can't be read is reported with `error` instead of failing the whole answer.
- */
-export function breakerHealth(): Promise<(BreakerSnapshot | { name: string; error: string })[]> {
-  for (const api of externalApis) breaker(api);
-  return Promise.all(
-    listBreakers().map((b) =>
-      b.state().catch((err) => ({
-        name: b.name,
-        error: err instanceof Error ? err.message : String(err),
-      }))
-    ),
-  );
-}
+  /**
+   * Snapshots for /health of the known external APIs plus any other breaker. A breaker whose
+   * store can't be read is reported with `error` instead of failing the whole answer.
+   */
+  health(): Promise<(BreakerSnapshot | { name: string; error: string })[]> {
+    for (const api of externalApis) this.get(api);
+    return Promise.all(
+      this.list().map((b) =>
+        b.state().catch((err) => ({
+          name: b.name,
+          error: err instanceof Error ? err.message : String(err),
+        }))
+      ),
+    );
+  }
 
-metrics.collect(() => [
-  ...[...breakerStats.transitions].map(([key, value]) => {
-    const [name, change] = key.split(":");
-    const [from, to] = change.split("->");
-    return {
-      name: "breaker_transitions_total",
-      labels: { breaker: name, from, to },
-      value,
-      type: "counter" as const,
-    };
-  }),
-  ...[...breakerStats.rejected].map(([name, value]) => ({
-    name: "breaker_rejections_total",
-    labels: { breaker: name },
-    value,
-    type: "counter" as const,
-  })),
-  ...[...breakerStats.storeErrors].map(([name, value]) => ({
-    name: "breaker_store_errors_total",
-    labels: { breaker: name },
-    value,
-    type: "counter" as const,
-  })),
-  ...listBreakers().map((b) => ({
-    name: "breaker_open",
-    labels: { breaker: b.name },
-    value: b.cachedOpenUntil > Date.now() ? 1 : 0,
-    help: "1 while this isolate knows the circuit is open",
-  })),
-]);
+  /** Metric samples: transitions, rejections and store errors of this isolate, open circuits. */
+  samples(): Sample[] {
+    return [
+      ...[...breakerStats.transitions].map(([key, value]) => {
+        const [name, change] = key.split(":");
+        const [from, to] = change.split("->");
+        return {
+          name: "breaker_transitions_total",
+          labels: { breaker: name, from, to },
+          value,
+          type: "counter" as const,
+        };
+      }),
+      ...[...breakerStats.rejected].map(([name, value]) => ({
+        name: "breaker_rejections_total",
+        labels: { breaker: name },
+        value,
+        type: "counter" as const,
+      })),
+      ...[...breakerStats.storeErrors].map(([name, value]) => ({
+        name: "breaker_store_errors_total",
+        labels: { breaker: name },
+        value,
+        type: "counter" as const,
+      })),
+      ...this.list().map((b) => ({
+        name: "breaker_open",
+        labels: { breaker: b.name },
+        value: b.cachedOpenUntil > Date.now() ? 1 : 0,
+        help: "1 while this isolate knows the circuit is open",
+      })),
+    ];
+  }
+}

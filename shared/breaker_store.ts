@@ -16,7 +16,6 @@ import type {
   Permit,
   RecordResult,
 } from "./breaker_settings.ts";
-import { redisKey } from "./redis.ts";
 import { runScript } from "./redis_script.ts";
 import { timed } from "./timing.ts";
 
@@ -36,7 +35,7 @@ export class RedisBreakerStore implements BreakerStore {
   constructor(
     readonly redis: Redis,
     /** Key prefix, e.g. `rockout:breaker:`. */
-    readonly prefix: string = redisKey("breaker") + ":",
+    readonly prefix: string,
   ) {}
 
   /** The hash holding `name`'s state. */

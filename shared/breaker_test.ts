@@ -5,14 +5,13 @@
  *
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/breaker_test.ts`
  */
-import "../scripts/testing/unit_env.ts";
 import { assert, assertEquals, assertMatch } from "../scripts/testing/assert.ts";
-import { freePort, startRedisServer } from "../scripts/dev/local_services.ts";
-import { type TestRedis, testRedis } from "../scripts/testing/test_redis.ts";
+import { startRedisServer } from "../scripts/dev/local_services.ts";
+import { type TestRedis, testRedis, unusedPort } from "../scripts/testing/test_redis.ts";
+import { unitEnv } from "../scripts/testing/unit_env.ts";
 import {
-  breaker,
-  breakerHealth,
   type BreakerOptions,
+  Breakers,
   breakerStats,
   type BreakerStore,
   CircuitBreaker,
@@ -21,6 +20,7 @@ import {
   type Permit,
   RedisBreakerStore,
 } from "./breaker.ts";
+import { createDeps } from "./deps.ts";
 
 /** A store for one test, and how many HTTP requests it has made. */
 interface Fixture {
@@ -375,7 +375,7 @@ Deno.test("redis: round trips per call in each state", async () => {
 Deno.test("redis: a fresh server (no scripts loaded) costs EVALSHA → NOSCRIPT → EVAL once", async () => {
   // A redis-server of our own: the shared one may have our scripts loaded already, and
   // SCRIPT FLUSH there would touch other people's scripts.
-  const server = await startRedisServer(freePort());
+  const server = await startRedisServer(unusedPort());
   const t = await testRedis(server.url);
   try {
     const b = new CircuitBreaker({
@@ -431,7 +431,8 @@ Deno.test("redis: two processes share one breaker", async () => {
     });
     assertEquals(lines.at(-2), {
       same: true,
-      listed: ["x", "openai-chat", "openai-transcribe", "acrcloud", "shazam"],
+      // deps declare the OpenAI APIs (and so their breakers) when they are built
+      listed: ["openai-chat", "openai-transcribe", "x", "acrcloud", "shazam"],
     });
     assertEquals(lines.at(-1).state, "open");
 
@@ -470,12 +471,14 @@ Deno.test("isBreakerFailure", () => {
   assert(isBreakerFailure(new Response(null, { status: 500 })));
 });
 
+/** A store whose Redis is down. */
+const down: BreakerStore = {
+  acquire: () => Promise.reject(new Error("Redis unavailable")),
+  record: () => Promise.reject(new Error("Redis unavailable")),
+  read: () => Promise.reject(new Error("Redis unavailable")),
+};
+
 Deno.test("a failing store lets calls through (failOpen) or rejects (failOpen: false)", async () => {
-  const down: BreakerStore = {
-    acquire: () => Promise.reject(new Error("Redis unavailable")),
-    record: () => Promise.reject(new Error("Redis unavailable")),
-    read: () => Promise.reject(new Error("Redis unavailable")),
-  };
   const open = new CircuitBreaker({ name: "down", store: down });
   assertEquals(await open.run(() => Promise.resolve(42)), 42);
   assertEquals(breakerStats.storeErrors.get("down"), 1);
@@ -510,26 +513,36 @@ Deno.test("settings: successesToClose defaults to maxProbes; nonsense is refused
   }
 });
 
-Deno.test("breaker() needs the isolate's Redis: without it, the error names the variable", async () => {
-  // unit_env.ts removed UPSTASH_REDIS_REST_*; "two processes share one breaker" covers the
-  // factory with Redis (one instance per name, listed for /health). Made without Redis (the
-  // worker without OpenAI never calls it), a breaker reports the missing variable when used.
-  const b = breaker("openai-chat");
+Deno.test("breakers need Redis: deps without it are refused naming the variable; /health reports a store it can't read per breaker", async () => {
+  // Redis is checked at boot: a function without it doesn't start.
   let message = "";
+  try {
+    createDeps({ DATABASE_URL: unitEnv.DATABASE_URL });
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  assertMatch(message, /UPSTASH_REDIS_REST_URL: required/);
+  // "two processes share one breaker" covers the registry with Redis (one instance per name,
+  // listed for /health). With its Redis down, a breaker reports the store's error when read,
+  // and /health lists every known API with that error instead of failing the whole answer.
+  const breakers = new Breakers(down);
+  const b = breakers.get("openai-chat");
+  assert(breakers.get("openai-chat") === b, "one instance per name");
+  message = "";
   try {
     await b.state();
   } catch (err) {
     message = (err as Error).message;
   }
-  assertMatch(message, /UPSTASH_REDIS_REST_URL: required/);
-  const health = await breakerHealth();
+  assertMatch(message, /Redis unavailable/);
+  const health = await breakers.health();
   assertEquals(health.map((h) => h.name), [
     "openai-chat",
     "openai-transcribe",
     "acrcloud",
     "shazam",
   ]);
-  assert(health.every((h) => "error" in h && /UPSTASH_REDIS_REST_URL/.test(h.error)));
+  assert(health.every((h) => "error" in h && /Redis unavailable/.test(h.error)));
 });
 
 Deno.test("run(): a probe gets a signal bounded by its permit, ordinary calls none", async () => {

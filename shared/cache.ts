@@ -16,9 +16,7 @@ import { runInBackground } from "./background.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { invalidateScript, logLength } from "./cache.lua.ts";
 import { type Coalescer, RedisCoalescer, SingleFlight } from "./coalesce.ts";
-import { config } from "./config.ts";
-import { metrics } from "./metrics.ts";
-import { isolateRedis, redisKey } from "./redis.ts";
+import type { Sample } from "./metrics.ts";
 import { runScript } from "./redis_script.ts";
 import { timed } from "./timing.ts";
 
@@ -65,7 +63,7 @@ export interface CacheStats {
   invalidations: number;
 }
 
-/** The two-tier cache. One per isolate: {@link cache}. */
+/** The two-tier cache. One per isolate: `deps.cache` (shared/deps.ts). */
 export class TwoTierCache {
   readonly stats: CacheStats = {
     localHits: 0,
@@ -81,7 +79,7 @@ export class TwoTierCache {
   #seenSeq: number | null = null;
   readonly #flights = new SingleFlight();
   #coalescerMade: Coalescer | undefined;
-  #redisMade: Redis | undefined;
+  readonly #redis: Redis;
   readonly #prefix: string;
   readonly #clock: Clock;
   readonly #maxEntries: number;
@@ -90,25 +88,21 @@ export class TwoTierCache {
 
   constructor(
     options: {
-      /** Default: the isolate's Redis, taken on first use. */
-      redis?: Redis;
-      prefix?: string;
+      redis: Redis;
+      /** Key prefix, e.g. `rockout:cache:`. */
+      prefix: string;
       maxEntries?: number;
       maxBytes?: number;
       clock?: Clock;
       disabled?: boolean;
-    } = {},
+    },
   ) {
-    this.#redisMade = options.redis;
-    this.#prefix = options.prefix ?? redisKey("cache:");
+    this.#redis = options.redis;
+    this.#prefix = options.prefix;
     this.#maxEntries = options.maxEntries ?? 2000;
     this.#maxBytes = options.maxBytes ?? 16 * 1024 * 1024;
     this.#clock = options.clock ?? systemClock;
     this.#disabled = options.disabled ?? false;
-  }
-
-  get #redis(): Redis {
-    return this.#redisMade ??= isolateRedis();
   }
 
   /** Misses are computed once across isolates too: the first computes, the others wait. */
@@ -300,6 +294,22 @@ export class TwoTierCache {
     return { entries: this.#local.size, bytes: this.#bytes };
   }
 
+  /** Shorthand for `get(key, { ttlS, invalidation: "ttl" }, load)`: expires, never invalidated. */
+  cached<T>(key: string, ttlS: number, load: () => Promise<T>): Promise<T> {
+    return this.get(key, { ttlS, invalidation: "ttl" }, load);
+  }
+
+  /** Metric samples of this cache's counts. */
+  samples(): Sample[] {
+    return Object.entries(this.stats).map(([event, value]) => ({
+      name: "cache_events_total",
+      labels: { event },
+      value,
+      type: "counter" as const,
+      help: "Two-tier cache hits (local, redis), misses, stale answers, refreshes, coalesced loads",
+    }));
+  }
+
   #valueKey(key: string) {
     return `${this.#prefix}v:${key}`;
   }
@@ -312,25 +322,4 @@ export class TwoTierCache {
   get #logKey() {
     return `${this.#prefix}inv:log`;
   }
-}
-
-/** The isolate's cache. */
-export const cache: TwoTierCache = new TwoTierCache({ disabled: config.cacheDisabled });
-
-/** Counts of the isolate's cache (exported in metrics). */
-export const cacheStats: CacheStats = cache.stats;
-
-metrics.collect(() =>
-  Object.entries(cache.stats).map(([event, value]) => ({
-    name: "cache_events_total",
-    labels: { event },
-    value,
-    type: "counter" as const,
-    help: "Two-tier cache hits (local, redis), misses, stale answers, refreshes, coalesced loads",
-  }))
-);
-
-/** Shorthand for `cache.get(key, { ttlS, invalidation: "ttl" }, load)`: expires, never invalidated. */
-export function cached<T>(key: string, ttlS: number, load: () => Promise<T>): Promise<T> {
-  return cache.get(key, { ttlS, invalidation: "ttl" }, load);
 }

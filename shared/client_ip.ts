@@ -7,7 +7,6 @@
  * @module
  */
 import type { Context } from "hono";
-import { config } from "./config.ts";
 
 /** Headers a trusted proxy may write the client's address into. */
 export const clientIpHeaders = ["cf-connecting-ip", "x-forwarded-for", "x-real-ip"] as const;
@@ -27,7 +26,7 @@ export const unknownIp = "unknown";
  * - `x-real-ip`: a proxy that sets it from the socket (nginx `proxy_set_header X-Real-IP`).
  * Other headers are ignored whatever they say. See {@link ipKey} for the key itself.
  */
-export function clientIp(c: Context, source: ClientIpHeader = config.clientIpHeader): string {
+export function clientIp(c: Context, source: ClientIpHeader): string {
   return clientIpOf(c.req.raw.headers, source);
 }
 

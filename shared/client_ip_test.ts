@@ -7,22 +7,27 @@
  * local gateway.
  */
 import { Hono } from "hono";
+import { createApp as createEvents } from "../functions/events/app.ts";
+import { createGateway } from "../scripts/dev/gateway.ts";
 import { assert, assertEquals } from "../scripts/testing/assert.ts";
 import { functionTestEnv } from "../scripts/testing/test_env.ts";
-import { it } from "../scripts/testing/test_http.ts";
+import { suite } from "../scripts/testing/test_http.ts";
+import { clientIpOf } from "./client_ip.ts";
+import { loadConfig } from "./config.ts";
 
-const env = await functionTestEnv({
-  env: { ANON_WRITE_RATE_LIMIT_PER_MIN: "3", CLIENT_IP_HEADER: "x-forwarded-for" },
-});
-const { clientIp, clientIpOf } = await import("./client_ip.ts");
-const { loadConfig } = await import("./config.ts");
-const { app: events } = await import("../functions/events/app.ts");
-const { createGateway } = await import("../scripts/dev/gateway.ts");
-const { sql } = await import("./db.ts");
+/** `events` with an anonymous limit of 3 a minute, and a probe answering its caller's key. */
+async function setup() {
+  const env = await functionTestEnv({
+    env: { ANON_WRITE_RATE_LIMIT_PER_MIN: "3", CLIENT_IP_HEADER: "x-forwarded-for" },
+  });
+  const probe = new Hono().get("/", (c) => c.text(env.deps.clientIp(c)));
+  const ipOf = async (headers: Record<string, string>) =>
+    await (await probe.request("/", { headers })).text();
+  return { env, events: createEvents(env.deps), ipOf, close: () => env.close() };
+}
+type Fixture = Awaited<ReturnType<typeof setup>>;
+const it = suite("client IP", setup);
 
-const probe = new Hono().get("/", (c) => c.text(clientIp(c)));
-const ipOf = async (headers: Record<string, string>) =>
-  await (await probe.request("/", { headers })).text();
 const from =
   (source: "cf-connecting-ip" | "x-forwarded-for" | "x-real-ip") =>
   (headers: Record<string, string>) => clientIpOf(new Headers(headers), source);
@@ -30,7 +35,7 @@ const from =
 /** A random documentation address, as an attacker would rotate them. */
 const spoof = () => `192.0.2.${Math.floor(Math.random() * 250) + 1}`;
 
-function sendEvent(headers: Record<string, string>) {
+function sendEvent({ events }: Fixture, headers: Record<string, string>) {
   return events.request("/events", {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
@@ -38,10 +43,13 @@ function sendEvent(headers: Record<string, string>) {
   });
 }
 
-async function statusesOf(headers: () => Record<string, string>): Promise<number[]> {
+async function statusesOf(
+  fx: Fixture,
+  headers: () => Record<string, string>,
+): Promise<number[]> {
   const statuses = [];
   for (let i = 0; i < 5; i++) {
-    const res = await sendEvent(headers());
+    const res = await sendEvent(fx, headers());
     statuses.push(res.status);
     await res.body?.cancel();
   }
@@ -61,7 +69,7 @@ it("CLIENT_IP_HEADER: cf-connecting-ip by default; an unknown header is refused 
   assert(message.includes("CLIENT_IP_HEADER"), message);
 });
 
-it("clientIp reads only the configured header; the others say nothing, whatever they hold", async () => {
+it("clientIp reads only the configured header; the others say nothing, whatever they hold", async ({ ipOf }) => {
   // This file runs with CLIENT_IP_HEADER=x-forwarded-for: a rotated cf-connecting-ip is noise.
   const keys = new Set<string>();
   for (let i = 0; i < 5; i++) {
@@ -89,7 +97,7 @@ it("clientIp reads only the configured header; the others say nothing, whatever 
   assertEquals(await ipOf({ "x-forwarded-for": "1.2.3.4, 1:2:3:4:5:6:7:8:9" }), "unknown");
 });
 
-it("x-forwarded-for: spoofed leading entries are ignored, the trusted proxy's last hop counts", async () => {
+it("x-forwarded-for: spoofed leading entries are ignored, the trusted proxy's last hop counts", async ({ ipOf }) => {
   const keys = new Set<string>();
   for (let i = 0; i < 5; i++) {
     keys.add(await ipOf({ "x-forwarded-for": `${spoof()}, ${spoof()},198.51.100.20` }));
@@ -97,7 +105,7 @@ it("x-forwarded-for: spoofed leading entries are ignored, the trusted proxy's la
   assertEquals([...keys], ["198.51.100.20"]);
 });
 
-it("IPv6: one key per /64 (a host owns one); IPv4-mapped addresses are their IPv4", async () => {
+it("IPv6: one key per /64 (a host owns one); IPv4-mapped addresses are their IPv4", async ({ ipOf }) => {
   const a = await ipOf({ "x-forwarded-for": "2001:DB8:aa:bb::1" });
   const b = await ipOf({ "x-forwarded-for": "2001:db8:aa:bb:dead:beef:1234:5678" });
   const other = await ipOf({ "x-forwarded-for": "2001:db8:aa:bc::1" });
@@ -110,24 +118,24 @@ it("IPv6: one key per /64 (a host owns one); IPv4-mapped addresses are their IPv
   assertEquals(await ipOf({ "x-forwarded-for": "::1" }), "0:0:0:0::/64");
 });
 
-it("events' anonymous limit: rotating addresses inside one IPv6 /64 buys nothing", async () => {
+it("events' anonymous limit: rotating addresses inside one IPv6 /64 buys nothing", async (fx) => {
   const host = () => [...crypto.getRandomValues(new Uint16Array(4))].map((g) => g.toString(16));
-  const statuses = await statusesOf(() => ({
+  const statuses = await statusesOf(fx, () => ({
     "x-forwarded-for": `2001:db8:77:1:${host().join(":")}`,
   }));
   assertEquals(statuses, [202, 202, 202, 429, 429]);
 });
 
-it("events' anonymous limit: a rotated CF-Connecting-IP doesn't reset it when X-Forwarded-For is trusted", async () => {
-  const statuses = await statusesOf(() => ({
+it("events' anonymous limit: a rotated CF-Connecting-IP doesn't reset it when X-Forwarded-For is trusted", async (fx) => {
+  const statuses = await statusesOf(fx, () => ({
     "cf-connecting-ip": spoof(),
     "x-forwarded-for": `${spoof()}, 198.51.100.99`,
   }));
   assertEquals(statuses, [202, 202, 202, 429, 429]);
 });
 
-it("through the local gateway: spoofed X-Forwarded-For and CF-Connecting-IP are the socket's peer", async () => {
-  const gateway = await createGateway({ jwks: env.keys.jwks });
+it("through the local gateway: spoofed X-Forwarded-For and CF-Connecting-IP are the socket's peer", async ({ env }) => {
+  const gateway = await createGateway({ deps: env.deps, jwks: env.keys.jwks });
   await using server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
     gateway.fetch,
@@ -148,10 +156,4 @@ it("through the local gateway: spoofed X-Forwarded-For and CF-Connecting-IP are 
     await res.body?.cancel();
   }
   assertEquals(statuses, [202, 202, 202, 429, 429]);
-});
-
-it("teardown", async () => {
-  Deno.env.delete("CLIENT_IP_HEADER"); // later test files run with the default
-  await sql.end();
-  await env.close();
 });

@@ -14,7 +14,6 @@ import type { Redis } from "@upstash/redis";
 import { type Claim, claimScript, finishScript } from "./coalesce.lua.ts";
 import { ProblemError } from "./problem.ts";
 import { metrics } from "./metrics.ts";
-import { isolateRedis, redisKey } from "./redis.ts";
 import { runScript } from "./redis_script.ts";
 import { untilAborted } from "./abort.ts";
 
@@ -313,25 +312,6 @@ export class RedisCoalescer implements Coalescer {
     work.finally(() => this.#pending.delete(work)).catch(() => {});
     return work;
   }
-}
-
-let isolateCoalescer: Coalescer | undefined;
-
-/** The isolate's coalescer, in the isolate's Redis (made on first use). */
-export function coalescer(): Coalescer {
-  return isolateCoalescer ??= new RedisCoalescer(isolateRedis(), redisKey("coalesce") + ":");
-}
-
-/**
- * Runs `compute` once for all concurrent callers of `key`, in this isolate and across
- * isolates. Values must be JSON-serializable to reach other isolates.
- */
-export function coalesce<T>(
-  key: string,
-  compute: () => Promise<T>,
-  options?: CoalesceOptions,
-): Promise<T> {
-  return coalescer().run(key, compute, options);
 }
 
 metrics.collect(() =>

@@ -5,11 +5,10 @@
  *
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/coalesce_test.ts`
  */
-import "../scripts/testing/unit_env.ts";
 import { Redis } from "@upstash/redis";
 import { assert, assertEquals, assertRejects } from "../scripts/testing/assert.ts";
-import { freePort, startRedisServer } from "../scripts/dev/local_services.ts";
-import { type TestRedis, testRedis } from "../scripts/testing/test_redis.ts";
+import { startRedisServer } from "../scripts/dev/local_services.ts";
+import { type TestRedis, testRedis, unusedPort } from "../scripts/testing/test_redis.ts";
 import {
   CoalescedFailure,
   type Coalescer,
@@ -327,7 +326,7 @@ Deno.test("redis: round trips — leader 2, follower 1 + one per poll", async ()
 });
 
 Deno.test("redis gone: every caller computes for itself, quickly", async () => {
-  const server = await startRedisServer(freePort());
+  const server = await startRedisServer(unusedPort());
   const fixture = await testRedis(server.url);
   const stats = newCoalesceStats();
   const co = new RedisCoalescer(fixture.redis, `${fixture.prefix}co:`, { stats });

@@ -1,16 +1,41 @@
 /**
- * Environment, parsed once with zod at module scope. A bad or missing value fails at boot
- * with a message naming the variable, instead of a confusing error on the first request.
+ * The environment, parsed with zod where it is used: {@link loadConfig} reads what every
+ * function shares (database, Redis, auth, HTTP limits, OpenAI), and each function reads its
+ * own settings with {@link section} (e.g. `functions/feed/config.ts`). A bad or missing value
+ * fails at boot with a message naming the variable, not at the first request. Nothing here
+ * reads the process environment: `functions/<slug>/index.ts` passes `Deno.env.toObject()`,
+ * tests pass their own.
  *
  * @module
  */
 import { z } from "zod";
 
-const int = (fallback: number) => z.coerce.number().int().positive().default(fallback);
-const flag = (fallback: boolean) =>
+/** An environment: variable name → value. */
+export type Env = Record<string, string | undefined>;
+
+/** A positive integer variable with a default. */
+export const int = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+/** A boolean variable (`true`/`false`/`1`/`0`) with a default. */
+export const flag = (fallback: boolean) =>
   z.enum(["true", "false", "1", "0"]).default(fallback ? "true" : "false").transform((v) =>
     v === "true" || v === "1"
   );
+
+/**
+ * Parses the variables `shape` names out of `env`. Throws an Error whose message names every
+ * bad variable (`invalid environment:\n  NAME: reason`).
+ */
+export function section<S extends z.ZodRawShape>(
+  env: Env,
+  shape: S,
+): z.infer<z.ZodObject<S>> {
+  const result = z.object(shape).safeParse(env);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `  ${i.path.join(".")}: ${i.message}`);
+    throw new Error(`invalid environment:\n${lines.join("\n")}`);
+  }
+  return result.data;
+}
 const jwks = z.string().transform((text, ctx) => {
   try {
     const parsed = JSON.parse(text);
@@ -22,7 +47,7 @@ const jwks = z.string().transform((text, ctx) => {
   return z.NEVER;
 });
 
-const envSchema = z.object({
+const coreEnv = {
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
   SUPABASE_DB_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
   DB_POOL_MAX: int(4),
@@ -61,66 +86,24 @@ const envSchema = z.object({
   BODY_IDLE_TIMEOUT_MS: int(2500),
   BODY_MIN_BYTES_PER_S: int(64 * 1024),
   BODY_BUFFER_MAX_BYTES: int(64 * 1024 * 1024),
-  FEED_RATE_LIMIT_PER_MIN: int(120),
   ANON_READ_RATE_LIMIT_PER_MIN: int(120),
-  ANON_WRITE_RATE_LIMIT_PER_MIN: int(30),
-  POST_RATE_LIMIT_PER_MIN: int(20),
-  REPLY_RATE_LIMIT_PER_MIN: int(30),
-  LIKES_RATE_LIMIT_PER_MIN: int(120),
-  PROFILE_SEARCH_RATE_LIMIT_PER_MIN: int(60),
-  PROFILE_CACHE_TTL_S: int(300),
-  SUMMARY_MAX_REPLIES: int(50),
-  SUMMARY_MAX_INPUT_CHARS: int(12_000),
-  SUMMARY_LLM_TIMEOUT_MS: int(20_000),
-  SUMMARY_RETRY_AFTER_S: int(60),
-  RECALL_RATE_LIMIT_PER_MIN: int(10),
-  RECALL_RATE_LIMIT_PER_HOUR: int(100),
-  RECALL_CONCURRENCY: int(5),
-  RECALL_READ_RATE_LIMIT_PER_MIN: int(120),
-  RECALL_TRANSCRIBE_TIMEOUT_MS: int(10_000),
-  RECALL_INTENT_TIMEOUT_MS: int(10_000),
-  RECALL_CANDIDATES_TIMEOUT_MS: int(30_000),
-  RECALL_RECOGNITION_TIMEOUT_MS: int(10_000),
-  RECALL_ANSWER_TTL_S: int(300),
   RATE_LIMIT_DECISION_MS: int(50),
-  EVENTS_RATE_LIMIT_PER_MIN: int(60),
-  NOTIFICATIONS_RATE_LIMIT_PER_MIN: int(120),
-  PROFILE_EDIT_RATE_LIMIT_PER_MIN: int(30),
-  JOBS_RUN_RATE_LIMIT_PER_MIN: int(60),
-  JOBS_CONCURRENCY: int(4),
-  JOBS_TASK_TIMEOUT_MS: int(15_000),
-  JOBS_RUN_BUDGET_MS: int(60_000),
-  FEED_FOR_YOU_TTL_S: int(30),
-  FEED_FOLLOWING_TTL_S: int(15),
   CACHE_DISABLED: flag(false),
   OPENAI_API_KEY: z.string().min(1).optional(),
   OPENAI_BASE_URL: z.url().optional(),
   OPENAI_SMALL_MODEL: z.string().default("gpt-4o-mini"),
   OPENAI_LARGE_MODEL: z.string().default("gpt-4o"),
   OPENAI_TRANSCRIBE_MODEL: z.string().default("gpt-4o-mini-transcribe"),
-  ACRCLOUD_HOST: z.string().min(1).optional(),
-  ACRCLOUD_ACCESS_KEY: z.string().min(1).optional(),
-  ACRCLOUD_ACCESS_SECRET: z.string().min(1).optional(),
-  SHAZAM_API_KEY: z.string().min(1).optional(),
-  SHAZAM_BASE_URL: z.url().default("https://shazam.p.rapidapi.com"),
   APP_VERSION: z.string().default("0.1.0"),
   LOG_REQUESTS: flag(true),
-});
+};
 
-/** The parsed configuration every module reads. */
+/** What every function shares (each function's own settings: {@link section}). */
 export type Config = ReturnType<typeof loadConfig>;
 
-/**
- * Parses an environment. Throws an Error whose message names every bad variable.
- * Exported so tests can check the messages without touching the process env.
- */
-export function loadConfig(env: Record<string, string | undefined>) {
-  const result = envSchema.safeParse(env);
-  if (!result.success) {
-    const lines = result.error.issues.map((i) => `  ${i.path.join(".")}: ${i.message}`);
-    throw new Error(`invalid environment:\n${lines.join("\n")}`);
-  }
-  const e = result.data;
+/** Parses the shared settings of `env`. Throws an Error naming every bad variable. */
+export function loadConfig(env: Env) {
+  const e = section(env, coreEnv);
   const databaseUrl = e.DATABASE_URL ?? e.SUPABASE_DB_URL;
   if (!databaseUrl) {
     throw new Error("invalid environment:\n  DATABASE_URL: required (or SUPABASE_DB_URL)");
@@ -160,7 +143,7 @@ export function loadConfig(env: Record<string, string | undefined>) {
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
     /**
      * Token verification keys, checked on first read: only processes that verify tokens
-     * (every function, through shared/auth.ts at import) need them, not `npm run worker`.
+     * (every function, on its first token) need them, not `npm run worker`.
      */
     get auth(): typeof auth {
       if (!authConfigured) {
@@ -203,53 +186,10 @@ export function loadConfig(env: Record<string, string | undefined>) {
       bufferMaxBytes: e.BODY_BUFFER_MAX_BYTES,
     },
     limits: {
-      feedPerMin: e.FEED_RATE_LIMIT_PER_MIN,
+      /** Anonymous reads (openapi.json, /health) per client IP. */
       anonReadPerMin: e.ANON_READ_RATE_LIMIT_PER_MIN,
-      anonWritePerMin: e.ANON_WRITE_RATE_LIMIT_PER_MIN,
-      postsPerMin: e.POST_RATE_LIMIT_PER_MIN,
-      repliesPerMin: e.REPLY_RATE_LIMIT_PER_MIN,
-      likesPerMin: e.LIKES_RATE_LIMIT_PER_MIN,
-      profileSearchPerMin: e.PROFILE_SEARCH_RATE_LIMIT_PER_MIN,
-      recallPerMin: e.RECALL_RATE_LIMIT_PER_MIN,
-      recallPerHour: e.RECALL_RATE_LIMIT_PER_HOUR,
-      recallConcurrency: e.RECALL_CONCURRENCY,
-      recallReadPerMin: e.RECALL_READ_RATE_LIMIT_PER_MIN,
+      /** How long a limit waits for Redis before its fail-open/closed rule decides. */
       decisionMs: e.RATE_LIMIT_DECISION_MS,
-      eventsPerMin: e.EVENTS_RATE_LIMIT_PER_MIN,
-      notificationsPerMin: e.NOTIFICATIONS_RATE_LIMIT_PER_MIN,
-      /** `PATCH /profiles/me` per user. */
-      profileEditsPerMin: e.PROFILE_EDIT_RATE_LIMIT_PER_MIN,
-      /** `jobs-worker` runs and digest schedulings per secret key. */
-      jobsRunsPerMin: e.JOBS_RUN_RATE_LIMIT_PER_MIN,
-    },
-    jobs: {
-      /** Concurrent handlers per worker (jobs-worker run, `npm run worker` loops). */
-      concurrency: e.JOBS_CONCURRENCY,
-      /** Per task; capped below each job's lock timeout. */
-      taskTimeoutMs: e.JOBS_TASK_TIMEOUT_MS,
-      /** Wall clock of one `jobs-worker/run` call; claiming stops a task timeout before it. */
-      runBudgetMs: e.JOBS_RUN_BUDGET_MS,
-    },
-    feed: {
-      forYouTtlS: e.FEED_FOR_YOU_TTL_S,
-      followingTtlS: e.FEED_FOLLOWING_TTL_S,
-    },
-    recall: {
-      /** Per provider call (each also capped by what is left of the request budget). */
-      transcribeTimeoutMs: e.RECALL_TRANSCRIBE_TIMEOUT_MS,
-      intentTimeoutMs: e.RECALL_INTENT_TIMEOUT_MS,
-      candidatesTimeoutMs: e.RECALL_CANDIDATES_TIMEOUT_MS,
-      /** ACRCloud identify and Shazam detect. */
-      recognitionTimeoutMs: e.RECALL_RECOGNITION_TIMEOUT_MS,
-      /** How long a complete (not degraded) provider answer is reused for identical input. */
-      answerTtlS: e.RECALL_ANSWER_TTL_S,
-    },
-    social: {
-      profileCacheTtlS: e.PROFILE_CACHE_TTL_S,
-      summaryMaxReplies: e.SUMMARY_MAX_REPLIES,
-      summaryMaxInputChars: e.SUMMARY_MAX_INPUT_CHARS,
-      summaryLlmTimeoutMs: e.SUMMARY_LLM_TIMEOUT_MS,
-      summaryRetryAfterS: e.SUMMARY_RETRY_AFTER_S,
     },
     cacheDisabled: e.CACHE_DISABLED,
     openai: e.OPENAI_API_KEY
@@ -261,14 +201,6 @@ export function loadConfig(env: Record<string, string | undefined>) {
         transcribeModel: e.OPENAI_TRANSCRIBE_MODEL,
       }
       : null,
-    acrcloud: e.ACRCLOUD_HOST && e.ACRCLOUD_ACCESS_KEY && e.ACRCLOUD_ACCESS_SECRET
-      ? {
-        host: e.ACRCLOUD_HOST,
-        accessKey: e.ACRCLOUD_ACCESS_KEY,
-        accessSecret: e.ACRCLOUD_ACCESS_SECRET,
-      }
-      : null,
-    shazam: e.SHAZAM_API_KEY ? { apiKey: e.SHAZAM_API_KEY, baseUrl: e.SHAZAM_BASE_URL } : null,
     version: e.APP_VERSION,
     logRequests: e.LOG_REQUESTS,
   };
@@ -289,6 +221,3 @@ function parseKeySet(
     );
   }
 }
-
-/** The process configuration, parsed once per isolate. */
-export const config: Config = loadConfig(Deno.env.toObject());

@@ -2,8 +2,8 @@
  * Postgres: one postgres.js pool per isolate, and the helper that runs user-facing work as
  * the calling user so row-level security applies exactly as it does behind PostgREST.
  *
- * The pool can't be starved by slow work: every transaction first takes a slot of
- * {@link poolGate} (one per pool connection), and that wait counts against the request budget
+ * The pool can't be starved by slow work: every transaction first takes a slot of the
+ * database's {@link PoolGate} (one per pool connection), and that wait counts against the request budget
  * and is given up when the budget runs out or the client leaves, so a statement that never
  * started never runs. Searches take slots of their own lane, which may hold only some of the
  * connections: the rest always serve other work. A statement still running when its request
@@ -15,57 +15,36 @@ import postgres from "postgres";
 import { outsideAdmission } from "./admission.ts";
 import type { AuthUser } from "./auth.ts";
 import type { Budget } from "./budget.ts";
-import { config } from "./config.ts";
-import { metrics, type Sample } from "./metrics.ts";
+import type { Config } from "./config.ts";
+import type { Sample } from "./metrics.ts";
 import { ProblemError } from "./problem.ts";
 import { countCall, timed } from "./timing.ts";
 
 /** A transaction handle, as postgres.js passes to `begin`. */
 export type Tx = postgres.TransactionSql;
 
-/**
- * The isolate's pool. `prepare: false` because production goes through Supavisor's
- * transaction pooler, which can't keep prepared statements; a small `max` because there are
- * many isolates.
- */
-export const sql: postgres.Sql = postgres(config.databaseUrl, {
-  prepare: false,
-  max: config.dbPoolMax,
-  idle_timeout: 20,
-  connect_timeout: 5,
-  connection: {
-    application_name: "rockout-edge",
-    statement_timeout: config.dbStatementTimeoutMs,
-  },
-  onnotice: () => {},
-});
-
-/**
- * A connection of its own for `/health`: a saturated pool is load, not an outage, so the
- * liveness check must not queue behind the work it reports on.
- */
-export const healthSql: postgres.Sql = postgres(config.databaseUrl, {
-  prepare: false,
-  max: 1,
-  idle_timeout: 20,
-  connect_timeout: 2,
-  connection: { application_name: "rockout-edge-health", statement_timeout: 1500 },
-  onnotice: () => {},
-});
-
 /** Which share of the pool a transaction may use. */
 export type Lane = "default" | "search";
 
-/** Counts since the isolate started (exported in metrics). */
-export const poolStats = {
+/** Counts of one {@link Database} since it was made (exported in metrics). */
+export interface PoolStats {
   /** Waits for a slot given up because the budget ran out or the client left. */
-  abandonedWaits: 0,
+  abandonedWaits: number;
   /** Statements cancelled in the database because their request was abandoned. */
-  cancelledStatements: 0,
+  cancelledStatements: number;
   /** Slots granted, and the milliseconds spent waiting for them, per lane. */
-  granted: { default: 0, search: 0 } as Record<Lane, number>,
-  waitMs: { default: 0, search: 0 } as Record<Lane, number>,
-};
+  granted: Record<Lane, number>;
+  waitMs: Record<Lane, number>;
+}
+
+function newPoolStats(): PoolStats {
+  return {
+    abandonedWaits: 0,
+    cancelledStatements: 0,
+    granted: { default: 0, search: 0 },
+    waitMs: { default: 0, search: 0 },
+  };
+}
 
 interface Waiter {
   lane: Lane;
@@ -82,7 +61,11 @@ export class PoolGate {
   readonly #inUse: Record<Lane, number> = { default: 0, search: 0 };
   readonly #waiters: Waiter[] = [];
 
-  constructor(readonly size: number, readonly laneLimits: Partial<Record<Lane, number>> = {}) {}
+  constructor(
+    readonly size: number,
+    readonly laneLimits: Partial<Record<Lane, number>> = {},
+    readonly stats: PoolStats = newPoolStats(),
+  ) {}
 
   /** Slots held now, in all and per lane. */
   get inUse(): { total: number; search: number } {
@@ -101,7 +84,7 @@ export class PoolGate {
   acquire(lane: Lane, signal?: AbortSignal): Promise<() => void> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
-        poolStats.abandonedWaits++;
+        this.stats.abandonedWaits++;
         return reject(signal.reason);
       }
       const grant = () => {
@@ -120,7 +103,7 @@ export class PoolGate {
         const i = this.#waiters.indexOf(waiter);
         if (i < 0) return;
         this.#waiters.splice(i, 1);
-        poolStats.abandonedWaits++;
+        this.stats.abandonedWaits++;
         reject(signal!.reason);
       };
       signal?.addEventListener("abort", onAbort, { once: true });
@@ -144,9 +127,6 @@ export class PoolGate {
     }
   }
 }
-
-/** The isolate's gate: one slot per pool connection; searches get at most `dbSearchSlots`. */
-export const poolGate = new PoolGate(config.dbPoolMax, { search: config.dbSearchSlots });
 
 /**
  * Counts the statements `work` issues in the current request (Server-Timing `db` calls),
@@ -185,26 +165,15 @@ export interface AsUserOptions {
   maxWaitMs?: number;
 }
 
-/**
- * Runs `work` in one transaction as `user` (role `authenticated` with their JWT claims), or
- * as `anon` when `user` is null.
- *
- * - The wait for a connection counts against `budget` and is abandoned when it runs out or
- *   the client leaves (rejecting with the budget's reason): nothing is sent to the database.
- * - `statement_timeout` is what is left of the budget when the connection is ours (capped by
- *   `options.statementTimeoutMs` and `DB_STATEMENT_TIMEOUT_MS`).
- * - When the request is abandoned while a statement runs, the statement is cancelled
- *   (postgres.js sends a CancelRequest on a side connection) and the transaction rolls back.
- *
- * The setup statement is pipelined with the first query of `work`: no extra round trip.
- */
-export function asUser<T>(
+/** {@link Database.asUser}. */
+function asUser<T>(
+  db: Database,
   user: AuthUser | null,
   work: (tx: Tx) => Promise<T>,
   budget?: Budget,
   options: AsUserOptions = {},
 ): Promise<T> {
-  const run = () => inTransaction(user, work, budget, options);
+  const run = () => inTransaction(db, user, work, budget, options);
   if ((options.lane ?? "default") === "default") return run();
   // The search lane has bounds of its own: its time (the wait included) is recorded apart and
   // spent outside the request's admission slot, so it neither fills nor shrinks the
@@ -213,28 +182,29 @@ export function asUser<T>(
 }
 
 async function inTransaction<T>(
+  db: Database,
   user: AuthUser | null,
   work: (tx: Tx) => Promise<T>,
   budget: Budget | undefined,
   options: AsUserOptions,
 ): Promise<T> {
   const signal = budget?.signal();
-  const release = await timed("db", waitForSlot(options, signal), 0);
+  const release = await timed("db", waitForSlot(db, options, signal), 0);
   try {
     const timeoutMs = Math.floor(
       Math.min(
-        config.dbStatementTimeoutMs,
+        db.statementTimeoutMs,
         options.statementTimeoutMs ?? Infinity,
         budget?.remaining() ?? Infinity,
       ),
     );
     if (timeoutMs < 1 || signal?.aborted) {
-      poolStats.abandonedWaits++;
+      db.stats.abandonedWaits++;
       throw signal?.reason ?? new DOMException("request budget expired", "TimeoutError");
     }
     const cancels: Promise<unknown>[] = [];
     try {
-      const run = transaction(user, work, timeoutMs, signal, budget, cancels);
+      const run = transaction(db, user, work, timeoutMs, signal, budget, cancels);
       return await timed("db", run, 0); // statements are counted one by one in `counting`
     } finally {
       // A CancelRequest hits whatever its backend runs when it lands: keep the slot until it
@@ -247,19 +217,23 @@ async function inTransaction<T>(
 }
 
 /** Takes a slot of `options.lane`, giving up when `signal` fires or after `maxWaitMs`. */
-async function waitForSlot(options: AsUserOptions, signal?: AbortSignal): Promise<() => void> {
+async function waitForSlot(
+  db: Database,
+  options: AsUserOptions,
+  signal?: AbortSignal,
+): Promise<() => void> {
   const lane = options.lane ?? "default";
   const start = performance.now();
   const granted = (release: () => void) => {
-    poolStats.granted[lane]++;
-    poolStats.waitMs[lane] += performance.now() - start;
+    db.stats.granted[lane]++;
+    db.stats.waitMs[lane] += performance.now() - start;
     return release;
   };
-  if (options.maxWaitMs === undefined) return granted(await poolGate.acquire(lane, signal));
+  if (options.maxWaitMs === undefined) return granted(await db.gate.acquire(lane, signal));
   const waited = AbortSignal.timeout(options.maxWaitMs);
   try {
     return granted(
-      await poolGate.acquire(lane, signal ? AbortSignal.any([signal, waited]) : waited),
+      await db.gate.acquire(lane, signal ? AbortSignal.any([signal, waited]) : waited),
     );
   } catch (err) {
     if (!waited.aborted || signal?.aborted) throw err;
@@ -312,6 +286,7 @@ function cancelAndWait(q: postgres.PendingQuery<postgres.Row[]>): Promise<unknow
  * 504 should carry an idempotency key.
  */
 function transaction<T>(
+  db: Database,
   user: AuthUser | null,
   work: (tx: Tx) => Promise<T>,
   timeoutMs: number,
@@ -338,7 +313,7 @@ function transaction<T>(
             Promise.resolve().then(() => false),
           ]);
           if (done) return;
-          poolStats.cancelledStatements++;
+          db.stats.cancelledStatements++;
           // Both: the cancel delivered (so it can't hit a later statement) and the
           // statement's own end.
           await Promise.allSettled([cancelAndWait(q), q.then(() => {}, () => {})]);
@@ -347,7 +322,7 @@ function transaction<T>(
     }
   };
   signal?.addEventListener("abort", onAbort, { once: true });
-  return (sql.begin(async (tx) => {
+  return (db.sql.begin(async (tx) => {
     if (expired()) throw reason();
     const setup = tx`/* as-user */ select set_config('role', ${role}, true),
       set_config('request.jwt.claims', ${claims}, true),
@@ -371,19 +346,16 @@ function transaction<T>(
   }) as Promise<T>).finally(() => signal?.removeEventListener("abort", onAbort));
 }
 
-/**
- * A statement run with the function's own role (shared caches' misses), through the same
- * gate as {@link asUser}: postgres.js statements are lazy, so `q` is sent only once a slot
- * is ours, and the wait is abandoned (nothing sent) when `signal` aborts.
- */
-export async function query<T extends readonly object[]>(
+/** {@link Database.query}. */
+async function query<T extends readonly object[]>(
+  db: Database,
   q: postgres.PendingQuery<T>,
   signal?: AbortSignal,
 ): Promise<T> {
-  const release = await poolGate.acquire("default", signal);
+  const release = await db.gate.acquire("default", signal);
   let cancelled: Promise<unknown> | undefined;
   const cancel = () => {
-    poolStats.cancelledStatements++;
+    db.stats.cancelledStatements++;
     cancelled = cancelAndWait(q as unknown as postgres.PendingQuery<postgres.Row[]>);
   };
   signal?.addEventListener("abort", cancel, { once: true });
@@ -397,47 +369,142 @@ export async function query<T extends readonly object[]>(
   }
 }
 
-metrics.collect((): Sample[] => [
-  {
-    name: "db_pool_slots_in_use",
-    labels: { lane: "all" },
-    value: poolGate.inUse.total,
-    type: "gauge" as const,
-    help: "Pool connections held by transactions of this isolate",
-  },
-  {
-    name: "db_pool_slots_in_use",
-    labels: { lane: "search" },
-    value: poolGate.inUse.search,
-    type: "gauge" as const,
-    help: "Pool connections held by transactions of this isolate",
-  },
-  {
-    name: "db_pool_waiting",
-    labels: {},
-    value: poolGate.waiting,
-    type: "gauge" as const,
-    help: "Transactions waiting for a pool connection",
-  },
-  ...(["default", "search"] as const).map((lane) => ({
-    name: "db_pool_wait_ms_total",
-    labels: { lane },
-    value: Math.round(poolStats.waitMs[lane]),
-    type: "counter" as const,
-    help: "Milliseconds transactions waited for a pool connection (granted waits)",
-  })),
-  {
-    name: "db_pool_abandoned_waits_total",
-    labels: {},
-    value: poolStats.abandonedWaits,
-    type: "counter" as const,
-    help: "Waits for a pool connection given up at the request's deadline (nothing ran)",
-  },
-  {
-    name: "db_statements_cancelled_total",
-    labels: {},
-    value: poolStats.cancelledStatements,
-    type: "counter" as const,
-    help: "Statements cancelled in the database because their request was abandoned",
-  },
-]);
+/** The database of one isolate: its pool, the gate in front of it, and a health connection. */
+export class Database {
+  /**
+   * The pool. `prepare: false` because production goes through Supavisor's transaction
+   * pooler, which can't keep prepared statements; a small `max` because there are many
+   * isolates.
+   */
+  readonly sql: postgres.Sql;
+  /**
+   * A connection of its own for `/health`: a saturated pool is load, not an outage, so the
+   * liveness check must not queue behind the work it reports on.
+   */
+  readonly healthSql: postgres.Sql;
+  /** Counts since this database was made. */
+  readonly stats: PoolStats = newPoolStats();
+  /** One slot per pool connection; searches get at most `dbSearchSlots`. */
+  readonly gate: PoolGate;
+  /** `DB_STATEMENT_TIMEOUT_MS`: no statement runs longer. */
+  readonly statementTimeoutMs: number;
+
+  constructor(
+    config: Pick<
+      Config,
+      "databaseUrl" | "dbPoolMax" | "dbStatementTimeoutMs" | "dbSearchSlots"
+    >,
+  ) {
+    this.statementTimeoutMs = config.dbStatementTimeoutMs;
+    this.sql = postgres(config.databaseUrl, {
+      prepare: false,
+      max: config.dbPoolMax,
+      idle_timeout: 20,
+      connect_timeout: 5,
+      connection: {
+        application_name: "rockout-edge",
+        statement_timeout: config.dbStatementTimeoutMs,
+      },
+      onnotice: () => {},
+    });
+    this.healthSql = postgres(config.databaseUrl, {
+      prepare: false,
+      max: 1,
+      idle_timeout: 20,
+      connect_timeout: 2,
+      connection: { application_name: "rockout-edge-health", statement_timeout: 1500 },
+      onnotice: () => {},
+    });
+    this.gate = new PoolGate(config.dbPoolMax, { search: config.dbSearchSlots }, this.stats);
+  }
+
+  /**
+   * Runs `work` in one transaction as `user` (role `authenticated` with their JWT claims), or
+   * as `anon` when `user` is null.
+   *
+   * - The wait for a connection counts against `budget` and is abandoned when it runs out or
+   *   the client leaves (rejecting with the budget's reason): nothing is sent to the database.
+   * - `statement_timeout` is what is left of the budget when the connection is ours (capped
+   *   by `options.statementTimeoutMs` and `DB_STATEMENT_TIMEOUT_MS`).
+   * - When the request is abandoned while a statement runs, the statement is cancelled
+   *   (postgres.js sends a CancelRequest on a side connection) and the transaction rolls back.
+   *
+   * The setup statement is pipelined with the first query of `work`: no extra round trip.
+   */
+  asUser<T>(
+    user: AuthUser | null,
+    work: (tx: Tx) => Promise<T>,
+    budget?: Budget,
+    options: AsUserOptions = {},
+  ): Promise<T> {
+    return asUser(this, user, work, budget, options);
+  }
+
+  /**
+   * A statement run with the function's own role (shared caches' misses, jobs), through the
+   * same gate as {@link asUser}: postgres.js statements are lazy, so `q` is sent only once a
+   * slot is ours, and the wait is abandoned (nothing sent) when `signal` aborts.
+   */
+  query<T extends readonly object[]>(
+    q: postgres.PendingQuery<T>,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    return query(this, q, signal);
+  }
+
+  /** Metric samples: slots in use and waiting, wait time, abandoned waits, cancels. */
+  samples(): Sample[] {
+    return [
+      {
+        name: "db_pool_slots_in_use",
+        labels: { lane: "all" },
+        value: this.gate.inUse.total,
+        type: "gauge" as const,
+        help: "Pool connections held by transactions of this isolate",
+      },
+      {
+        name: "db_pool_slots_in_use",
+        labels: { lane: "search" },
+        value: this.gate.inUse.search,
+        type: "gauge" as const,
+        help: "Pool connections held by transactions of this isolate",
+      },
+      {
+        name: "db_pool_waiting",
+        labels: {},
+        value: this.gate.waiting,
+        type: "gauge" as const,
+        help: "Transactions waiting for a pool connection",
+      },
+      ...(["default", "search"] as const).map((lane) => ({
+        name: "db_pool_wait_ms_total",
+        labels: { lane },
+        value: Math.round(this.stats.waitMs[lane]),
+        type: "counter" as const,
+        help: "Milliseconds transactions waited for a pool connection (granted waits)",
+      })),
+      {
+        name: "db_pool_abandoned_waits_total",
+        labels: {},
+        value: this.stats.abandonedWaits,
+        type: "counter" as const,
+        help: "Waits for a pool connection given up at the request's deadline (nothing ran)",
+      },
+      {
+        name: "db_statements_cancelled_total",
+        labels: {},
+        value: this.stats.cancelledStatements,
+        type: "counter" as const,
+        help: "Statements cancelled in the database because their request was abandoned",
+      },
+    ];
+  }
+
+  /** Closes both pools (waiting for running statements up to `timeoutS`). */
+  async close(timeoutS = 5): Promise<void> {
+    await Promise.all([
+      this.sql.end({ timeout: timeoutS }),
+      this.healthSql.end({ timeout: timeoutS }),
+    ]);
+  }
+}

@@ -12,16 +12,11 @@ import { cors } from "hono/cors";
 import { requestId } from "hono/request-id";
 import { routePath } from "hono/route";
 import { timing } from "hono/timing";
-import { Admission, admit, admitCaller, type Caller, GradientLimit } from "./admission.ts";
-import {
-  type AuthUser,
-  type AuthVariables,
-  bearerToken,
-  identify as identifyToken,
-} from "./auth.ts";
-import { BodyBudget, bodyGuard } from "./body.ts";
+import { admit, admitCaller, type Caller } from "./admission.ts";
+import { type AuthUser, type AuthVariables, bearerToken } from "./auth.ts";
+import { bodyGuard } from "./body.ts";
 import { type Budget, withBudget } from "./budget.ts";
-import { config } from "./config.ts";
+import type { Deps } from "./deps.ts";
 import { metrics } from "./metrics.ts";
 import { ProblemError, problemResponse, toProblem } from "./problem.ts";
 import { anonymousReads } from "./ratelimit.ts";
@@ -54,35 +49,14 @@ export interface AppOptions {
 }
 
 /**
- * The slots of this isolate, across every function it serves: past the adaptive limit, or
- * past a caller's own cap, a request is answered 503 at once instead of queueing work it
- * can't finish within anyone's budget (see admission.ts).
- */
-export const admission: Admission = new Admission(
-  new GradientLimit({
-    initial: Math.min(config.admission.maxInFlight, Math.max(config.admission.minInFlight, 128)),
-    min: config.admission.minInFlight,
-    max: config.admission.maxInFlight,
-    targetMs: config.admission.targetMs,
-  }),
-);
-metrics.collect(() => [
-  { name: "admission_limit", value: admission.limiter.limit, help: "Adaptive in-flight limit" },
-  { name: "admission_in_flight", value: admission.inFlight, help: "Requests holding a slot" },
-]);
-
-/** The isolate's budget of buffered request-body bytes (`BODY_BUFFER_MAX_BYTES`). */
-export const bodyBudget: BodyBudget = new BodyBudget(config.body.bufferMaxBytes);
-metrics.collect(() => [
-  { name: "body_buffer_bytes", value: bodyBudget.used, help: "Request-body bytes buffered" },
-]);
-
-/**
  * Who is calling, from the headers alone, before the body is read: the verified user (the
  * token check is cached per isolate), else null; `problem` is the 401 a bad token or header
  * earns (project keys mean anonymous). Kept in the context as `caller`.
  */
-async function whoCalls(c: Context): Promise<{ user: AuthUser | null; problem?: unknown }> {
+async function whoCalls(
+  deps: Deps,
+  c: Context,
+): Promise<{ user: AuthUser | null; problem?: unknown }> {
   const known = c.get("caller" as never) as
     | { user: AuthUser | null; problem?: unknown }
     | undefined;
@@ -90,7 +64,7 @@ async function whoCalls(c: Context): Promise<{ user: AuthUser | null; problem?: 
   let who: { user: AuthUser | null; problem?: unknown };
   try {
     const token = bearerToken(c.req.raw);
-    who = { user: token ? await identifyToken(token) : null };
+    who = { user: token ? await deps.auth.identify(token) : null };
   } catch (problem) {
     who = { user: null, problem };
   }
@@ -103,20 +77,20 @@ async function whoCalls(c: Context): Promise<{ user: AuthUser | null; problem?: 
  * many signed-in users share an IP behind a NAT. A token that doesn't verify counts against
  * its IP (the route answers it 401).
  */
-async function identify(c: Context): Promise<Caller> {
-  const { user } = await whoCalls(c);
-  if (user) return { key: `user:${user.id}`, cap: config.admission.perUser };
-  return { key: `ip:${clientIp(c)}`, cap: config.admission.perAnonIp };
+async function identify(deps: Deps, c: Context): Promise<Caller> {
+  const { user } = await whoCalls(deps, c);
+  if (user) return { key: `user:${user.id}`, cap: deps.config.admission.perUser };
+  return { key: `ip:${deps.clientIp(c)}`, cap: deps.config.admission.perAnonIp };
 }
 
 /**
  * Middleware: on an app whose bodies need a user, a request with a body and no valid user
  * token is a 401 before the body is read (the token is checked from the headers, cached).
  */
-function bodiesNeedUser(): MiddlewareHandler {
+function bodiesNeedUser(deps: Deps): MiddlewareHandler {
   return async (c, next) => {
     if (c.req.raw.body && c.req.method !== "OPTIONS") {
-      const { user, problem } = await whoCalls(c);
+      const { user, problem } = await whoCalls(deps, c);
       if (!user) {
         c.req.raw.body.cancel().catch(() => {});
         throw problem ??
@@ -129,8 +103,14 @@ function bodiesNeedUser(): MiddlewareHandler {
   };
 }
 
-/** Builds the Hono app of the function `slug`, mounted at `/<slug>`. */
-export function createApp(slug: string, options: AppOptions = {}): App {
+/**
+ * Builds the Hono app of the function `slug`, mounted at `/<slug>`, on `deps` (its settings,
+ * the isolate's admission and body budget, token verification). Checks at once that token
+ * keys are configured: a function without them refuses to boot.
+ */
+export function createFunctionApp(slug: string, deps: Deps, options: AppOptions = {}): App {
+  const { config } = deps;
+  deps.auth.requireKeys();
   const app = new OpenAPIHono<AppEnv>({
     defaultHook: (result) => {
       if (!result.success) throw validationProblem(result.error.issues, result.target);
@@ -139,7 +119,7 @@ export function createApp(slug: string, options: AppOptions = {}): App {
 
   app.use(contextStorage());
   app.use(requestId());
-  app.use(accessLog(slug));
+  app.use(accessLog(slug, config.logRequests));
   // CORS first: every answer below, 408/413/503 included, carries its headers.
   app.use(
     cors({
@@ -170,17 +150,19 @@ export function createApp(slug: string, options: AppOptions = {}): App {
   // (429, held until answered: one client has at most its cap of bodies in flight), a user
   // for apps whose bodies need one (401). Then the body (415, 413, the isolate's body budget
   // 503, deadlines 408), and only then a work slot: a slow upload holds none.
-  if (options.shed !== false) app.use(admitCaller(admission, { identify }));
-  if (!options.anonymousBodies) app.use(bodiesNeedUser());
+  if (options.shed !== false) {
+    app.use(admitCaller(deps.admission, { identify: (c) => identify(deps, c) }));
+  }
+  if (!options.anonymousBodies) app.use(bodiesNeedUser(deps));
   app.use(
     bodyGuard({
       maxBytes: options.maxBodyBytes ?? config.maxBodyBytes,
       ...config.body,
-      budget: bodyBudget,
+      budget: deps.bodyBudget,
     }),
   );
   if (options.shed !== false) {
-    app.use(admit(admission, {
+    app.use(admit(deps.admission, {
       excludedMs: (c) => {
         // Left out of the latency samples: time waiting on paid APIs (not our capacity), and
         // time in the pool's search lane (its wait and its statements). That lane is bounded
@@ -227,7 +209,8 @@ export function createApp(slug: string, options: AppOptions = {}): App {
       new ProblemError(404, "not_found", `no route for ${c.req.method} ${c.req.path}`),
     );
   });
-  app.use("/openapi.json", anonymousReads(clientIp)); // anyone may read it: limited per IP
+  // Anyone may read it: limited per IP.
+  app.use("/openapi.json", anonymousReads(deps.anonReads, deps.clientIp));
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: { title: options.title ?? `rockout-edge ${slug}`, version: config.version },
@@ -239,7 +222,7 @@ export function createApp(slug: string, options: AppOptions = {}): App {
  * Counts and times every request (by route pattern, never raw paths: bounded cardinality)
  * and writes one JSON log line per request. Tokens, bodies and queries are never logged.
  */
-function accessLog(slug: string): MiddlewareHandler<AppEnv> {
+function accessLog(slug: string, logRequests: boolean): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const start = performance.now();
     await next();
@@ -250,7 +233,7 @@ function accessLog(slug: string): MiddlewareHandler<AppEnv> {
     const labels = { function: slug, method: c.req.method, route, status: c.res.status };
     metrics.inc("http_requests_total", labels);
     metrics.observe("http_request_duration_ms", { function: slug, route }, ms);
-    if (!config.logRequests) return;
+    if (!logRequests) return;
     const usage = c.get("usage");
     console.log(JSON.stringify({
       msg: "request",
@@ -310,7 +293,3 @@ export function jsonBody<T extends z.ZodType>(schema: T) {
 
 /** The route's security requirement: a bearer access token. */
 export const bearerAuth = [{ bearer: [] }];
-
-// The client IP moved to its own module (CLIENT_IP_HEADER, IPv6 /64 keys); re-exported here.
-import { clientIp } from "./client_ip.ts";
-export { clientIp };

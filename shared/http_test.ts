@@ -1,12 +1,14 @@
 import { assert, assertEquals, assertMatch } from "../scripts/testing/assert.ts";
 import { createDevKeys } from "../scripts/dev/dev_auth.ts";
-import { assertProblem, it } from "../scripts/testing/test_http.ts";
-import "../scripts/testing/unit_env.ts";
+import { assertProblem } from "../scripts/testing/test_http.ts";
+import { unitDeps } from "../scripts/testing/unit_env.ts";
+import { createFunctionApp } from "./http.ts";
+import { ProblemError, toProblem } from "./problem.ts";
 
-// Set before http.ts loads (config is read once): real keys, a fixed limit of 40 (floor =
-// ceiling, so the test knows where overload starts), the default caps, a short body deadline.
+// Real keys, a fixed limit of 40 (floor = ceiling, so the test knows where overload starts),
+// the default caps, a short body deadline.
 const keys = await createDevKeys();
-const settings = {
+const deps = unitDeps({
   SUPABASE_JWKS: JSON.stringify(keys.jwks),
   MAX_IN_FLIGHT: "40",
   MIN_IN_FLIGHT: "40",
@@ -16,13 +18,8 @@ const settings = {
   BODY_IDLE_TIMEOUT_MS: "2000",
   BODY_MIN_BYTES_PER_S: "65536",
   BODY_BUFFER_MAX_BYTES: "1500000",
-};
-for (const [name, value] of Object.entries(settings)) Deno.env.set(name, value);
-
-const { admission, bodyBudget, createApp } = await import("./http.ts");
-const { toProblem } = await import("./problem.ts");
-// Parsed: don't leak these into the test files that run after this one in the process.
-for (const name of Object.keys(settings)) Deno.env.delete(name);
+});
+const { admission, bodyBudget } = deps;
 
 const origin = { origin: "https://app.rockout.example" };
 const alice = await keys.mint("00000000-0000-4000-8000-00000000000a");
@@ -32,7 +29,7 @@ const dave = await keys.mint("00000000-0000-4000-8000-00000000000d");
 
 /** An app whose `/block` route holds its slot until `release()`. */
 function blockingApp() {
-  const app = createApp("t");
+  const app = createFunctionApp("t", deps);
   let release!: () => void;
   const gate = new Promise<void>((r) => release = r);
   app.get("/block", async (c) => {
@@ -55,7 +52,7 @@ async function untilInFlight(n: number) {
   assertEquals(admission.inFlight, n);
 }
 
-it("one user holds at most 16 slots: the 17th..24th get 429 in-flight + Retry-After + CORS, others get in", async () => {
+Deno.test("one user holds at most 16 slots: the 17th..24th get 429 in-flight + Retry-After + CORS, others get in", async () => {
   const { get, release } = blockingApp();
   const held = Array.from({ length: 16 }, () => get(alice));
   await untilInFlight(16);
@@ -74,7 +71,7 @@ it("one user holds at most 16 slots: the 17th..24th get 429 in-flight + Retry-Af
   assertEquals(admission.inFlight, 0);
 });
 
-it("past the isolate's limit any caller gets 503 with Retry-After and CORS, then it recovers", async () => {
+Deno.test("past the isolate's limit any caller gets 503 with Retry-After and CORS, then it recovers", async () => {
   const { get, release } = blockingApp();
   const held = [...Array(16)].flatMap(() => [get(alice), get(bob)]);
   held.push(...Array.from({ length: 8 }, () => get(carol)));
@@ -111,7 +108,7 @@ function stallingBody(first = new Uint8Array([123])) {
   return { stream, stats, waiting };
 }
 
-it("a stalled body of a declared 1,000,000 bytes gets 408 + CORS after the grace and holds no work slot", async () => {
+Deno.test("a stalled body of a declared 1,000,000 bytes gets 408 + CORS after the grace and holds no work slot", async () => {
   const { app } = blockingApp();
   const { stream, stats, waiting } = stallingBody();
   const start = performance.now();
@@ -134,7 +131,7 @@ it("a stalled body of a declared 1,000,000 bytes gets 408 + CORS after the grace
   assertEquals(bodyBudget.used, 0);
 });
 
-it("a caller's cap is taken before its body is read: 16 stalled bodies, the 17th gets 429 unread", async () => {
+Deno.test("a caller's cap is taken before its body is read: 16 stalled bodies, the 17th gets 429 unread", async () => {
   const { app } = blockingApp();
   const bodies = Array.from({ length: 17 }, () => stallingBody());
   const send = (b: ReturnType<typeof stallingBody>) =>
@@ -152,7 +149,7 @@ it("a caller's cap is taken before its body is read: 16 stalled bodies, the 17th
   assertEquals((await Promise.all(pending)).map((r) => r.status), Array(16).fill(408));
 });
 
-it("bodies past the isolate's buffer budget get a fast 503 + Retry-After before being read", async () => {
+Deno.test("bodies past the isolate's buffer budget get a fast 503 + Retry-After before being read", async () => {
   const { app } = blockingApp();
   const first = stallingBody();
   const held = app.request("/t/body", {
@@ -196,7 +193,7 @@ it("bodies past the isolate's buffer budget get a fast 503 + Retry-After before 
   assertEquals(await ok.json(), { bytes: 60000 });
 });
 
-it("a body without a valid user token is a 401 before it is read (unless the app takes anonymous bodies)", async () => {
+Deno.test("a body without a valid user token is a 401 before it is read (unless the app takes anonymous bodies)", async () => {
   const { app } = blockingApp();
   for (const auth of [undefined, "Bearer not.a.jwt", "Bearer x junk"]) {
     const { stream, stats } = stallingBody();
@@ -209,15 +206,14 @@ it("a body without a valid user token is a 401 before it is read (unless the app
     assertEquals(res.headers.get("access-control-allow-origin"), "*");
     assertEquals(stats.pulls, 0, `${auth}: the body was read`);
   }
-  const open = createApp("o", { anonymousBodies: true });
+  const open = createFunctionApp("o", deps, { anonymousBodies: true });
   open.post("/x", async (c) => c.json({ bytes: (await c.req.arrayBuffer()).byteLength }));
   const res = await open.request("/o/x", { method: "POST", body: "{}", headers: origin });
   assertEquals(await res.json(), { bytes: 2 });
 });
 
-it("every problem answer carries the CORS headers: 429 and 503 from routes, 404, 405", async () => {
-  const { ProblemError } = await import("./problem.ts");
-  const app = createApp("c");
+Deno.test("every problem answer carries the CORS headers: 429 and 503 from routes, 404, 405", async () => {
+  const app = createFunctionApp("c", deps);
   app.get("/limited", () => {
     throw new ProblemError(429, "rate_limited", "slow down", { headers: { "retry-after": "7" } });
   });
@@ -239,7 +235,7 @@ it("every problem answer carries the CORS headers: 429 and 503 from routes, 404,
   }
 });
 
-it("overload and dependency failures map to 503/504, anything else to an opaque 500", () => {
+Deno.test("overload and dependency failures map to 503/504, anything else to an opaque 500", () => {
   assertEquals(
     toProblem(Object.assign(new Error("canceling statement"), { code: "57014" })).status,
     504,

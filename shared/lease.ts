@@ -18,7 +18,6 @@ import { type Clock, systemClock } from "./clock.ts";
 import { acquireLeaseScript } from "./lease.lua.ts";
 import { ProblemError } from "./problem.ts";
 import { metrics } from "./metrics.ts";
-import { isolateRedis, redisKey } from "./redis.ts";
 import { runScript } from "./redis_script.ts";
 import { timed } from "./timing.ts";
 import { untilAborted } from "./abort.ts";
@@ -145,13 +144,6 @@ export class RedisLeaseStore implements LeaseStore {
     work.finally(() => this.#pending.delete(work)).catch(() => {});
     return work;
   }
-}
-
-let isolateStore: LeaseStore | undefined;
-
-/** The isolate's store: leases in the isolate's Redis (made on first use). */
-export function isolateLeaseStore(): LeaseStore {
-  return isolateStore ??= new RedisLeaseStore(isolateRedis(), redisKey("lease") + ":");
 }
 
 /**
@@ -285,8 +277,8 @@ export interface ConcurrencyPolicy extends Omit<SlotPolicy, "decisionMs"> {
   key: (c: Context) => string;
   /** Default 50 ms. */
   decisionMs?: number;
-  /** Default: the isolate's {@link isolateLeaseStore}. */
-  store?: LeaseStore;
+  /** Where the slots live: the isolate's Redis leases (`deps.leases`), or `KeyedSlots` (slots.ts). */
+  store: LeaseStore;
 }
 
 /**
@@ -303,7 +295,7 @@ export function concurrencyLimit(policy: ConcurrencyPolicy): MiddlewareHandler {
       ? AbortSignal.any([c.req.raw.signal, budget.aborted])
       : c.req.raw.signal;
     try {
-      await withSlot(policy.store ?? isolateLeaseStore(), p, policy.key(c), signal, () => next());
+      await withSlot(policy.store, p, policy.key(c), signal, () => next());
     } catch (err) {
       if (err instanceof ProblemError) throw err; // refused (429) or undecided (503)
       // Hono turns handler errors into responses before next() returns, so only an abandoned

@@ -5,11 +5,10 @@
  *
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/lease_test.ts`
  */
-import "../scripts/testing/unit_env.ts";
 import { Hono } from "hono";
 import { assert, assertEquals, assertRejects } from "../scripts/testing/assert.ts";
-import { freePort, startRedisServer } from "../scripts/dev/local_services.ts";
-import { type TestRedis, testRedis } from "../scripts/testing/test_redis.ts";
+import { startRedisServer } from "../scripts/dev/local_services.ts";
+import { type TestRedis, testRedis, unusedPort } from "../scripts/testing/test_redis.ts";
 import {
   concurrencyLimit,
   type ConcurrencyPolicy,
@@ -304,7 +303,7 @@ Deno.test("redis: acquire and release cost one HTTP request each", async () => {
 });
 
 Deno.test("redis gone: decision within ~50 ms; fail-open lets through, fail-closed 503", async () => {
-  const server = await startRedisServer(freePort());
+  const server = await startRedisServer(unusedPort());
   const fixture = await testRedis(server.url);
   const store = new RedisLeaseStore(fixture.redis, fixture.prefix);
   try {

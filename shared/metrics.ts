@@ -39,7 +39,7 @@ export class Metrics {
   readonly #counters = new Map<string, Map<string, number>>();
   readonly #histograms = new Map<string, Histogram>();
   readonly #help = new Map<string, string>();
-  readonly #collectors: (() => Sample[] | Promise<Sample[]>)[] = [];
+  readonly #collectors = new Map<unknown, () => Sample[] | Promise<Sample[]>>();
 
   /** Sets the `# HELP` text of a metric. */
   describe(name: string, help: string): void {
@@ -71,9 +71,13 @@ export class Metrics {
     s.count++;
   }
 
-  /** Registers a function whose samples are added at every scrape. */
-  collect(collector: () => Sample[] | Promise<Sample[]>): void {
-    this.#collectors.push(collector);
+  /**
+   * Registers a function whose samples are added at every scrape. A later collector with the
+   * same `key` replaces it (`createDeps` registers its pool's and caches' under fixed keys, so
+   * a process that builds deps again, as tests do, reports the newest once).
+   */
+  collect(collector: () => Sample[] | Promise<Sample[]>, key: unknown = collector): void {
+    this.#collectors.set(key, collector);
   }
 
   /** The Prometheus text exposition of everything. */
@@ -100,9 +104,10 @@ export class Metrics {
         fmt(`${name}_count`, key, s.count);
       }
     }
-    const samples =
-      (await Promise.all(this.#collectors.map((c) => Promise.resolve(c()).catch(() => []))))
-        .flat();
+    const samples = (await Promise.all(
+      [...this.#collectors.values()].map((c) => Promise.resolve(c()).catch(() => [])),
+    ))
+      .flat();
     const byName = Map.groupBy(samples, (s) => s.name);
     for (const [name, group] of byName) {
       if (group[0].help) this.#help.set(name, group[0].help);
@@ -144,8 +149,6 @@ export function processSamples(): Sample[] {
 }
 metrics.collect(processSamples);
 
-let dbConnectionsRegistered = false;
-
 /**
  * Registers `db_connections{application_name,state}`: the database's open connections of
  * every process of this app (`application_name` `rockout-edge…`), from `pg_stat_activity`
@@ -154,9 +157,7 @@ let dbConnectionsRegistered = false;
  * Not cached: one cheap catalog read per scrape, and only secret-key holders can scrape.
  */
 export function collectDbConnections(db: postgres.Sql): void {
-  if (dbConnectionsRegistered) return;
-  dbConnectionsRegistered = true;
-  metrics.collect(() => dbConnections(db));
+  metrics.collect(() => dbConnections(db), "db_connections");
 }
 
 async function dbConnections(db: postgres.Sql): Promise<Sample[]> {

@@ -1,29 +1,58 @@
 /**
- * The isolate's OpenAI client (`openai` SDK) and the two APIs we call through it, each with
- * its circuit breaker. The SDK's own retries are off: `shared/upstream.ts` retries, within the
- * request budget and the API's retry budget, and the breaker counts every attempt.
+ * The isolate's OpenAI client (`openai` SDK), made on first use, and the two APIs we call
+ * through it, each with its circuit breaker. The SDK's own retries are off:
+ * `shared/upstream.ts` retries, within the request budget and the API's retry budget, and the
+ * breaker counts every attempt.
  *
  * @module
  */
-import OpenAI from "openai";
-import { config } from "./config.ts";
-import { upstream } from "./upstream.ts";
+import type OpenAI from "openai";
+import type { Breakers } from "./breaker.ts";
+import type { Config } from "./config.ts";
+import { type Upstream, upstream } from "./upstream.ts";
 
-/** null when `OPENAI_API_KEY` is not set: callers degrade (catalog only, extractive summaries). */
-export const openai: OpenAI | null = config.openai
-  ? new OpenAI({
-    apiKey: config.openai.apiKey,
-    ...(config.openai.baseUrl ? { baseURL: config.openai.baseUrl } : {}),
-    maxRetries: 0,
-    timeout: 60_000, // an outer bound only: each call passes its own AbortSignal
-  })
-  : null;
+/** OpenAI as an isolate uses it. */
+export interface OpenAIApis {
+  /**
+   * The SDK client, imported and made on first call: the SDK is the heaviest module we use,
+   * and a request that never calls OpenAI (every cached read) should not pay for loading it
+   * at cold start. null when `OPENAI_API_KEY` is not set: callers degrade (catalog only,
+   * extractive summaries).
+   */
+  client(): Promise<OpenAI | null>;
+  /** Model names (`OPENAI_*_MODEL`), null when OpenAI is not configured. */
+  models: { small: string; large: string; transcribe: string } | null;
+  /** Chat completions (intent, candidates, summaries, persona replies). */
+  chat: Upstream;
+  /** Audio transcriptions. */
+  transcribe: Upstream;
+}
 
-/** Chat completions (intent, candidates, summaries, persona replies). */
-export const openaiChat = upstream("openai-chat", { timeoutMs: 30_000 });
-
-/** Audio transcriptions. */
-export const openaiTranscribe = upstream("openai-transcribe", { timeoutMs: 10_000 });
+/** OpenAI of `config.openai`, its breakers from `breakers`. */
+export function openaiApis(config: Config["openai"], breakers: Breakers): OpenAIApis {
+  let made: Promise<OpenAI> | undefined;
+  return {
+    client() {
+      if (!config) return Promise.resolve(null);
+      return made ??= import("openai").then(({ default: OpenAI }) =>
+        new OpenAI({
+          apiKey: config.apiKey,
+          ...(config.baseUrl ? { baseURL: config.baseUrl } : {}),
+          maxRetries: 0,
+          timeout: 60_000, // an outer bound only: each call passes its own AbortSignal
+        })
+      );
+    },
+    models: config
+      ? { small: config.smallModel, large: config.largeModel, transcribe: config.transcribeModel }
+      : null,
+    chat: upstream("openai-chat", { timeoutMs: 30_000, breaker: breakers.get("openai-chat") }),
+    transcribe: upstream("openai-transcribe", {
+      timeoutMs: 10_000,
+      breaker: breakers.get("openai-transcribe"),
+    }),
+  };
+}
 
 /** Token usage of one chat call, for the cost metrics. */
 export interface ChatUsage {
@@ -37,6 +66,7 @@ export interface ChatUsage {
  * when the model's answer is not JSON.
  */
 export async function chatJson<T>(
+  openai: OpenAI,
   params: {
     model: string;
     system: string;
@@ -47,7 +77,6 @@ export async function chatJson<T>(
   },
   signal: AbortSignal,
 ): Promise<{ value: T; usage: ChatUsage }> {
-  if (!openai) throw new Error("OpenAI is not configured");
   const completion = await openai.chat.completions.create({
     model: params.model,
     messages: [{ role: "system", content: params.system }, { role: "user", content: params.user }],

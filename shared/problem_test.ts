@@ -1,7 +1,5 @@
 /** shared/problem: database refusals are 4xx with a fixed detail, never the server's words. */
-import "../scripts/testing/unit_env.ts";
 import { assertEquals } from "../scripts/testing/assert.ts";
-import { it } from "../scripts/testing/test_http.ts";
 import { toProblem } from "./problem.ts";
 
 /** An error shaped like postgres.js's PostgresError. */
@@ -15,7 +13,7 @@ function pgError(code: string, message: string, constraint?: string) {
   });
 }
 
-it("data exceptions (class 22) are a 400 that does not echo the database", () => {
+Deno.test("data exceptions (class 22) are a 400 that does not echo the database", () => {
   for (
     const [code, message] of [
       ["22021", 'invalid byte sequence for encoding "UTF8": 0x00'],
@@ -29,7 +27,7 @@ it("data exceptions (class 22) are a 400 that does not echo the database", () =>
   }
 });
 
-it("constraint violations (class 23) are a 4xx, never a 500, naming no constraint", () => {
+Deno.test("constraint violations (class 23) are a 4xx, never a 500, naming no constraint", () => {
   const cases: [string, string, number][] = [
     ["23514", 'new row violates check constraint "follows_no_self_follow"', 400],
     ["23502", 'null value in column "body" violates not-null constraint', 400],

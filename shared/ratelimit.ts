@@ -13,10 +13,8 @@ import { Ratelimit } from "@upstash/ratelimit";
 import type { Redis } from "@upstash/redis";
 import type { Context, MiddlewareHandler } from "hono";
 import { type Clock, systemClock } from "./clock.ts";
-import { config } from "./config.ts";
 import { metrics } from "./metrics.ts";
 import { ProblemError } from "./problem.ts";
-import { redis as defaultRedis, redisKey } from "./redis.ts";
 import { timed } from "./timing.ts";
 
 /** One window of a policy. */
@@ -265,12 +263,15 @@ export function loopDeadline(
 
 /** Options of a {@link RateLimiter}. */
 export interface RateLimiterOptions {
-  /** Redis (default: the isolate's); `null`: memory stores only (the embedded default). */
-  redis?: Redis | null;
-  prefix?: string;
+  /** Redis, which decides; `null`: this isolate's memory alone (unit tests of the algorithm). */
+  redis: Redis | null;
+  /** Key prefix, e.g. `rockout:rl`. */
+  prefix: string;
   clock?: Clock;
-  /** Wall-clock bound on waiting for Redis (default `REDIS_TIMEOUT_MS`). */
+  /** Wall-clock bound on waiting for Redis (`REDIS_TIMEOUT_MS`; default 1000). */
   maxWaitMs?: number;
+  /** Default decision window of policies that set none (`RATE_LIMIT_DECISION_MS`; default 50). */
+  decisionMs?: number;
 }
 
 /** At most this many locally admitted requests wait to be counted in Redis, per limiter. */
@@ -295,9 +296,10 @@ export class RateLimiter {
   #lastWarn = 0;
   readonly #maxWaitMs: number;
 
-  constructor(readonly policy: RateLimitPolicy, options: RateLimiterOptions = {}) {
-    const redis = options.redis === undefined ? defaultRedis : options.redis;
-    const prefix = options.prefix ?? redisKey("rl");
+  readonly #decisionMs: number;
+
+  constructor(readonly policy: RateLimitPolicy, options: RateLimiterOptions) {
+    const { redis, prefix } = options;
     const clock = options.clock ?? (() => Date.now());
     this.#stores = policy.windows.map((w) =>
       redis
@@ -307,7 +309,8 @@ export class RateLimiter {
     this.#local = redis && policy.failOpen
       ? policy.windows.map((w) => new MemoryWindowStore(w, clock))
       : null;
-    this.#maxWaitMs = options.maxWaitMs ?? config.redisTimeoutMs;
+    this.#maxWaitMs = options.maxWaitMs ?? 1000;
+    this.#decisionMs = options.decisionMs ?? 50;
   }
 
   /** Locally admitted requests not yet counted in Redis (for tests and metrics). */
@@ -343,7 +346,7 @@ export class RateLimiter {
     }
     this.#flushPending(); // queued before the check: the same pipeline, counted first
     const checks = Promise.all(this.#stores.map((s) => s.limit(identifier)));
-    const deadline = loopDeadline(policy.decisionMs ?? config.limits.decisionMs, this.#maxWaitMs);
+    const deadline = loopDeadline(policy.decisionMs ?? this.#decisionMs, this.#maxWaitMs);
     const results = await timed(
       "redis",
       Promise.race([checks.catch(() => null), deadline.done.then(() => null)]),
@@ -531,21 +534,15 @@ export function rateLimit(
   };
 }
 
-/** The isolate's limiter of anonymous reads: `ANON_READ_RATE_LIMIT_PER_MIN` per client IP. */
-let anonReads: RateLimiter | undefined;
-
 /**
- * Middleware for routes anyone may read (no token needed): `ANON_READ_RATE_LIMIT_PER_MIN` per
- * client IP, as `identify` tells it (`clientIp`). Callers that present a token are counted
- * the same way: a read that needs no identity is limited by where it comes from.
+ * Middleware for routes anyone may read (no token needed), limited per client IP as
+ * `identify` tells it (`clientIp`) by `limiter` (`deps.anonReads`: `ANON_READ_RATE_LIMIT_PER_MIN`).
+ * Callers that present a token are counted the same way: a read that needs no identity is
+ * limited by where it comes from.
  */
-export function anonymousReads(identify: (c: Context) => string): MiddlewareHandler {
-  return (c, next) => {
-    anonReads ??= new RateLimiter({
-      name: "anon-read",
-      windows: [{ limit: config.limits.anonReadPerMin, windowS: 60 }],
-      failOpen: true,
-    });
-    return rateLimit(anonReads, identify)(c, next);
-  };
+export function anonymousReads(
+  limiter: RateLimiter,
+  identify: (c: Context) => string,
+): MiddlewareHandler {
+  return rateLimit(limiter, identify);
 }

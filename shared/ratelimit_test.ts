@@ -1,11 +1,11 @@
-import "../scripts/testing/unit_env.ts";
 import { Hono } from "hono";
 import { Redis } from "@upstash/redis";
 import { assert, assertEquals, assertMatch } from "../scripts/testing/assert.ts";
-import { freePort, startRedisServer } from "../scripts/dev/local_services.ts";
+import { startRedisServer } from "../scripts/dev/local_services.ts";
 import { startRedisBridge } from "../scripts/dev/redis_bridge.ts";
 import { saturate } from "../scripts/testing/test_cpu.ts";
-import { testRedis } from "../scripts/testing/test_redis.ts";
+import { suite } from "../scripts/testing/test_http.ts";
+import { type TestRedis, testRedis, unusedPort } from "../scripts/testing/test_redis.ts";
 import { ProblemError, problemResponse } from "./problem.ts";
 import {
   loopDeadline,
@@ -16,7 +16,9 @@ import {
   slidingWindowRetryAt,
 } from "./ratelimit.ts";
 
-const redisFixture = await testRedis();
+/** The Redis of the cases below (bridge + key prefix), made by the suite's setup. */
+let redisFixture: TestRedis;
+const it = suite("ratelimit", async () => redisFixture = await testRedis());
 const realNow = Date.now;
 const W = 60_000;
 /**
@@ -42,17 +44,12 @@ const stores = {
   redis: (policy: RateLimitPolicy) =>
     new RateLimiter(policy, { redis: redisFixture.redis, prefix: `${redisFixture.prefix}rl:` }),
   memory: (policy: RateLimitPolicy) =>
-    new RateLimiter(policy, { redis: null, clock: () => Date.now() }),
+    new RateLimiter(policy, { redis: null, prefix: "rl:", clock: () => Date.now() }),
 };
 
 for (const [store, make] of Object.entries(stores)) {
-  const it = (name: string, fn: () => Promise<void>) =>
-    Deno.test({
-      name: `${store}: ${name}`,
-      fn: () => withClock(fn),
-      sanitizeOps: false,
-      sanitizeResources: false,
-    });
+  const test = (name: string, fn: () => Promise<void>) =>
+    it(`${store}: ${name}`, () => withClock(fn));
   const policy = (name: string, windows: [number, number][]): RateLimitPolicy => ({
     name: `${name}-${crypto.randomUUID().slice(0, 6)}`,
     windows: windows.map(([limit, windowS]) => ({ limit, windowS })),
@@ -60,7 +57,7 @@ for (const [store, make] of Object.entries(stores)) {
     decisionMs: 1000,
   });
 
-  it("allows the limit, refuses the next, and says exactly when one will pass", async () => {
+  test("allows the limit, refuses the next, and says exactly when one will pass", async () => {
     now = epoch;
     const limiter = make(policy("basic", [[10, 60]]));
     for (let i = 0; i < 10; i++) assert((await limiter.check("u")).success, `request ${i}`);
@@ -86,7 +83,7 @@ for (const [store, make] of Object.entries(stores)) {
     assertEquals((await make(policy("fresh", [[10, 60]])).check("other")).success, true);
   });
 
-  it("identifiers are independent", async () => {
+  test("identifiers are independent", async () => {
     now = epoch + 5 * W;
     const limiter = make(policy("ids", [[2, 60]]));
     assert((await limiter.check("a")).success);
@@ -95,7 +92,7 @@ for (const [store, make] of Object.entries(stores)) {
     assert((await limiter.check("b")).success);
   });
 
-  it("several windows: the tighter trips, and the refused request is refunded", async () => {
+  test("several windows: the tighter trips, and the refused request is refunded", async () => {
     now = epoch + 10 * W;
     const limiter = make(policy("multi", [[2, 60], [3, 3600]]));
     assert((await limiter.check("u")).success);
@@ -111,12 +108,9 @@ for (const [store, make] of Object.entries(stores)) {
   });
 }
 
-Deno.test({
-  name:
-    "redis: a warm multi-window check is one HTTP request; a known-exhausted identifier costs none",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: () =>
+it(
+  "redis: a warm multi-window check is one HTTP request; a known-exhausted identifier costs none",
+  () =>
     withClock(async () => {
       now = epoch + 20 * W;
       const limiter = stores.redis({
@@ -135,7 +129,7 @@ Deno.test({
       assertEquals((await limiter.check("u")).success, false);
       assertEquals(redisFixture.bridge.stats.requests - blocked, 0);
     }),
-});
+);
 
 /** A tiny app behind the middleware, as a function would use it. */
 function appWith(limiter: RateLimiter) {
@@ -145,11 +139,9 @@ function appWith(limiter: RateLimiter) {
   return app;
 }
 
-Deno.test({
-  name: "429 problem+json with Retry-After and draft-11 headers; allowed answers carry RateLimit",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
+it(
+  "429 problem+json with Retry-After and draft-11 headers; allowed answers carry RateLimit",
+  async () => {
     const limiter = new RateLimiter({
       name: "posts",
       windows: [{ limit: 1, windowS: 60 }],
@@ -172,14 +164,14 @@ Deno.test({
     assertEquals(body.policy, "posts");
     assertMatch(body.detail, /"posts" exceeded: 1 per 60 s/);
   },
-});
+);
 
 Deno.test({
   name: "Redis gone: fail-open lets through, fail-closed answers 503, both within ~50 ms",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const server = await startRedisServer(freePort());
+    const server = await startRedisServer(unusedPort());
     const bridge = await startRedisBridge({ redisUrl: server.url, token: "t", port: 0 });
     const redis = new Redis({
       url: bridge.url,
@@ -223,6 +215,16 @@ Deno.test({
 // Degraded mode: Redis slow, Redis gone, the event loop busy
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Runs `fn` with Date.now pinned in the middle of a minute: these tests read and write the
+ * current minute's counts, and on the real clock their window could turn halfway.
+ */
+const midMinute = (fn: () => Promise<void>) => () =>
+  withClock(() => {
+    now = epoch + 40 * W + W / 2;
+    return fn();
+  });
+
 /** A fail-open policy with a unique name, limit 5 per minute, 50 ms to decide. */
 function openPolicy(limit = 5): RateLimitPolicy {
   return {
@@ -244,12 +246,10 @@ async function redisCount(
   return Number(await redis.get(`${prefix}${policy.name}:60:${identifier}:${w}`) ?? 0);
 }
 
-Deno.test({
-  name: "degraded: Redis slowed past the window, the isolate admits exactly the limit; " +
+it(
+  "degraded: Redis slowed past the window, the isolate admits exactly the limit; " +
     "late answers leave Redis counting what was admitted",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
+  midMinute(async () => {
     const policy = openPolicy(5);
     const prefix = `${redisFixture.prefix}deg1:`;
     const limiter = new RateLimiter(policy, { redis: redisFixture.redis, prefix });
@@ -273,14 +273,12 @@ Deno.test({
     // A second isolate (no local history) is refused by Redis too.
     const other = new RateLimiter(policy, { redis: redisFixture.redis, prefix });
     assertEquals((await other.check("u")).success, false);
-  },
-});
+  }),
+);
 
-Deno.test({
-  name: "degraded: a fail-closed policy stays closed when Redis is slow, and Redis is refunded",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
+it(
+  "degraded: a fail-closed policy stays closed when Redis is slow, and Redis is refunded",
+  midMinute(async () => {
     const policy = { ...openPolicy(5), failOpen: false };
     const prefix = `${redisFixture.prefix}deg2:`;
     const limiter = new RateLimiter(policy, { redis: redisFixture.redis, prefix });
@@ -297,16 +295,16 @@ Deno.test({
     await limiter.idle();
     assertEquals(await redisCount(redisFixture.redis, prefix, policy, "u"), 0);
     assertEquals(await redisCount(redisFixture.redis, prefix, policy, "user-1"), 1);
-  },
-});
+  }),
+);
 
 Deno.test({
   name: "degraded: Redis killed, the isolate admits the limit and answers 429 with headers; " +
     "Redis counts those requests once it is back",
   sanitizeOps: false,
   sanitizeResources: false,
-  fn: async () => {
-    const port = freePort();
+  fn: midMinute(async () => {
+    const port = unusedPort();
     let server = await startRedisServer(port);
     const bridge = await startRedisBridge({ redisUrl: server.url, token: "t", port: 0 });
     const redis = new Redis({
@@ -353,14 +351,12 @@ Deno.test({
       await server.stop();
       await bridge.close();
     }
-  },
+  }),
 });
 
-Deno.test({
-  name: "Redis that forgot (a lost key) cannot lift the isolate past the limit",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
+it(
+  "Redis that forgot (a lost key) cannot lift the isolate past the limit",
+  midMinute(async () => {
     const policy = openPolicy(3);
     const prefix = `${redisFixture.prefix}deg4:`;
     const limiter = new RateLimiter(policy, { redis: redisFixture.redis, prefix });
@@ -371,8 +367,8 @@ Deno.test({
     assertEquals([d.success, d.degraded], [false, false]);
     await limiter.idle();
     assertEquals(await redisCount(redisFixture.redis, prefix, policy, "u"), 0, "refunded");
-  },
-});
+  }),
+);
 
 Deno.test("the isolate's limiter is bounded: a spray of identifiers evicts, counts stay", async () => {
   let t = epoch;
@@ -417,11 +413,9 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "CPU saturated, Redis healthy: Redis still decides and never more than the limit passes",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
+it(
+  "CPU saturated, Redis healthy: Redis still decides and never more than the limit passes",
+  midMinute(async () => {
     const policy = openPolicy(20);
     const prefix = `${redisFixture.prefix}deg5:`;
     const limiter = new RateLimiter(policy, { redis: redisFixture.redis, prefix });
@@ -443,12 +437,5 @@ Deno.test({
     assert(local < 50, `${local} of 100 decided in the isolate with Redis healthy`);
     await limiter.idle();
     assertEquals(await redisCount(redisFixture.redis, prefix, policy, "u"), 20);
-  },
-});
-
-Deno.test({
-  name: "teardown",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: () => redisFixture.close(),
-});
+  }),
+);

@@ -2,7 +2,6 @@
  * Shared field schemas: text must be well-formed Unicode without control characters, and ids
  * are canonical.
  */
-import "../scripts/testing/unit_env.ts";
 import { assert, assertEquals } from "../scripts/testing/assert.ts";
 import { plainText, uuid } from "./schemas.ts";
 

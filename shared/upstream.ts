@@ -7,13 +7,7 @@
  *
  * @module
  */
-import {
-  breaker,
-  type BreakerOptions,
-  CircuitBreaker,
-  CircuitOpenError,
-  isBreakerFailure,
-} from "./breaker.ts";
+import { CircuitBreaker, CircuitOpenError, isBreakerFailure } from "./breaker.ts";
 import type { Budget } from "./budget.ts";
 import { metrics } from "./metrics.ts";
 import { delay } from "./abort.ts";
@@ -31,13 +25,16 @@ export interface Upstream {
   retryBudget: RetryBudget;
 }
 
-/** Declares an API (module scope: one per isolate). */
+/**
+ * Declares an API, once per isolate (at app creation): `breaker` is the API's breaker from
+ * `deps.breakers.get(name)`, shared by every call of that API in the isolate.
+ */
 export function upstream(
   name: string,
   options: {
     timeoutMs: number;
     retry?: BackoffOptions | false;
-    breaker?: CircuitBreaker | BreakerOptions;
+    breaker: CircuitBreaker;
   },
 ): Upstream {
   return {
@@ -45,9 +42,7 @@ export function upstream(
     timeoutMs: options.timeoutMs,
     retry: options.retry ?? {},
     retryBudget: new RetryBudget(),
-    breaker: options.breaker instanceof CircuitBreaker
-      ? options.breaker
-      : breaker(name, options.breaker),
+    breaker: options.breaker,
   };
 }
 

@@ -1,4 +1,3 @@
-import "../scripts/testing/unit_env.ts";
 import { assert, assertEquals, assertRejects } from "../scripts/testing/assert.ts";
 import { startFakeServer } from "../scripts/testing/fake_http.ts";
 import { type TestRedis, testRedis } from "../scripts/testing/test_redis.ts";

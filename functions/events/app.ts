@@ -8,11 +8,10 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
-import { optionalUser } from "../../shared/auth.ts";
-import { config } from "../../shared/config.ts";
-import { asUser } from "../../shared/db.ts";
-import { type AppEnv, bearerAuth, clientIp, createApp } from "../../shared/http.ts";
-import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import type { Deps } from "../../shared/deps.ts";
+import { type App, type AppEnv, bearerAuth, createFunctionApp } from "../../shared/http.ts";
+import { rateLimit } from "../../shared/ratelimit.ts";
+import { eventsConfig } from "./config.ts";
 import * as q from "./queries.ts";
 
 const maxEventsPerCall = 100;
@@ -20,18 +19,6 @@ const maxPropertiesBytes = 4096;
 const maxAgeMs = 30 * 86_400_000; // offline clients flush late, but not months late
 const maxSkewMs = 5 * 60_000; // client clocks run ahead a little
 const eventName = /^[a-z][a-z0-9_]{0,63}(\.[a-z][a-z0-9_]{0,63}){0,3}$/;
-
-// Analytics must not be lost to a Redis hiccup, and an insert is cheap: fail open.
-const userLimiter = new RateLimiter({
-  name: "events",
-  windows: [{ limit: config.limits.eventsPerMin, windowS: 60 }],
-  failOpen: true,
-});
-const anonLimiter = new RateLimiter({
-  name: "events-anon",
-  windows: [{ limit: config.limits.anonWritePerMin, windowS: 60 }],
-  failOpen: true,
-});
 
 /** Whether every key and string inside `value` is well-formed Unicode. */
 function wellFormedDeep(value: unknown): boolean {
@@ -86,44 +73,61 @@ const EventsBody = z.object({
 
 const Accepted = z.object({ accepted: z.number().int() }).openapi("EventsAccepted");
 
-export const app = createApp("events", { anonymousBodies: true });
+/** The `events` app on `deps`. Throws at once when one of its variables is bad. */
+export function createApp(deps: Deps): App {
+  const settings = eventsConfig(deps.env);
+  // Analytics must not be lost to a Redis hiccup, and an insert is cheap: fail open.
+  const userLimiter = deps.rateLimiter({
+    name: "events",
+    windows: [{ limit: settings.perUserPerMin, windowS: 60 }],
+    failOpen: true,
+  });
+  const anonLimiter = deps.rateLimiter({
+    name: "events-anon",
+    windows: [{ limit: settings.anonPerMin, windowS: 60 }],
+    failOpen: true,
+  });
+  const app = createFunctionApp("events", deps, { anonymousBodies: true });
 
-/** Per user when signed in, per client IP when anonymous. */
-const limitUser = rateLimit(userLimiter, (c) => c.get("user")!.id);
-const limitAnon = rateLimit(anonLimiter, clientIp);
-const limitSender: MiddlewareHandler<AppEnv> = async (c, next) => {
-  await (c.var.user ? limitUser : limitAnon)(c, next);
-};
+  // Per user when signed in, per client IP when anonymous.
+  const limitUser = rateLimit(userLimiter, (c) => c.get("user")!.id);
+  const limitAnon = rateLimit(anonLimiter, deps.clientIp);
+  const limitSender: MiddlewareHandler<AppEnv> = async (c, next) => {
+    await (c.var.user ? limitUser : limitAnon)(c, next);
+  };
 
-const route = createRoute({
-  method: "post",
-  path: "/",
-  summary: "Record analytics events (1–100)",
-  security: bearerAuth,
-  middleware: [optionalUser(), limitSender] as const,
-  request: {
-    body: { content: { "application/json": { schema: EventsBody } }, required: true },
-  },
-  responses: {
-    202: {
-      description: "stored (committed)",
-      content: { "application/json": { schema: Accepted } },
+  const route = createRoute({
+    method: "post",
+    path: "/",
+    summary: "Record analytics events (1–100)",
+    security: bearerAuth,
+    middleware: [deps.auth.optionalUser(), limitSender] as const,
+    request: {
+      body: { content: { "application/json": { schema: EventsBody } }, required: true },
     },
-  },
-});
+    responses: {
+      202: {
+        description: "stored (committed)",
+        content: { "application/json": { schema: Accepted } },
+      },
+    },
+  });
 
-app.openapi(route, async (c) => {
-  const { events, anonymous_id } = c.req.valid("json");
-  const user = c.var.user;
-  const rows = events.map((e) => ({
-    name: e.name,
-    properties: e.properties ?? {},
-    occurred_at: e.occurred_at ?? null,
-  }));
-  const result = await asUser(
-    user,
-    (tx) => q.insertEvents(tx, user?.id ?? null, anonymous_id ?? null, rows),
-    c.var.budget,
-  );
-  return c.json({ accepted: result.count }, 202);
-});
+  app.openapi(route, async (c) => {
+    const { events, anonymous_id } = c.req.valid("json");
+    const user = c.var.user;
+    const rows = events.map((e) => ({
+      name: e.name,
+      properties: e.properties ?? {},
+      occurred_at: e.occurred_at ?? null,
+    }));
+    const result = await deps.db.asUser(
+      user,
+      (tx) => q.insertEvents(tx, user?.id ?? null, anonymous_id ?? null, rows),
+      c.var.budget,
+    );
+    return c.json({ accepted: result.count }, 202);
+  });
+
+  return app;
+}

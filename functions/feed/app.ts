@@ -7,24 +7,20 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { etag } from "hono/etag";
-import { type AuthUser, requireUser } from "../../shared/auth.ts";
+import type { AuthUser } from "../../shared/auth.ts";
 import type { Budget } from "../../shared/budget.ts";
-import { cache, cached } from "../../shared/cache.ts";
-import { config } from "../../shared/config.ts";
+import type { TwoTierCache } from "../../shared/cache.ts";
 import { keyFormats } from "../../shared/cursor.ts";
-import { asUser } from "../../shared/db.ts";
-import { bearerAuth, createApp } from "../../shared/http.ts";
+import type { Database } from "../../shared/db.ts";
+import type { Deps } from "../../shared/deps.ts";
+import { type App, bearerAuth, createFunctionApp } from "../../shared/http.ts";
 import { pageArgs, pageRows, toPage } from "../../shared/keyset.ts";
-import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { rateLimit } from "../../shared/ratelimit.ts";
+import { type FeedConfig, feedConfig } from "./config.ts";
 import * as q from "./queries.ts";
 import type { FeedRow } from "./queries.ts";
 
 const maxLimit = 50;
-const feedLimiter = new RateLimiter({
-  name: "feed",
-  windows: [{ limit: config.limits.feedPerMin, windowS: 60 }],
-  failOpen: true, // a cheap read: better served unlimited for a moment than refused
-});
 
 const Author = z.object({
   id: z.uuid(),
@@ -56,37 +52,57 @@ const forYouKeys = { tag: "for-you", key: keyFormats.float8 };
 const followingKeys = { tag: "following", key: keyFormats.timestamptz };
 type Page = z.infer<typeof FeedPage>;
 
-export const app = createApp("feed");
+/** Where pages are read from, and how long they are cached. */
+interface Source {
+  db: Database;
+  cache: TwoTierCache;
+  settings: FeedConfig;
+}
 
-const route = createRoute({
-  method: "get",
-  path: "/",
-  summary: "A page of the caller's feed",
-  security: bearerAuth,
-  middleware: [
-    requireUser(),
-    rateLimit(feedLimiter, (c) => c.var.user!.id),
-    etag(),
-  ] as const,
-  request: { query: FeedQuery },
-  responses: {
-    200: { description: "a page", content: { "application/json": { schema: FeedPage } } },
-    304: { description: "not modified (If-None-Match)" },
-  },
-});
+/** The `feed` app on `deps`. Throws at once when a `FEED_*` variable is bad. */
+export function createApp(deps: Deps): App {
+  const settings = feedConfig(deps.env);
+  const source: Source = { db: deps.db, cache: deps.cache, settings };
+  const limiter = deps.rateLimiter({
+    name: "feed",
+    windows: [{ limit: settings.perMin, windowS: 60 }],
+    failOpen: true, // a cheap read: better served unlimited for a moment than refused
+  });
+  const app = createFunctionApp("feed", deps);
 
-app.openapi(route, async (c) => {
-  const { kind, limit, cursor } = c.req.valid("query");
-  const user = c.var.user!;
-  const page = kind === "for-you"
-    ? await forYouPage(user, limit, cursor, c.var.budget)
-    : await followingPage(user, limit, cursor, c.var.budget);
-  c.header("cache-control", "private, no-cache");
-  return c.json(page, 200);
-});
+  const route = createRoute({
+    method: "get",
+    path: "/",
+    summary: "A page of the caller's feed",
+    security: bearerAuth,
+    middleware: [
+      deps.auth.requireUser(),
+      rateLimit(limiter, (c) => c.var.user!.id),
+      etag(),
+    ] as const,
+    request: { query: FeedQuery },
+    responses: {
+      200: { description: "a page", content: { "application/json": { schema: FeedPage } } },
+      304: { description: "not modified (If-None-Match)" },
+    },
+  });
+
+  app.openapi(route, async (c) => {
+    const { kind, limit, cursor } = c.req.valid("query");
+    const user = c.var.user!;
+    const page = kind === "for-you"
+      ? await forYouPage(source, user, limit, cursor, c.var.budget)
+      : await followingPage(source, user, limit, cursor, c.var.budget);
+    c.header("cache-control", "private, no-cache");
+    return c.json(page, 200);
+  });
+
+  return app;
+}
 
 /** Shared hot page (cached, one load per key at a time) plus the caller's likes. */
 async function forYouPage(
+  { db, cache, settings }: Source,
   user: AuthUser,
   limit: number,
   cursor: string | undefined,
@@ -95,30 +111,31 @@ async function forYouPage(
   const p = pageArgs(forYouKeys, limit, cursor);
   // The same for everyone; served stale for one more TTL while a single refresh runs, so the
   // page never expires under everyone's feet at once.
-  const ttlS = config.feed.forYouTtlS;
+  const ttlS = settings.forYouTtlS;
   const rows = await cache.get(
     `feed:for-you:${limit}:${cursor ?? ""}`,
     { ttlS, staleS: ttlS, invalidation: "ttl" },
-    () => asUser(null, (tx) => q.forYou(tx, p), budget),
+    () => db.asUser(null, (tx) => q.forYou(tx, p), budget),
   );
   const ids = pageRows(p, rows).map((r) => r.id);
-  const liked = ids.length ? await asUser(user, (tx) => q.likedPostIds(tx, ids), budget) : [];
+  const liked = ids.length ? await db.asUser(user, (tx) => q.likedPostIds(tx, ids), budget) : [];
   const likedIds = new Set(liked.map((r) => r.id));
   return toPage(forYouKeys, p, rows, (row) => toItem(row, likedIds.has(row.id)));
 }
 
 /** Posts of followed users, newest first, per-user cache. */
 async function followingPage(
+  { db, cache, settings }: Source,
   user: AuthUser,
   limit: number,
   cursor: string | undefined,
   budget: Budget,
 ): Promise<Page> {
   const p = pageArgs(followingKeys, limit, cursor);
-  const rows = await cached(
+  const rows = await cache.cached(
     `feed:following:${user.id}:${limit}:${cursor ?? ""}`,
-    config.feed.followingTtlS,
-    () => asUser(user, (tx) => q.following(tx, p), budget),
+    settings.followingTtlS,
+    () => db.asUser(user, (tx) => q.following(tx, p), budget),
   );
   return toPage(followingKeys, p, rows, (row) => toItem(row, row.liked_by_me === true));
 }

@@ -1,19 +1,26 @@
 import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.ts";
+import { createDevKeys } from "../../scripts/dev/dev_auth.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
-import { dbStatements, it } from "../../scripts/testing/test_http.ts";
+import { dbStatements, suite } from "../../scripts/testing/test_http.ts";
+import { createApp } from "./app.ts";
 
 // These tests fire up to 100 concurrent requests, some from one user, to prove counters and
 // coalescing; admission (per-user caps, the adaptive limit) is proved in shared/http_test.ts.
 const admissionOff = { MIN_IN_FLIGHT: "512", MAX_IN_FLIGHT: "512", USER_MAX_IN_FLIGHT: "512" };
-const env = await functionTestEnv({
-  env: { FEED_RATE_LIMIT_PER_MIN: "100000", ...admissionOff },
-});
-await seed(env.db.sql, { users: 80, posts: 900, seed: 7 });
-const { app } = await import("./app.ts");
-const { cacheStats } = await import("../../shared/cache.ts");
-const { sql: appSql } = await import("../../shared/db.ts");
-const demoToken = await env.keys.mint(DEMO_USER_ID);
+
+/** A database with 900 posts, the app, and the demo user's token. */
+async function setup() {
+  const env = await functionTestEnv({
+    env: { FEED_RATE_LIMIT_PER_MIN: "100000", ...admissionOff },
+  });
+  await seed(env.db.sql, { users: 80, posts: 900, seed: 7 });
+  const app = createApp(env.deps);
+  const demoToken = await env.keys.mint(DEMO_USER_ID);
+  return { env, app, demoToken, close: () => env.close() };
+}
+type Fixture = Awaited<ReturnType<typeof setup>>;
+const it = suite("feed", setup);
 
 interface Item {
   id: string;
@@ -28,6 +35,7 @@ interface Page {
 }
 
 function get(
+  { app, demoToken }: Fixture,
   query: string,
   token: string | null = demoToken,
   headers: Record<string, string> = {},
@@ -37,14 +45,11 @@ function get(
   });
 }
 
-async function walk(kind: string, limit: number, token = demoToken): Promise<Item[]> {
+async function walk(f: Fixture, kind: string, limit: number): Promise<Item[]> {
   const all: Item[] = [];
   let cursor: string | null = null;
   for (let pages = 0; pages < 1000; pages++) {
-    const res = await get(
-      `?kind=${kind}&limit=${limit}${cursor ? `&cursor=${cursor}` : ""}`,
-      token,
-    );
+    const res = await get(f, `?kind=${kind}&limit=${limit}${cursor ? `&cursor=${cursor}` : ""}`);
     assertEquals(res.status, 200, await res.clone().text());
     const page: Page = await res.json();
     all.push(...page.items);
@@ -54,27 +59,28 @@ async function walk(kind: string, limit: number, token = demoToken): Promise<Ite
   throw new Error("too many pages");
 }
 
-it("for-you walks every published post exactly once, hottest first", async () => {
-  const items = await walk("for-you", 37);
-  const [{ count }] = await env.db.sql`select count(*)::int from posts where status = 'published'`;
+it("for-you walks every published post exactly once, hottest first", async (f) => {
+  const items = await walk(f, "for-you", 37);
+  const [{ count }] = await f.env.db
+    .sql`select count(*)::int from posts where status = 'published'`;
   assertEquals(items.length, count);
   assertEquals(new Set(items.map((i) => i.id)).size, count);
-  const scores = await env.db.sql`select id, hot_score from posts where status = 'published'`;
+  const scores = await f.env.db.sql`select id, hot_score from posts where status = 'published'`;
   const score = new Map(scores.map((r) => [r.id, r.hot_score]));
   for (let i = 1; i < items.length; i++) {
     assert(score.get(items[i - 1].id) >= score.get(items[i].id), "out of order");
   }
 });
 
-it("following walks the followees' posts exactly once, also when many share created_at", async () => {
-  const [followee] = await env.db.sql`
+it("following walks the followees' posts exactly once, also when many share created_at", async (f) => {
+  const [followee] = await f.env.db.sql`
     select followee_id as id from follows where follower_id = ${DEMO_USER_ID} limit 1`;
-  await env.db.sql`
+  await f.env.db.sql`
     insert into posts (author_id, body, created_at)
     select ${followee.id}, 'same instant ' || g, '2026-11-20 12:00:00.123456+00'
     from generate_series(1, 40) g`;
-  const items = await walk("following", 7);
-  const expected = await env.db.sql`
+  const items = await walk(f, "following", 7);
+  const expected = await f.env.db.sql`
     select p.id from posts p join follows f on f.followee_id = p.author_id
     where f.follower_id = ${DEMO_USER_ID} and p.status = 'published'`;
   assertEquals(items.length, expected.length);
@@ -84,9 +90,9 @@ it("following walks the followees' posts exactly once, also when many share crea
   }
 });
 
-it("liked_by_me reflects the caller's likes on the shared for-you page", async () => {
-  const page: Page = await (await get("?kind=for-you&limit=50")).json();
-  const liked = await env.db.sql`
+it("liked_by_me reflects the caller's likes on the shared for-you page", async (f) => {
+  const page: Page = await (await get(f, "?kind=for-you&limit=50")).json();
+  const liked = await f.env.db.sql`
     select post_id from likes where user_id = ${DEMO_USER_ID}
     and post_id = any(${page.items.map((i) => i.id)}::uuid[])`;
   const likedIds = new Set(liked.map((r) => r.post_id));
@@ -94,35 +100,35 @@ it("liked_by_me reflects the caller's likes on the shared for-you page", async (
   assert(likedIds.size > 0 || page.items.every((i) => !i.liked_by_me));
 });
 
-it("one statement per following page; for-you costs one shared query per cache miss plus one per request", async () => {
-  const following = await get("?kind=following&limit=11");
+it("one statement per following page; for-you costs one shared query per cache miss plus one per request", async (f) => {
+  const following = await get(f, "?kind=following&limit=11");
   assertEquals(following.status, 200);
   assertEquals(dbStatements(following), 1);
-  const cold = await get("?kind=for-you&limit=11");
+  const cold = await get(f, "?kind=for-you&limit=11");
   assertEquals(dbStatements(cold), 2); // the shared page, then the caller's likes
-  const warm = await get("?kind=for-you&limit=11");
+  const warm = await get(f, "?kind=for-you&limit=11");
   assertEquals(dbStatements(warm), 1); // the caller's likes only
 });
 
-it("50 concurrent identical for-you requests cause one feed query", async () => {
-  const before = cacheStats.misses;
-  const responses = await Promise.all(Array.from({ length: 50 }, () => get("?limit=23")));
+it("50 concurrent identical for-you requests cause one feed query", async (f) => {
+  const before = f.env.deps.cache.stats.misses;
+  const responses = await Promise.all(Array.from({ length: 50 }, () => get(f, "?limit=23")));
   assertEquals(responses.map((r) => r.status), Array(50).fill(200));
-  assertEquals(cacheStats.misses - before, 1);
+  assertEquals(f.env.deps.cache.stats.misses - before, 1);
   // 50 likes lookups + 1 shared page
   assertEquals(responses.reduce((n, r) => n + dbStatements(r), 0), 51);
 });
 
-it("limit above the maximum is clamped to 50", async () => {
-  const page: Page = await (await get("?limit=500")).json();
+it("limit above the maximum is clamped to 50", async (f) => {
+  const page: Page = await (await get(f, "?limit=500")).json();
   assertEquals(page.items.length, 50);
 });
 
-it("ETag on every page, If-None-Match answers 304", async () => {
-  const first = await get("?kind=following&limit=5");
+it("ETag on every page, If-None-Match answers 304", async (f) => {
+  const first = await get(f, "?kind=following&limit=5");
   const tag = first.headers.get("etag");
   assert(tag, "no etag");
-  const again = await get("?kind=following&limit=5", demoToken, { "if-none-match": tag });
+  const again = await get(f, "?kind=following&limit=5", f.demoToken, { "if-none-match": tag });
   assertEquals(again.status, 304);
 });
 
@@ -155,8 +161,8 @@ for (
     ],
   ] as const
 ) {
-  it(`bad input ${query} → 400 naming ${param}`, async () => {
-    const res = await get(query);
+  it(`bad input ${query} → 400 naming ${param}`, async (f) => {
+    const res = await get(f, query);
     assertEquals(res.status, 400);
     assertEquals(res.headers.get("content-type"), "application/problem+json");
     const problem = await res.json();
@@ -167,57 +173,51 @@ for (
   });
 }
 
-it("401 for a missing, malformed, expired or foreign token", async () => {
-  const { createDevKeys } = await import("../../scripts/dev/dev_auth.ts");
+it("401 for a missing, malformed, expired or foreign token", async (f) => {
   const other = await createDevKeys();
   const cases: [string | null, RegExp][] = [
     [null, /bearer access token is required/],
     ["not-a-jwt", /malformed/],
-    [await env.keys.mint(DEMO_USER_ID, { ttlS: -10 }), /expired/],
+    [await f.env.keys.mint(DEMO_USER_ID, { ttlS: -10 }), /expired/],
     [await other.mint(DEMO_USER_ID), /signature|not valid/],
   ];
   for (const [token, detail] of cases) {
-    const res = await get("", token);
+    const res = await get(f, "", token);
     assertEquals(res.status, 401);
     assertEquals(res.headers.get("content-type"), "application/problem+json");
     assertMatch((await res.json()).detail, detail);
   }
 });
 
-it("every response carries x-request-id and Server-Timing", async () => {
-  const res = await get("?limit=3");
+it("every response carries x-request-id and Server-Timing", async (f) => {
+  const res = await get(f, "?limit=3");
   assertMatch(res.headers.get("x-request-id") ?? "", /^[\w-]+$/);
   assertMatch(res.headers.get("server-timing") ?? "", /db;dur=.*redis;dur=.*upstream;dur=/);
-  const bad = await get("?limit=x");
+  const bad = await get(f, "?limit=x");
   assert(bad.headers.get("x-request-id"));
 });
 
-it("405 with Allow for a wrong method, problem+json 404 for an unknown path", async () => {
-  const post = await app.request("/feed", {
+it("405 with Allow for a wrong method, problem+json 404 for an unknown path", async (f) => {
+  const post = await f.app.request("/feed", {
     method: "POST",
-    headers: { authorization: `Bearer ${demoToken}` },
+    headers: { authorization: `Bearer ${f.demoToken}` },
   });
   assertEquals(post.status, 405);
   assertEquals(post.headers.get("allow"), "GET");
-  const missing = await app.request("/feed/nope");
+  const missing = await f.app.request("/feed/nope");
   assertEquals(missing.status, 404);
   assertEquals(missing.headers.get("content-type"), "application/problem+json");
 });
 
-it("OpenAPI document", async () => {
-  const res = await app.request("/feed/openapi.json");
+it("OpenAPI document", async (f) => {
+  const res = await f.app.request("/feed/openapi.json");
   assertEquals(res.status, 200);
   const doc = await res.json();
   assert(doc.paths["/feed"], JSON.stringify(Object.keys(doc.paths)));
 });
 
-it("rate limit headers on an allowed response", async () => {
-  const res = await get("?limit=2");
+it("rate limit headers on an allowed response", async (f) => {
+  const res = await get(f, "?limit=2");
   assertMatch(res.headers.get("ratelimit-policy") ?? "", /^"feed";q=100000;w=60$/);
   assertMatch(res.headers.get("ratelimit") ?? "", /^"feed";r=\d+;t=\d+$/);
-});
-
-it("teardown", async () => {
-  await appSql.end();
-  await env.close();
 });

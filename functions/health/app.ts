@@ -7,17 +7,13 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import type { Context } from "hono";
-import { requireSecretKey } from "../../shared/auth.ts";
-import { breakerHealth } from "../../shared/breaker.ts";
-import { config } from "../../shared/config.ts";
-import { healthSql, sql } from "../../shared/db.ts";
-import { clientIp, createApp } from "../../shared/http.ts";
+import type { Context, MiddlewareHandler } from "hono";
+import type { Deps } from "../../shared/deps.ts";
+import { type App, createFunctionApp } from "../../shared/http.ts";
 import { jobTypes } from "../../shared/domain/jobs.ts";
 import { collectQueueDepth } from "../../shared/jobs/metrics.ts";
 import { collectDbConnections, metrics } from "../../shared/metrics.ts";
 import { anonymousReads } from "../../shared/ratelimit.ts";
-import { isolateRedis } from "../../shared/redis.ts";
 import { ping } from "./queries.ts";
 
 const checkTimeoutMs = 1500;
@@ -44,86 +40,92 @@ const Health = z.object({
   version: z.string().optional(),
 }).openapi("Health");
 
-export const app = createApp("health", { budgetMs: 2000, shed: false });
+/** The `health` app on `deps`. */
+export function createApp(deps: Deps): App {
+  const requireSecretKey = deps.auth.requireSecretKey();
+  const app = createFunctionApp("health", deps, { budgetMs: 2000, shed: false });
 
-// The queue is global state: any isolate's metrics export can report its depth.
-collectQueueDepth(sql, jobTypes);
-collectDbConnections(healthSql);
+  // The queue is global state: any isolate's metrics export can report its depth.
+  collectQueueDepth(deps.db, jobTypes);
+  collectDbConnections(deps.db.healthSql);
 
-const route = createRoute({
-  method: "get",
-  path: "/",
-  middleware: [anonymousReads(clientIp)] as const,
-  summary: "Liveness of the database and Redis (details with a secret API key)",
-  responses: {
-    200: { description: "all ok", content: { "application/json": { schema: Health } } },
-    503: {
-      description: "a dependency is down",
-      content: { "application/json": { schema: Health } },
+  const route = createRoute({
+    method: "get",
+    path: "/",
+    middleware: [anonymousReads(deps.anonReads, deps.clientIp)] as const,
+    summary: "Liveness of the database and Redis (details with a secret API key)",
+    responses: {
+      200: { description: "all ok", content: { "application/json": { schema: Health } } },
+      503: {
+        description: "a dependency is down",
+        content: { "application/json": { schema: Health } },
+      },
     },
-  },
-});
+  });
 
-app.openapi(route, async (c) => {
-  const [db, cache, breakers] = await Promise.all([
-    // On a connection of its own: a saturated pool is load, not an outage.
-    check(async () => {
-      const q = ping(healthSql);
-      const timer = setTimeout(() => q.cancel(), checkTimeoutMs);
-      try {
-        await q;
-      } finally {
-        clearTimeout(timer);
-      }
-    }),
-    check(() => isolateRedis().ping()),
-    withDeadline(breakerHealth(), checkTimeoutMs).catch(() => []),
-  ]);
-  const ok = db.ok && cache.ok;
-  const body = {
-    status: ok ? "ok" as const : "degraded" as const,
-    checks: { db, redis: cache },
-    breakers: breakers.map((b) => ({
-      name: b.name,
-      ...("error" in b ? { error: b.error } : {
-        state: b.state,
-        generation: b.generation,
-        failures: b.failures,
-        open_until: b.open_until ?? null,
+  app.openapi(route, async (c) => {
+    const [db, cache, breakers] = await Promise.all([
+      // On a connection of its own: a saturated pool is load, not an outage.
+      check(async () => {
+        const q = ping(deps.db.healthSql);
+        const timer = setTimeout(() => q.cancel(), checkTimeoutMs);
+        try {
+          await q;
+        } finally {
+          clearTimeout(timer);
+        }
       }),
-    })),
-    version: config.version,
-  };
-  c.header("cache-control", "no-store");
-  const shown = await hasSecretKey(c) ? body : { status: body.status };
-  return ok ? c.json(shown, 200) : c.json(shown, 503);
-});
+      check(() => deps.redis.ping()),
+      withDeadline(deps.breakers.health(), checkTimeoutMs).catch(() => []),
+    ]);
+    const ok = db.ok && cache.ok;
+    const body = {
+      status: ok ? "ok" as const : "degraded" as const,
+      checks: { db, redis: cache },
+      breakers: breakers.map((b) => ({
+        name: b.name,
+        ...("error" in b ? { error: b.error } : {
+          state: b.state,
+          generation: b.generation,
+          failures: b.failures,
+          open_until: b.open_until ?? null,
+        }),
+      })),
+      version: deps.config.version,
+    };
+    c.header("cache-control", "no-store");
+    const shown = await hasSecretKey(requireSecretKey, c) ? body : { status: body.status };
+    return ok ? c.json(shown, 200) : c.json(shown, 503);
+  });
 
-const metricsRoute = createRoute({
-  method: "get",
-  path: "/metrics",
-  summary: "This isolate's counters, histograms and gauges (RSS, database connections), " +
-    "Prometheus text format",
-  security: [{ apikey: [] }],
-  middleware: [requireSecretKey()] as const,
-  responses: {
-    200: { description: "Prometheus text", content: { "text/plain": { schema: z.string() } } },
-    401: { description: "no secret API key" },
-  },
-});
+  const metricsRoute = createRoute({
+    method: "get",
+    path: "/metrics",
+    summary: "This isolate's counters, histograms and gauges (RSS, database connections), " +
+      "Prometheus text format",
+    security: [{ apikey: [] }],
+    middleware: [requireSecretKey] as const,
+    responses: {
+      200: { description: "Prometheus text", content: { "text/plain": { schema: z.string() } } },
+      401: { description: "no secret API key" },
+    },
+  });
 
-app.openapi(metricsRoute, async (c) => {
-  c.header("cache-control", "no-store");
-  const text = await metrics.render();
-  c.header("content-type", "text/plain; version=0.0.4; charset=utf-8");
-  return c.text(text, 200);
-});
+  app.openapi(metricsRoute, async (c) => {
+    c.header("cache-control", "no-store");
+    const text = await metrics.render();
+    c.header("content-type", "text/plain; version=0.0.4; charset=utf-8");
+    return c.text(text, 200);
+  });
 
-/** Whether the caller presented one of the project's secret API keys (never throws). */
-async function hasSecretKey(c: Context): Promise<boolean> {
+  return app;
+}
+
+/** Whether the caller presented a secret API key, as `requireSecretKey` checks (never throws). */
+async function hasSecretKey(requireSecretKey: MiddlewareHandler, c: Context): Promise<boolean> {
   if (!c.req.header("apikey") && !c.req.header("authorization")) return false;
   try {
-    await requireSecretKey()(c, () => Promise.resolve());
+    await requireSecretKey(c, () => Promise.resolve());
     return true;
   } catch {
     return false;

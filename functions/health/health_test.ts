@@ -1,27 +1,41 @@
 import { assert, assertEquals } from "../../scripts/testing/assert.ts";
-import { functionTestEnv } from "../../scripts/testing/test_env.ts";
-import { freePort, startRedisServer } from "../../scripts/dev/local_services.ts";
 import { startRedisBridge } from "../../scripts/dev/redis_bridge.ts";
-import { it } from "../../scripts/testing/test_http.ts";
+import { functionTestEnv } from "../../scripts/testing/test_env.ts";
+import { suite } from "../../scripts/testing/test_http.ts";
+import { testRedisUrl } from "../../scripts/testing/test_redis.ts";
+import { createApp } from "./app.ts";
 
-// A dedicated redis-server, so the test can stop it without touching anyone else's Redis.
-const redisServer = await startRedisServer(freePort());
-const bridge = await startRedisBridge({ redisUrl: redisServer.url, token: "t0ken", port: 0 });
 const secret = `sb_secret_health_${crypto.randomUUID().replaceAll("-", "")}`;
-const env = await functionTestEnv({
-  redis: false,
-  env: {
-    UPSTASH_REDIS_REST_URL: bridge.url,
-    UPSTASH_REDIS_REST_TOKEN: "t0ken",
-    SUPABASE_SECRET_KEYS: JSON.stringify({ default: secret }),
-  },
-});
-const { app } = await import("./app.ts");
-const { sql } = await import("../../shared/db.ts");
+
+/**
+ * The app on a Redis bridge of its own (to the test Redis), so the last case can take Redis
+ * away from the running app, without touching anyone else's Redis.
+ */
+async function setup() {
+  const bridge = await startRedisBridge({
+    redisUrl: testRedisUrl(),
+    token: crypto.randomUUID(),
+    port: 0,
+  });
+  const env = await functionTestEnv({
+    env: {
+      UPSTASH_REDIS_REST_URL: bridge.url,
+      UPSTASH_REDIS_REST_TOKEN: bridge.token,
+      SUPABASE_SECRET_KEYS: JSON.stringify({ default: secret }),
+    },
+  });
+  const app = createApp(env.deps);
+  const close = async () => {
+    await bridge.close();
+    await env.close();
+  };
+  return { env, app, bridge, close };
+}
+const it = suite("health", setup);
 
 const withKey = { headers: { apikey: secret } };
 
-it("200 with db and redis ok, no auth needed; the public body is the status only", async () => {
+it("200 with db and redis ok, no auth needed; the public body is the status only", async ({ app }) => {
   const anonymous = await app.request("/health");
   assertEquals(anonymous.status, 200);
   assertEquals(await anonymous.json(), { status: "ok" });
@@ -40,14 +54,14 @@ it("200 with db and redis ok, no auth needed; the public body is the status only
   assert(body.version);
 });
 
-it("lists every external API's circuit breaker", async () => {
+it("lists every external API's circuit breaker", async ({ app }) => {
   const body = await (await app.request("/health", withKey)).json();
   const names = body.breakers.map((b: { name: string }) => b.name).sort();
   assertEquals(names, ["acrcloud", "openai-chat", "openai-transcribe", "shazam"]);
   for (const b of body.breakers) assertEquals(b.state, "closed");
 });
 
-it("metrics need the secret key: 401 without one, or with a publishable or wrong key", async () => {
+it("metrics need the secret key: 401 without one, or with a publishable or wrong key", async ({ app }) => {
   const attempts: Record<string, string>[] = [
     {},
     { apikey: "sb_publishable_x" },
@@ -67,8 +81,8 @@ it("metrics need the secret key: 401 without one, or with a publishable or wrong
   await bearer.body?.cancel();
 });
 
-it("metrics include the process's RSS and the app's open database connections", async () => {
-  await sql`select 1`; // the isolate's pool holds an open connection now
+it("metrics include the process's RSS and the app's open database connections", async ({ env, app }) => {
+  await env.deps.db.sql`select 1`; // the isolate's pool holds an open connection now
   const text = await (await app.request("/health/metrics", withKey)).text();
   const rss = Number(text.match(/^process_resident_memory_bytes (\d+)$/m)?.[1]);
   assert(rss > 10_000_000, `rss ${rss}\n${text}`);
@@ -82,7 +96,7 @@ it("metrics include the process's RSS and the app's open database connections", 
   assert(Number(pool?.[1]) >= 1, text);
 });
 
-it("Prometheus metrics: request counts by route and status, latency histogram", async () => {
+it("Prometheus metrics: request counts by route and status, latency histogram", async ({ app }) => {
   const res = await app.request("/health/metrics", withKey);
   assertEquals(res.status, 200);
   assert(res.headers.get("content-type")?.startsWith("text/plain"));
@@ -97,8 +111,8 @@ it("Prometheus metrics: request counts by route and status, latency histogram", 
   assert(/http_request_duration_ms_bucket\{.*le="\+Inf"\} \d+/.test(text), text);
 });
 
-it("503 within 2 s when Redis is down", async () => {
-  await redisServer.stop();
+it("503 within 2 s when Redis is down", async ({ app, bridge }) => {
+  await bridge.close(); // the app's Redis is gone: its REST endpoint refuses connections
   const start = performance.now();
   const res = await app.request("/health");
   const elapsed = performance.now() - start;
@@ -109,10 +123,4 @@ it("503 within 2 s when Redis is down", async () => {
   assertEquals(body.checks.redis.ok, false);
   assertEquals(body.checks.db.ok, true);
   assert(elapsed < 2000, `took ${elapsed} ms`);
-});
-
-it("teardown", async () => {
-  await sql.end();
-  await bridge.close();
-  await env.close();
 });

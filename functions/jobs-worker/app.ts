@@ -9,37 +9,20 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import { requireSecretKey } from "../../shared/auth.ts";
-import { config } from "../../shared/config.ts";
-import { createApp } from "../../shared/http.ts";
-import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
-import { sql } from "../../shared/db.ts";
+import type { Deps } from "../../shared/deps.ts";
 import { jobTypes } from "../../shared/domain/jobs.ts";
+import { type App, createFunctionApp } from "../../shared/http.ts";
 import { collectQueueDepth } from "../../shared/jobs/metrics.ts";
 import { runWorkerPool } from "../../shared/jobs/pool.ts";
 import { metrics } from "../../shared/metrics.ts";
 import { invalidParameter } from "../../shared/problem.ts";
+import { rateLimit } from "../../shared/ratelimit.ts";
+import { jobsWorkerConfig } from "./config.ts";
 import { isDay, scheduleDigests, yesterday } from "./handlers/digest.ts";
 import { jobHandlers } from "./handlers/index.ts";
 
 /** Margin between the last task's end and the budget's end (answer, commit). */
 const answerMarginMs = 2000;
-
-export const app = createApp("jobs-worker", {
-  budgetMs: config.jobs.runBudgetMs,
-  anonymousBodies: true, // the secret key is checked by its routes
-});
-
-// A cron calls once a minute; a leaked key or a runaway loop must not start runs without end.
-const runLimiter = new RateLimiter({
-  name: "jobs-runs",
-  windows: [{ limit: config.limits.jobsRunsPerMin, windowS: 60 }],
-  failOpen: true,
-});
-const limitRuns = rateLimit(runLimiter, () => "secret-key");
-
-// `GET /metrics` reports the depth of every registered job type (once per isolate).
-collectQueueDepth(sql, jobTypes);
 
 const RunSummary = z.object({
   claimed: z.number().int(),
@@ -52,71 +35,103 @@ const RunSummary = z.object({
   ms: z.number().int(),
 }).openapi("RunSummary");
 
-const runRoute = createRoute({
-  method: "post",
-  path: "/run",
-  summary: "Claim and run jobs until the queue is empty or the time budget is used",
-  security: [{ apikey: [] }],
-  middleware: [requireSecretKey(), limitRuns] as const,
-  responses: {
-    200: { description: "what ran", content: { "application/json": { schema: RunSummary } } },
-  },
+const DigestsQuery = z.object({
+  day: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "YYYY-MM-DD").optional(),
 });
 
-app.openapi(runRoute, async (c) => {
-  const { concurrency, taskTimeoutMs, runBudgetMs } = config.jobs;
-  const summary = await runWorkerPool({
-    workerId: `edge-${crypto.randomUUID().slice(0, 8)}`,
-    concurrency,
-    handlers: jobHandlers(),
-    taskTimeoutMs,
-    claimUntil: Date.now() + Math.max(0, runBudgetMs - taskTimeoutMs - answerMarginMs),
-    // The budget expired or the caller went away: hand back what is still running.
-    abort: c.var.budget.aborted,
+/**
+ * The `jobs-worker` app on `deps`. Reads `jobs-worker`'s settings at once (a bad value fails
+ * here, at boot), builds the handlers and registers the queue-depth metric.
+ */
+export function createApp(deps: Deps): App {
+  const settings = jobsWorkerConfig(deps.env);
+  const { auth, db } = deps;
+  const app = createFunctionApp("jobs-worker", deps, {
+    budgetMs: settings.runBudgetMs,
+    anonymousBodies: true, // the secret key is checked by its routes
   });
-  c.header("cache-control", "no-store");
-  return c.json(summary, 200);
-});
+  // A cron calls once a minute; a leaked key or a runaway loop must not start runs without end.
+  const limitRuns = rateLimit(
+    deps.rateLimiter({
+      name: "jobs-runs",
+      windows: [{ limit: settings.runsPerMin, windowS: 60 }],
+      failOpen: true,
+    }),
+    () => "secret-key",
+  );
+  const handlers = jobHandlers(deps);
+  // `GET /metrics` reports the depth of every registered job type (once per isolate).
+  collectQueueDepth(db, jobTypes);
 
-const digestsRoute = createRoute({
-  method: "post",
-  path: "/digests",
-  summary: "Schedule the daily digests of one UTC day (default: yesterday); idempotent",
-  security: [{ apikey: [] }],
-  middleware: [requireSecretKey(), limitRuns] as const,
-  request: {
-    query: z.object({ day: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "YYYY-MM-DD").optional() }),
-  },
-  responses: {
-    202: {
-      description: "jobs created (0 when already scheduled)",
-      content: {
-        "application/json": { schema: z.object({ day: z.string(), scheduled: z.number().int() }) },
+  const runRoute = createRoute({
+    method: "post",
+    path: "/run",
+    summary: "Claim and run jobs until the queue is empty or the time budget is used",
+    security: [{ apikey: [] }],
+    middleware: [auth.requireSecretKey(), limitRuns] as const,
+    responses: {
+      200: { description: "what ran", content: { "application/json": { schema: RunSummary } } },
+    },
+  });
+
+  app.openapi(runRoute, async (c) => {
+    const { concurrency, taskTimeoutMs, runBudgetMs } = settings;
+    const summary = await runWorkerPool({
+      workerId: `edge-${crypto.randomUUID().slice(0, 8)}`,
+      concurrency,
+      handlers,
+      taskTimeoutMs,
+      claimUntil: Date.now() + Math.max(0, runBudgetMs - taskTimeoutMs - answerMarginMs),
+      // The budget expired or the caller went away: hand back what is still running.
+      abort: c.var.budget.aborted,
+      db: db.sql,
+    });
+    c.header("cache-control", "no-store");
+    return c.json(summary, 200);
+  });
+
+  const digestsRoute = createRoute({
+    method: "post",
+    path: "/digests",
+    summary: "Schedule the daily digests of one UTC day (default: yesterday); idempotent",
+    security: [{ apikey: [] }],
+    middleware: [auth.requireSecretKey(), limitRuns] as const,
+    request: { query: DigestsQuery },
+    responses: {
+      202: {
+        description: "jobs created (0 when already scheduled)",
+        content: {
+          "application/json": {
+            schema: z.object({ day: z.string(), scheduled: z.number().int() }),
+          },
+        },
       },
     },
-  },
-});
+  });
 
-app.openapi(digestsRoute, async (c) => {
-  const day = c.req.valid("query").day ?? yesterday();
-  if (!isDay(day)) throw invalidParameter("day", "not a calendar date");
-  const scheduled = await scheduleDigests(day);
-  return c.json({ day, scheduled }, 202);
-});
+  app.openapi(digestsRoute, async (c) => {
+    const day = c.req.valid("query").day ?? yesterday();
+    if (!isDay(day)) throw invalidParameter("day", "not a calendar date");
+    const scheduled = await scheduleDigests(db.sql, day);
+    return c.json({ day, scheduled }, 202);
+  });
 
-const metricsRoute = createRoute({
-  method: "get",
-  path: "/metrics",
-  summary: "This isolate's counters, histograms and the queue depth (Prometheus text)",
-  security: [{ apikey: [] }],
-  middleware: [requireSecretKey()] as const,
-  responses: {
-    200: { description: "Prometheus text", content: { "text/plain": { schema: z.string() } } },
-  },
-});
+  const metricsRoute = createRoute({
+    method: "get",
+    path: "/metrics",
+    summary: "This isolate's counters, histograms and the queue depth (Prometheus text)",
+    security: [{ apikey: [] }],
+    middleware: [auth.requireSecretKey()] as const,
+    responses: {
+      200: { description: "Prometheus text", content: { "text/plain": { schema: z.string() } } },
+    },
+  });
 
-app.openapi(metricsRoute, async (c) => {
-  c.header("cache-control", "no-store");
-  c.header("content-type", "text/plain; version=0.0.4; charset=utf-8");
-  return c.text(await metrics.render(), 200);
-});
+  app.openapi(metricsRoute, async (c) => {
+    c.header("cache-control", "no-store");
+    c.header("content-type", "text/plain; version=0.0.4; charset=utf-8");
+    return c.text(await metrics.render(), 200);
+  });
+
+  return app;
+}

@@ -8,36 +8,17 @@ import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.
 import { startOpenAIFake } from "../../scripts/testing/fakes/openai.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
-import { it } from "../../scripts/testing/test_http.ts";
+import { suite } from "../../scripts/testing/test_http.ts";
+import { Budget } from "../../shared/budget.ts";
+import { replyJobKey } from "../../shared/domain/reply_jobs.ts";
+import { runWorkerPool } from "../../shared/jobs/pool.ts";
+import { claimJobs, enqueue, recoverExpiredJobs } from "../../shared/jobs/queue.ts";
+import { createApp } from "./app.ts";
+import { digestHandler, scheduleDigests } from "./handlers/digest.ts";
+import { generateReplyHandler } from "./handlers/generate_reply.ts";
+import { jobHandlers } from "./handlers/index.ts";
 
-const fake = startOpenAIFake({
-  chat: (req) => ({ reply: `a reply in the voice of ${req.messages[0].content.slice(0, 20)}` }),
-});
 const secret = "sb_secret_test_0123456789abcdef";
-const env = await functionTestEnv({
-  env: {
-    OPENAI_API_KEY: "test",
-    OPENAI_BASE_URL: fake.baseUrl,
-    SUPABASE_SECRET_KEYS: JSON.stringify({ default: secret }),
-  },
-});
-await seed(env.db.sql, { users: 30, posts: 80, seed: 5 });
-const { app } = await import("./app.ts");
-const { enqueue, claimJobs, recoverExpiredJobs } = await import("../../shared/jobs/queue.ts");
-const { runWorkerPool } = await import("../../shared/jobs/pool.ts");
-const { jobHandlers } = await import("./handlers/index.ts");
-const { generateReply } = await import("./handlers/generate_reply.ts");
-const { scheduleDigests, sendDigest } = await import("./handlers/digest.ts");
-const { replyJobKey } = await import("../../shared/domain/reply_jobs.ts");
-
-/** A generate_reply job as shared/domain/reply_jobs.ts enqueues it. */
-const replyJob = (postId: string, personaId: string) => ({
-  type: "generate_reply",
-  payload: { post_id: postId, persona_id: personaId },
-  jobKey: replyJobKey(postId, personaId),
-});
-const { Budget } = await import("../../shared/budget.ts");
-const db = env.db.sql;
 const workerScript = new URL("../../scripts/dev/worker.ts", import.meta.url).pathname;
 
 const personas = [
@@ -46,15 +27,12 @@ const personas = [
   "00000000-0000-4000-a000-000000000003",
 ];
 
-/** A published post nobody has asked replies for yet. */
-async function freshPost(): Promise<{ id: string; author_id: string }> {
-  const [row] = await db`
-    select id, author_id from posts
-    where status = 'published' and id::text not in (select payload->>'post_id' from jobs where payload ? 'post_id')
-      and id not in (select post_id from replies)
-    order by id limit 1`;
-  return row as { id: string; author_id: string };
-}
+/** A generate_reply job as shared/domain/reply_jobs.ts enqueues it. */
+const replyJob = (postId: string, personaId: string) => ({
+  type: "generate_reply",
+  payload: { post_id: postId, persona_id: personaId },
+  jobKey: replyJobKey(postId, personaId),
+});
 
 async function until(what: string, check: () => Promise<boolean> | boolean, ms = 15_000) {
   const deadline = Date.now() + ms;
@@ -64,30 +42,70 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
   }
 }
 
-function run(headers: Record<string, string> = {}) {
-  return app.request("/jobs-worker/run", { method: "POST", headers });
-}
-
-/** `scripts/dev/worker.ts` as a separate process, on this test's database, Redis and fake. */
-function spawnWorker(args: string[] = [], extraEnv: Record<string, string> = {}) {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", workerScript, "--concurrency", "1", "--poll-ms", "50", ...args],
+const it = suite("jobs-worker", async () => {
+  const fake = startOpenAIFake({
+    chat: (req) => ({ reply: `a reply in the voice of ${req.messages[0].content.slice(0, 20)}` }),
+  });
+  const env = await functionTestEnv({
     env: {
-      DATABASE_URL: env.db.url,
-      SUPABASE_JWKS: JSON.stringify(env.keys.jwks),
-      UPSTASH_REDIS_REST_URL: env.bridge!.url,
-      UPSTASH_REDIS_REST_TOKEN: env.bridge!.token,
-      REDIS_PREFIX: env.redisPrefix,
       OPENAI_API_KEY: "test",
       OPENAI_BASE_URL: fake.baseUrl,
-      ...extraEnv,
+      SUPABASE_SECRET_KEYS: JSON.stringify({ default: secret }),
     },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-}
+  });
+  await seed(env.db.sql, { users: 30, posts: 80, seed: 5 });
+  const app = createApp(env.deps);
+  const db = env.db.sql;
 
-it("POST /run needs a secret key: missing, wrong or a user token → 401 problem+json", async () => {
+  /** A published post nobody has asked replies for yet. */
+  async function freshPost(): Promise<{ id: string; author_id: string }> {
+    const [row] = await db`
+      select id, author_id from posts
+      where status = 'published' and id::text not in (select payload->>'post_id' from jobs where payload ? 'post_id')
+        and id not in (select post_id from replies)
+      order by id limit 1`;
+    return row as { id: string; author_id: string };
+  }
+
+  function run(headers: Record<string, string> = {}) {
+    return app.request("/jobs-worker/run", { method: "POST", headers });
+  }
+
+  /** `scripts/dev/worker.ts` as a separate process, on this test's database, Redis and fake. */
+  function spawnWorker(args: string[] = [], extraEnv: Record<string, string> = {}) {
+    return new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", workerScript, "--concurrency", "1", "--poll-ms", "50", ...args],
+      env: {
+        DATABASE_URL: env.db.url,
+        SUPABASE_JWKS: JSON.stringify(env.keys.jwks),
+        UPSTASH_REDIS_REST_URL: env.bridge!.url,
+        UPSTASH_REDIS_REST_TOKEN: env.bridge!.token,
+        REDIS_PREFIX: env.redisPrefix,
+        OPENAI_API_KEY: "test",
+        OPENAI_BASE_URL: fake.baseUrl,
+        ...extraEnv,
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  }
+
+  return {
+    env,
+    fake,
+    app,
+    db,
+    freshPost,
+    run,
+    spawnWorker,
+    async close() {
+      await fake.close();
+      await env.close();
+    },
+  };
+});
+
+it("POST /run needs a secret key: missing, wrong or a user token → 401 problem+json", async ({ env, app, run }) => {
   const userToken = await env.keys.mint(DEMO_USER_ID);
   for (
     const headers of [
@@ -105,10 +123,10 @@ it("POST /run needs a secret key: missing, wrong or a user token → 401 problem
   assertEquals((await app.request("/jobs-worker/run")).status, 405);
 });
 
-it("POST /run drains generate_reply jobs: one reply each, the author notified, a summary", async () => {
+it("POST /run drains generate_reply jobs: one reply each, the author notified, a summary", async ({ fake, db, freshPost, run }) => {
   const post = await freshPost();
   for (const personaId of personas) {
-    await enqueue(replyJob(post.id, personaId));
+    await enqueue(replyJob(post.id, personaId), db);
   }
   const before = fake.chatCalls();
   const res = await run({ apikey: secret });
@@ -131,8 +149,9 @@ it("POST /run drains generate_reply jobs: one reply each, the author notified, a
   assertEquals((await again.json()).claimed, 0);
 });
 
-it("generate_reply run twice (even at once) writes one reply and one notification", async () => {
+it("generate_reply run twice (even at once) writes one reply and one notification", async ({ env, fake, db, freshPost }) => {
   const post = await freshPost();
+  const generateReply = generateReplyHandler(env.deps);
   const job = {
     id: crypto.randomUUID(),
     job_type: "generate_reply",
@@ -153,9 +172,9 @@ it("generate_reply run twice (even at once) writes one reply and one notificatio
   assertEquals(m, 1);
 });
 
-it("LLM failing → the job fails with backoff and succeeds on a later run, never lost", async () => {
+it("LLM failing → the job fails with backoff and succeeds on a later run, never lost", async ({ fake, db, freshPost, run }) => {
   const post = await freshPost();
-  const { id } = await enqueue(replyJob(post.id, personas[1]));
+  const { id } = await enqueue(replyJob(post.id, personas[1]), db);
   fake.behave({ status: 500 }, "/v1/chat/completions");
   try {
     const res = await run({ apikey: secret });
@@ -182,12 +201,12 @@ it("LLM failing → the job fails with backoff and succeeds on a later run, neve
   assertEquals(n, 1);
 });
 
-it("a worker SIGKILLed mid-job: another worker re-runs the job after the lock timeout, one reply", async () => {
+it("a worker SIGKILLed mid-job: another worker re-runs the job after the lock timeout, one reply", async ({ env, fake, db, freshPost, spawnWorker }) => {
   const post = await freshPost();
   const { id } = await enqueue({
     ...replyJob(post.id, personas[2]),
     lockTimeoutS: 4,
-  });
+  }, db);
   // "Blocked": longer than the child's 3 s task timeout, yet bounded (a fake hanging for a
   // killed process never learns it is gone, and would hold the fake's shutdown forever).
   fake.behave({ delayMs: 5000 }, "/v1/chat/completions");
@@ -206,18 +225,19 @@ it("a worker SIGKILLed mid-job: another worker re-runs the job after the lock ti
   assertEquals([held.status, held.attempts], ["processing", 1]);
   assertMatch(held.locked_by, /^local-/);
   // The lock is young: nobody may take the job yet.
-  assertEquals(await recoverExpiredJobs(), 0);
-  assertEquals((await claimJobs("impatient", 5)).length, 0);
+  assertEquals(await recoverExpiredJobs(db), 0);
+  assertEquals((await claimJobs("impatient", 5, null, db)).length, 0);
 
   const stop = new AbortController();
   const heir = runWorkerPool({
     workerId: "heir",
     concurrency: 2,
-    handlers: jobHandlers(),
+    handlers: jobHandlers(env.deps),
     taskTimeoutMs: 10_000,
     pollMs: 50,
     recoverEveryMs: 200,
     stop: stop.signal,
+    db: env.deps.db.sql,
   });
   try {
     await until("the job to be re-run", async () => {
@@ -239,9 +259,9 @@ it("a worker SIGKILLed mid-job: another worker re-runs the job after the lock ti
   assertEquals(n, 1);
 });
 
-it("SIGTERM: a running job finishes within the grace period, then the worker exits", async () => {
+it("SIGTERM: a running job finishes within the grace period, then the worker exits", async ({ fake, db, freshPost, spawnWorker }) => {
   const post = await freshPost();
-  const { id } = await enqueue(replyJob(post.id, personas[0]));
+  const { id } = await enqueue(replyJob(post.id, personas[0]), db);
   fake.behave({ delayMs: 600 }, "/v1/chat/completions");
   const before = fake.chatCalls();
   const child = spawnWorker(["--grace-ms", "10000"]);
@@ -261,9 +281,9 @@ it("SIGTERM: a running job finishes within the grace period, then the worker exi
   assertEquals(row.status, "done");
 });
 
-it("SIGTERM: a job still running after the grace period is released, not lost", async () => {
+it("SIGTERM: a job still running after the grace period is released, not lost", async ({ fake, db, freshPost, spawnWorker }) => {
   const post = await freshPost();
-  const { id } = await enqueue(replyJob(post.id, personas[1]));
+  const { id } = await enqueue(replyJob(post.id, personas[1]), db);
   fake.behave({ delayMs: 3000 }, "/v1/chat/completions"); // outlasts the 200 ms grace
   const before = fake.chatCalls();
   const child = spawnWorker(["--grace-ms", "200"]);
@@ -279,9 +299,9 @@ it("SIGTERM: a job still running after the grace period is released, not lost", 
   assertEquals([row.status, row.attempts, row.locked_by], ["pending", 0, null]);
 });
 
-it("without OpenAI, workers leave generate_reply jobs pending instead of killing them", async () => {
+it("without OpenAI, workers leave generate_reply jobs pending instead of killing them", async ({ env, db, freshPost }) => {
   const post = await freshPost();
-  const { id } = await enqueue(replyJob(post.id, personas[2]));
+  const { id } = await enqueue(replyJob(post.id, personas[2]), db);
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", workerScript, "--concurrency", "1", "--poll-ms", "50"],
     clearEnv: true,
@@ -315,7 +335,7 @@ it("without OpenAI, workers leave generate_reply jobs pending instead of killing
   await db`delete from jobs where id = ${id}`;
 });
 
-it("digests: scheduled once per user per day, one notification each, idempotent", async () => {
+it("digests: scheduled once per user per day, one notification each, idempotent", async ({ env, app, db, run }) => {
   const day = "2026-11-20";
   const [author] =
     await db`select id from profiles where id <> ${DEMO_USER_ID} order by id limit 1`;
@@ -326,9 +346,9 @@ it("digests: scheduled once per user per day, one notification each, idempotent"
   await db`insert into follows (follower_id, followee_id, created_at)
     values (${DEMO_USER_ID}, ${author.id}, '2026-11-20 11:00:00+00')
     on conflict (follower_id, followee_id) do update set created_at = excluded.created_at`;
-  const first = await scheduleDigests(day);
+  const first = await scheduleDigests(db, day);
   assert(first >= 1);
-  assertEquals(await scheduleDigests(day), 0);
+  assertEquals(await scheduleDigests(db, day), 0);
   const res = await app.request(`/jobs-worker/digests?day=${day}`, {
     method: "POST",
     headers: { apikey: secret },
@@ -354,6 +374,7 @@ it("digests: scheduled once per user per day, one notification each, idempotent"
   // The handler running again (a retry after a lost lock) adds nothing.
   const [job] = await db`select * from jobs where dedupe_key = ${`digest:${author.id}:${day}`}`;
   const budget = new Budget(5000);
+  const sendDigest = digestHandler(env.deps.db);
   await sendDigest(job as Parameters<typeof sendDigest>[0], {
     budget,
     signal: budget.aborted,
@@ -364,7 +385,7 @@ it("digests: scheduled once per user per day, one notification each, idempotent"
   assertEquals(n, 1);
 });
 
-it("GET /metrics (secret key) exports queue depth and job counters", async () => {
+it("GET /metrics (secret key) exports queue depth and job counters", async ({ app }) => {
   assertEquals((await app.request("/jobs-worker/metrics")).status, 401);
   const res = await app.request("/jobs-worker/metrics", { headers: { apikey: secret } });
   assertEquals(res.status, 200);
@@ -372,10 +393,4 @@ it("GET /metrics (secret key) exports queue depth and job counters", async () =>
   assertMatch(text, /jobs_processed_total\{job_type="generate_reply",outcome="done"\}/);
   assertMatch(text, /jobs_retried_total\{job_type="generate_reply"\} 1/);
   assertMatch(text, /job_duration_ms_count\{job_type="generate_reply"\}/);
-});
-
-it("teardown", async () => {
-  await (await import("../../shared/db.ts")).sql.end();
-  await fake.close();
-  await env.close();
 });

@@ -6,23 +6,17 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import { requireUser } from "../../shared/auth.ts";
-import { config } from "../../shared/config.ts";
 import { keyFormats } from "../../shared/cursor.ts";
-import { asUser } from "../../shared/db.ts";
-import { bearerAuth, createApp } from "../../shared/http.ts";
+import type { Deps } from "../../shared/deps.ts";
+import { type App, bearerAuth, createFunctionApp } from "../../shared/http.ts";
 import { pageArgs, toPage } from "../../shared/keyset.ts";
-import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { rateLimit } from "../../shared/ratelimit.ts";
 import { uuid } from "../../shared/schemas.ts";
+import { notificationsConfig } from "./config.ts";
 import * as q from "./queries.ts";
 
 const maxLimit = 100;
 const maxIdsPerCall = 100;
-const limiter = new RateLimiter({
-  name: "notifications",
-  windows: [{ limit: config.limits.notificationsPerMin, windowS: 60 }],
-  failOpen: true, // cheap, own-rows-only reads and writes
-});
 
 const Notification = z.object({
   id: z.uuid(),
@@ -58,67 +52,83 @@ const ReadBody = z.object({
 const ReadResult = z.object({ updated: z.number().int(), unread_count: z.number().int() })
   .openapi("MarkReadResult");
 
-export const app = createApp("notifications");
-
-const listRoute = createRoute({
-  method: "get",
-  path: "/",
-  summary: "The caller's notifications, newest first, with the unread count",
-  security: bearerAuth,
-  middleware: [requireUser(), rateLimit(limiter, (c) => c.var.user!.id)] as const,
-  request: { query: ListQuery },
-  responses: {
-    200: {
-      description: "a page",
-      content: { "application/json": { schema: NotificationPage } },
-    },
-  },
-});
-
 const keys = { tag: "notifications", key: keyFormats.timestamptz };
 
-app.openapi(listRoute, async (c) => {
-  const { limit, cursor } = c.req.valid("query");
-  const p = pageArgs(keys, limit, cursor);
-  const user = c.var.user!;
-  const [{ rows, unread_count }] = await asUser(user, (tx) => q.page(tx, user.id, p), c.var.budget);
-  c.header("cache-control", "private, no-store");
-  return c.json({
-    ...toPage(keys, p, rows ?? [], (r) => ({
-      id: r.id,
-      kind: r.kind,
-      payload: r.payload,
-      read_at: r.read_at ? new Date(r.read_at).toISOString() : null,
-      created_at: new Date(r.created_at).toISOString(),
-    })),
-    unread_count,
-  }, 200);
-});
+/** The `notifications` app on `deps`. Throws at once when its variable is bad. */
+export function createApp(deps: Deps): App {
+  const settings = notificationsConfig(deps.env);
+  const limiter = deps.rateLimiter({
+    name: "notifications",
+    windows: [{ limit: settings.perMin, windowS: 60 }],
+    failOpen: true, // cheap, own-rows-only reads and writes
+  });
+  const perUser = rateLimit(limiter, (c) => c.var.user!.id);
+  const app = createFunctionApp("notifications", deps);
 
-const readRoute = createRoute({
-  method: "post",
-  path: "/read",
-  summary: "Mark notifications read: `{ids}` or `{all: true}`",
-  security: bearerAuth,
-  middleware: [requireUser(), rateLimit(limiter, (c) => c.var.user!.id)] as const,
-  request: {
-    body: { content: { "application/json": { schema: ReadBody } }, required: true },
-  },
-  responses: {
-    200: {
-      description: "how many changed, and what is left unread",
-      content: { "application/json": { schema: ReadResult } },
+  const listRoute = createRoute({
+    method: "get",
+    path: "/",
+    summary: "The caller's notifications, newest first, with the unread count",
+    security: bearerAuth,
+    middleware: [deps.auth.requireUser(), perUser] as const,
+    request: { query: ListQuery },
+    responses: {
+      200: {
+        description: "a page",
+        content: { "application/json": { schema: NotificationPage } },
+      },
     },
-  },
-});
+  });
 
-app.openapi(readRoute, async (c) => {
-  const { ids, all } = c.req.valid("json");
-  const user = c.var.user!;
-  const [result] = await asUser(
-    user,
-    (tx) => q.markRead(tx, user.id, ids ?? [], all === true),
-    c.var.budget,
-  );
-  return c.json(result, 200);
-});
+  app.openapi(listRoute, async (c) => {
+    const { limit, cursor } = c.req.valid("query");
+    const p = pageArgs(keys, limit, cursor);
+    const user = c.var.user!;
+    const [{ rows, unread_count }] = await deps.db.asUser(
+      user,
+      (tx) => q.page(tx, user.id, p),
+      c.var.budget,
+    );
+    c.header("cache-control", "private, no-store");
+    return c.json({
+      ...toPage(keys, p, rows ?? [], (r) => ({
+        id: r.id,
+        kind: r.kind,
+        payload: r.payload,
+        read_at: r.read_at ? new Date(r.read_at).toISOString() : null,
+        created_at: new Date(r.created_at).toISOString(),
+      })),
+      unread_count,
+    }, 200);
+  });
+
+  const readRoute = createRoute({
+    method: "post",
+    path: "/read",
+    summary: "Mark notifications read: `{ids}` or `{all: true}`",
+    security: bearerAuth,
+    middleware: [deps.auth.requireUser(), perUser] as const,
+    request: {
+      body: { content: { "application/json": { schema: ReadBody } }, required: true },
+    },
+    responses: {
+      200: {
+        description: "how many changed, and what is left unread",
+        content: { "application/json": { schema: ReadResult } },
+      },
+    },
+  });
+
+  app.openapi(readRoute, async (c) => {
+    const { ids, all } = c.req.valid("json");
+    const user = c.var.user!;
+    const [result] = await deps.db.asUser(
+      user,
+      (tx) => q.markRead(tx, user.id, ids ?? [], all === true),
+      c.var.budget,
+    );
+    return c.json(result, 200);
+  });
+
+  return app;
+}

@@ -1,7 +1,6 @@
-import { requireRedis } from "../../shared/redis.ts";
-import { app } from "./app.ts";
+import { createDeps } from "../../shared/deps.ts";
+import { createApp } from "./app.ts";
 
-// Every limit, lease, breaker and cache runs in Redis: refuse to boot without it, naming
-// UPSTASH_REDIS_REST_URL, rather than fail at the first request.
-requireRedis();
-Deno.serve(app.fetch);
+// Built once per isolate from its environment: a bad or missing variable (Redis, keys,
+// this function's own settings) fails here, naming it.
+Deno.serve(createApp(createDeps(Deno.env.toObject())).fetch);

@@ -8,14 +8,20 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import { requireUser } from "../../shared/auth.ts";
-import { config } from "../../shared/config.ts";
-import { asUser } from "../../shared/db.ts";
-import { bearerAuth, createApp, jsonBody, jsonContent } from "../../shared/http.ts";
+import type { Context, MiddlewareHandler } from "hono";
+import type { Deps } from "../../shared/deps.ts";
+import {
+  type App,
+  bearerAuth,
+  createFunctionApp,
+  jsonBody,
+  jsonContent,
+} from "../../shared/http.ts";
 import { notFound, ProblemError } from "../../shared/problem.ts";
 import { enqueueReplyJobs, maxPersonasPerRequest } from "../../shared/domain/reply_jobs.ts";
-import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
+import { rateLimit } from "../../shared/ratelimit.ts";
 import { plainText, uuid } from "../../shared/schemas.ts";
+import { postsConfig } from "./config.ts";
 import * as q from "./queries.ts";
 import {
   maxRepliesPage,
@@ -27,22 +33,6 @@ import {
 } from "../../shared/domain/threads.ts";
 
 const maxLikeIds = 100;
-
-const postLimiter = new RateLimiter({
-  name: "posts",
-  windows: [{ limit: config.limits.postsPerMin, windowS: 60 }],
-  failOpen: true, // a cheap write: a moment unlimited beats refusing every post
-});
-const replyLimiter = new RateLimiter({
-  name: "replies",
-  windows: [{ limit: config.limits.repliesPerMin, windowS: 60 }],
-  failOpen: true,
-});
-const likesLimiter = new RateLimiter({
-  name: "likes",
-  windows: [{ limit: config.limits.likesPerMin, windowS: 60 }],
-  failOpen: true,
-});
 
 /** 1–2000 characters as Postgres counts them (code points), not only whitespace. */
 const Body = plainText()
@@ -100,153 +90,6 @@ function writeProblem(err: unknown, what: string): never {
   throw err;
 }
 
-export const app = createApp("posts");
-
-// Static paths before `/{id}`.
-const likes = createRoute({
-  method: "post",
-  path: "/likes",
-  summary: "Like and unlike many posts at once (idempotent)",
-  description: `At most ${maxLikeIds} ids in all; posts you cannot see are listed in not_found.`,
-  security: bearerAuth,
-  middleware: [requireUser(), rateLimit(likesLimiter, (c) => c.var.user!.id)] as const,
-  request: jsonBody(LikeBatch),
-  responses: { 200: jsonContent(LikeResult, "the counts after the change") },
-});
-
-app.openapi(likes, async (c) => {
-  const batch = c.req.valid("json");
-  const like = [...new Set(batch.like)];
-  const unlike = [...new Set(batch.unlike)];
-  const rows = await asUser(
-    c.var.user,
-    (tx) => q.applyLikes(tx, like, unlike),
-    c.var.budget,
-  );
-  const byId = new Map(rows.map((r) => [r.id, r]));
-  const asked = [...like, ...unlike];
-  return c.json({
-    items: asked.filter((id) => byId.has(id)).map((id) => byId.get(id)!),
-    not_found: asked.filter((id) => !byId.has(id)),
-  }, 200);
-});
-
-const create = createRoute({
-  method: "post",
-  path: "/",
-  summary: "Publish a post",
-  security: bearerAuth,
-  middleware: [requireUser(), rateLimit(postLimiter, (c) => c.var.user!.id)] as const,
-  request: jsonBody(NewPost),
-  responses: { 201: jsonContent(Post, "the new post") },
-});
-
-app.openapi(create, async (c) => {
-  const input = c.req.valid("json");
-  const user = c.var.user!;
-  const [row] = await asUser(
-    user,
-    (tx) =>
-      q.insertPost(tx, {
-        authorId: user.id,
-        body: input.body,
-        mediaUrl: input.media_url ?? null,
-        thumbnailUrl: input.thumbnail_url ?? null,
-      }),
-    c.var.budget,
-  ).catch((err) => writeProblem(err, "profile"));
-  const post = toPost(row);
-  c.header("location", `/functions/v1/posts/${post.id}`);
-  return c.json(post, 201);
-});
-
-const one = createRoute({
-  method: "get",
-  path: "/{id}",
-  summary: "One post",
-  security: bearerAuth,
-  middleware: [requireUser()] as const,
-  request: { params: IdParam },
-  responses: { 200: jsonContent(Post, "the post"), 404: { description: "no such post (for you)" } },
-});
-
-app.openapi(one, async (c) => {
-  const { id } = c.req.valid("param");
-  const [row] = await asUser(
-    c.var.user,
-    (tx) => q.post(tx, id),
-    c.var.budget,
-  );
-  if (!row) throw notFound("post");
-  return c.json(toPost(row), 200);
-});
-
-const replies = createRoute({
-  method: "get",
-  path: "/{id}/replies",
-  summary: "Replies to a post, oldest first",
-  description: `Keyset-paged, ${maxRepliesPage} a page.`,
-  security: bearerAuth,
-  middleware: [requireUser()] as const,
-  request: { params: IdParam, query: PageQuery },
-  responses: {
-    200: jsonContent(ReplyPage, "a page"),
-    404: { description: "no such post (for you)" },
-  },
-});
-
-app.openapi(replies, async (c) => {
-  const { id } = c.req.valid("param");
-  const { limit, cursor } = c.req.valid("query");
-  const thread = await asUser(
-    c.var.user,
-    (tx) => readThread(tx, id, cursor, limit),
-    c.var.budget,
-  );
-  if (!thread) throw notFound("post");
-  return c.json(thread.replies, 200);
-});
-
-const reply = createRoute({
-  method: "post",
-  path: "/{id}/replies",
-  summary: "Reply to a post",
-  description: "The post's reply_count and replies_updated_at move in the same transaction.",
-  security: bearerAuth,
-  middleware: [requireUser(), rateLimit(replyLimiter, (c) => c.var.user!.id)] as const,
-  request: { params: IdParam, ...jsonBody(NewReply) },
-  responses: {
-    201: jsonContent(Reply, "the new reply"),
-    404: { description: "no such post (for you)" },
-  },
-});
-
-app.openapi(reply, async (c) => {
-  const { id } = c.req.valid("param");
-  const { body } = c.req.valid("json");
-  const user = c.var.user!;
-  const [row] = await asUser(
-    user,
-    (tx) => q.insertReply(tx, { postId: id, authorId: user.id, body }),
-    c.var.budget,
-  ).catch((err) => writeProblem(err, "post"));
-  if (!row) throw notFound("post");
-  return c.json({
-    id: row.id,
-    post_id: row.post_id,
-    author: row.author,
-    persona_id: row.persona_id,
-    body: row.body,
-    like_count: row.like_count,
-    created_at: new Date(row.created_at).toISOString(),
-  }, 201);
-});
-
-const generateLimiter = new RateLimiter({
-  name: "generate-replies",
-  windows: [{ limit: config.limits.postsPerMin, windowS: 60 }],
-  failOpen: false, // each job ends in an LLM call: refuse rather than run unlimited
-});
 const GenerateReplies = z.object({
   persona_ids: z.array(uuid()).min(1).max(maxPersonasPerRequest),
 }).strict().openapi("GenerateReplies");
@@ -260,18 +103,193 @@ const ReplyJobs = z.object({
   })),
 }).openapi("ReplyJobs");
 
-const generate = createRoute({
-  method: "post",
-  path: "/{id}/generate-replies",
-  summary: "Ask AI personas to reply to a post (queued; the jobs worker writes the replies)",
-  security: bearerAuth,
-  middleware: [requireUser(), rateLimit(generateLimiter, (c) => c.var.user!.id)] as const,
-  request: { params: IdParam, ...jsonBody(GenerateReplies) },
-  responses: { 202: jsonContent(ReplyJobs, "the jobs created, or already active, per persona") },
-});
+/** The signed-in caller: every limit of this function is per user. */
+const userKey = (c: Context) => c.var.user!.id;
 
-app.openapi(generate, async (c) => {
-  const { id } = c.req.valid("param");
-  const { persona_ids } = c.req.valid("json");
-  return c.json(await enqueueReplyJobs(c.var.user!, id, persona_ids, c.var.budget), 202);
-});
+/**
+ * The `posts` app on `deps`. Reads `posts`' settings at once (a bad value fails here, at
+ * boot) and builds its per-user limits.
+ */
+export function createApp(deps: Deps): App {
+  const settings = postsConfig(deps.env);
+  const { auth, db } = deps;
+  const perUser = (name: string, perMin: number, failOpen: boolean): MiddlewareHandler =>
+    rateLimit(
+      deps.rateLimiter({ name, windows: [{ limit: perMin, windowS: 60 }], failOpen }),
+      userKey,
+    );
+  // A cheap write: a moment unlimited beats refusing every post (or reply, or like).
+  const limitPosts = perUser("posts", settings.postsPerMin, true);
+  const limitReplies = perUser("replies", settings.repliesPerMin, true);
+  const limitLikes = perUser("likes", settings.likesPerMin, true);
+  // Each job ends in an LLM call: refuse rather than run unlimited.
+  const limitGenerate = perUser("generate-replies", settings.postsPerMin, false);
+
+  const app = createFunctionApp("posts", deps);
+
+  // Static paths before `/{id}`.
+  const likes = createRoute({
+    method: "post",
+    path: "/likes",
+    summary: "Like and unlike many posts at once (idempotent)",
+    description: `At most ${maxLikeIds} ids in all; posts you cannot see are listed in not_found.`,
+    security: bearerAuth,
+    middleware: [auth.requireUser(), limitLikes] as const,
+    request: jsonBody(LikeBatch),
+    responses: { 200: jsonContent(LikeResult, "the counts after the change") },
+  });
+
+  app.openapi(likes, async (c) => {
+    const batch = c.req.valid("json");
+    const like = [...new Set(batch.like)];
+    const unlike = [...new Set(batch.unlike)];
+    const rows = await db.asUser(
+      c.var.user,
+      (tx) => q.applyLikes(tx, like, unlike),
+      c.var.budget,
+    );
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const asked = [...like, ...unlike];
+    return c.json({
+      items: asked.filter((id) => byId.has(id)).map((id) => byId.get(id)!),
+      not_found: asked.filter((id) => !byId.has(id)),
+    }, 200);
+  });
+
+  const create = createRoute({
+    method: "post",
+    path: "/",
+    summary: "Publish a post",
+    security: bearerAuth,
+    middleware: [auth.requireUser(), limitPosts] as const,
+    request: jsonBody(NewPost),
+    responses: { 201: jsonContent(Post, "the new post") },
+  });
+
+  app.openapi(create, async (c) => {
+    const input = c.req.valid("json");
+    const user = c.var.user!;
+    const [row] = await db.asUser(
+      user,
+      (tx) =>
+        q.insertPost(tx, {
+          authorId: user.id,
+          body: input.body,
+          mediaUrl: input.media_url ?? null,
+          thumbnailUrl: input.thumbnail_url ?? null,
+        }),
+      c.var.budget,
+    ).catch((err) => writeProblem(err, "profile"));
+    const post = toPost(row);
+    c.header("location", `/functions/v1/posts/${post.id}`);
+    return c.json(post, 201);
+  });
+
+  const one = createRoute({
+    method: "get",
+    path: "/{id}",
+    summary: "One post",
+    security: bearerAuth,
+    middleware: [auth.requireUser()] as const,
+    request: { params: IdParam },
+    responses: {
+      200: jsonContent(Post, "the post"),
+      404: { description: "no such post (for you)" },
+    },
+  });
+
+  app.openapi(one, async (c) => {
+    const { id } = c.req.valid("param");
+    const [row] = await db.asUser(
+      c.var.user,
+      (tx) => q.post(tx, id),
+      c.var.budget,
+    );
+    if (!row) throw notFound("post");
+    return c.json(toPost(row), 200);
+  });
+
+  const replies = createRoute({
+    method: "get",
+    path: "/{id}/replies",
+    summary: "Replies to a post, oldest first",
+    description: `Keyset-paged, ${maxRepliesPage} a page.`,
+    security: bearerAuth,
+    middleware: [auth.requireUser()] as const,
+    request: { params: IdParam, query: PageQuery },
+    responses: {
+      200: jsonContent(ReplyPage, "a page"),
+      404: { description: "no such post (for you)" },
+    },
+  });
+
+  app.openapi(replies, async (c) => {
+    const { id } = c.req.valid("param");
+    const { limit, cursor } = c.req.valid("query");
+    const thread = await db.asUser(
+      c.var.user,
+      (tx) => readThread(tx, id, cursor, limit),
+      c.var.budget,
+    );
+    if (!thread) throw notFound("post");
+    return c.json(thread.replies, 200);
+  });
+
+  const reply = createRoute({
+    method: "post",
+    path: "/{id}/replies",
+    summary: "Reply to a post",
+    description: "The post's reply_count and replies_updated_at move in the same transaction.",
+    security: bearerAuth,
+    middleware: [auth.requireUser(), limitReplies] as const,
+    request: { params: IdParam, ...jsonBody(NewReply) },
+    responses: {
+      201: jsonContent(Reply, "the new reply"),
+      404: { description: "no such post (for you)" },
+    },
+  });
+
+  app.openapi(reply, async (c) => {
+    const { id } = c.req.valid("param");
+    const { body } = c.req.valid("json");
+    const user = c.var.user!;
+    const [row] = await db.asUser(
+      user,
+      (tx) => q.insertReply(tx, { postId: id, authorId: user.id, body }),
+      c.var.budget,
+    ).catch((err) => writeProblem(err, "post"));
+    if (!row) throw notFound("post");
+    return c.json({
+      id: row.id,
+      post_id: row.post_id,
+      author: row.author,
+      persona_id: row.persona_id,
+      body: row.body,
+      like_count: row.like_count,
+      created_at: new Date(row.created_at).toISOString(),
+    }, 201);
+  });
+
+  const generate = createRoute({
+    method: "post",
+    path: "/{id}/generate-replies",
+    summary: "Ask AI personas to reply to a post (queued; the jobs worker writes the replies)",
+    security: bearerAuth,
+    middleware: [auth.requireUser(), limitGenerate] as const,
+    request: { params: IdParam, ...jsonBody(GenerateReplies) },
+    responses: {
+      202: jsonContent(ReplyJobs, "the jobs created, or already active, per persona"),
+    },
+  });
+
+  app.openapi(generate, async (c) => {
+    const { id } = c.req.valid("param");
+    const { persona_ids } = c.req.valid("json");
+    return c.json(
+      await enqueueReplyJobs(db, c.var.user!, id, persona_ids, c.var.budget),
+      202,
+    );
+  });
+
+  return app;
+}

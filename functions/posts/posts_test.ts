@@ -1,37 +1,45 @@
 import { assert, assertEquals } from "../../scripts/testing/assert.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
-import { assertProblem, dbStatements, it } from "../../scripts/testing/test_http.ts";
+import { assertProblem, dbStatements, suite } from "../../scripts/testing/test_http.ts";
+import { createApp } from "./app.ts";
 
 // These tests fire up to 100 concurrent requests, some from one user, to prove counters and
 // coalescing; admission (per-user caps, the adaptive limit) is proved in shared/http_test.ts.
 const admissionOff = { MIN_IN_FLIGHT: "512", MAX_IN_FLIGHT: "512", USER_MAX_IN_FLIGHT: "512" };
-const env = await functionTestEnv({ env: { POST_RATE_LIMIT_PER_MIN: "20", ...admissionOff } });
-await seed(env.db.sql, { users: 60, posts: 300, seed: 5 });
-const { app } = await import("./app.ts");
-const demoToken = await env.keys.mint(DEMO_USER_ID);
-const userIds: string[] = (await env.db.sql`select id from profiles order by id`).map((r) => r.id);
-const published: string[] = (await env.db.sql`
-  select id from posts where status = 'published' order by id`).map((r) => r.id);
-const [othersDraft] = await env.db.sql`
-  select id from posts where status = 'draft' and author_id <> ${DEMO_USER_ID} limit 1`;
 
-async function call(
-  path: string,
-  init: RequestInit & { token?: string | null; json?: unknown } = {},
-): Promise<Response> {
-  const token = init.token === undefined ? demoToken : init.token;
-  const headers = new Headers(init.headers);
-  if (token) headers.set("authorization", `Bearer ${token}`);
-  let body = init.body;
-  if (init.json !== undefined) {
-    headers.set("content-type", "application/json");
-    body = typeof init.json === "string" ? init.json : JSON.stringify(init.json);
+const it = suite("posts", async () => {
+  const env = await functionTestEnv({ env: { POST_RATE_LIMIT_PER_MIN: "20", ...admissionOff } });
+  await seed(env.db.sql, { users: 60, posts: 300, seed: 5 });
+  const app = createApp(env.deps);
+  const demoToken = await env.keys.mint(DEMO_USER_ID);
+  const userIds: string[] = (await env.db.sql`select id from profiles order by id`).map((r) =>
+    r.id
+  );
+  const published: string[] = (await env.db.sql`
+    select id from posts where status = 'published' order by id`).map((r) => r.id);
+  const [othersDraft] = await env.db.sql`
+    select id from posts where status = 'draft' and author_id <> ${DEMO_USER_ID} limit 1`;
+
+  async function call(
+    path: string,
+    init: RequestInit & { token?: string | null; json?: unknown } = {},
+  ): Promise<Response> {
+    const token = init.token === undefined ? demoToken : init.token;
+    const headers = new Headers(init.headers);
+    if (token) headers.set("authorization", `Bearer ${token}`);
+    let body = init.body;
+    if (init.json !== undefined) {
+      headers.set("content-type", "application/json");
+      body = typeof init.json === "string" ? init.json : JSON.stringify(init.json);
+    }
+    return await app.request(`/posts${path}`, { ...init, headers, body });
   }
-  return await app.request(`/posts${path}`, { ...init, headers, body });
-}
 
-it("publish a post, read it back: one statement each", async () => {
+  return { env, call, userIds, published, othersDraft, close: () => env.close() };
+});
+
+it("publish a post, read it back: one statement each", async ({ call }) => {
   const res = await call("", {
     method: "POST",
     json: { body: "First 🎸 riff", media_url: "https://cdn.example.com/a.mp3" },
@@ -51,7 +59,7 @@ it("publish a post, read it back: one statement each", async () => {
   assertEquals(exact.status, 201); // 2000 code points, not 2000 bytes
 });
 
-it("bad posts: empty, blank, too long, bad urls, unknown fields, not JSON, oversized, wrong type → 4xx", async () => {
+it("bad posts: empty, blank, too long, bad urls, unknown fields, not JSON, oversized, wrong type → 4xx", async ({ call, userIds }) => {
   const post = (json: unknown) => call("", { method: "POST", json });
   await assertProblem(await post({ body: "" }), 400, "body");
   await assertProblem(await post({ body: "   " }), 400, "body");
@@ -66,14 +74,14 @@ it("bad posts: empty, blank, too long, bad urls, unknown fields, not JSON, overs
   await assertProblem(await call("", { method: "POST", json: { body: "hi" }, token: null }), 401);
 });
 
-it("a post you can't see is 404; a malformed id is 400", async () => {
+it("a post you can't see is 404; a malformed id is 400", async ({ call, othersDraft }) => {
   await assertProblem(await call(`/${othersDraft.id}`), 404);
   await assertProblem(await call(`/${crypto.randomUUID()}`), 404);
   await assertProblem(await call("/123"), 400, "id");
   await assertProblem(await call(`/${crypto.randomUUID()}/replies`), 404);
 });
 
-it("a reply moves reply_count and replies_updated_at with it", async () => {
+it("a reply moves reply_count and replies_updated_at with it", async ({ env, call, published, othersDraft }) => {
   const postId = published[0];
   const [before] = await env.db
     .sql`select reply_count, replies_updated_at from posts where id = ${postId}`;
@@ -99,7 +107,7 @@ it("a reply moves reply_count and replies_updated_at with it", async () => {
   await assertProblem(await call(`/${postId}/replies`, { method: "POST", json: {} }), 400, "body");
 });
 
-it("20 concurrent replies: reply_count equals the rows", async () => {
+it("20 concurrent replies: reply_count equals the rows", async ({ env, call, userIds, published }) => {
   const postId = published[1];
   const tokens = await Promise.all(userIds.slice(10, 30).map((id) => env.keys.mint(id)));
   const responses = await Promise.all(
@@ -113,7 +121,7 @@ it("20 concurrent replies: reply_count equals the rows", async () => {
   assertEquals(row.reply_count, row.n);
 });
 
-it("replies walk oldest first, each once, also when many share created_at", async () => {
+it("replies walk oldest first, each once, also when many share created_at", async ({ env, call, userIds, published }) => {
   const postId = published[2];
   await env.db.sql`
     insert into replies (post_id, author_id, body, created_at)
@@ -145,7 +153,7 @@ it("replies walk oldest first, each once, also when many share created_at", asyn
   await assertProblem(await call(`/${postId}/replies?limit=0`), 400, "limit");
 });
 
-it("likes: idempotent, one statement, unknown and invisible ids reported, never 5xx", async () => {
+it("likes: idempotent, one statement, unknown and invisible ids reported, never 5xx", async ({ env, call, published, othersDraft }) => {
   const [a, b] = published.slice(10, 12);
   await env.db.sql`delete from likes where user_id = ${DEMO_USER_ID} and post_id in (${a}, ${b})`;
   const [{ like_count: base }] = await env.db.sql`select like_count from posts where id = ${a}`;
@@ -167,7 +175,7 @@ it("likes: idempotent, one statement, unknown and invisible ids reported, never 
   assertEquals(undo.items[0], { id: a, like_count: base, liked_by_me: false });
 });
 
-it("likes: bad batches → 400", async () => {
+it("likes: bad batches → 400", async ({ call, published }) => {
   const ids = (n: number) => Array.from({ length: n }, () => crypto.randomUUID());
   const post = (json: unknown) => call("/likes", { method: "POST", json });
   await assertProblem(await post({ like: ids(60), unlike: ids(41) }), 400, "at most 100");
@@ -177,7 +185,7 @@ it("likes: bad batches → 400", async () => {
   await assertProblem(await post({ like: published[0] }), 400, "like");
 });
 
-it("100 concurrent mixed like/unlike batches leave like_count equal to the rows", async () => {
+it("100 concurrent mixed like/unlike batches leave like_count equal to the rows", async ({ env, call, userIds, published }) => {
   const targets = published.slice(20, 50);
   const users = userIds.slice(0, 25);
   const tokens = await Promise.all(users.map((id) => env.keys.mint(id)));
@@ -206,7 +214,7 @@ it("100 concurrent mixed like/unlike batches leave like_count equal to the rows"
   assertEquals([...wrong], []);
 });
 
-it("posting is limited to 20 a minute per user", async () => {
+it("posting is limited to 20 a minute per user", async ({ env, call, userIds }) => {
   const token = await env.keys.mint(userIds[40]);
   const statuses: number[] = [];
   for (let i = 0; i < 20; i++) {
@@ -216,7 +224,7 @@ it("posting is limited to 20 a minute per user", async () => {
   await assertProblem(await call("", { method: "POST", token, json: { body: "one more" } }), 429);
 });
 
-it("generate-replies: 202 with one active job per persona, even for 20 parallel identical calls", async () => {
+it("generate-replies: 202 with one active job per persona, even for 20 parallel identical calls", async ({ env, call, userIds, published }) => {
   const personas: string[] = (await env.db.sql`select id from personas order by id limit 2`).map((
     r,
   ) => r.id);
@@ -236,7 +244,7 @@ it("generate-replies: 202 with one active job per persona, even for 20 parallel 
   assertEquals(count, 2);
 });
 
-it("generate-replies: bad input → 4xx problem+json", async () => {
+it("generate-replies: bad input → 4xx problem+json", async ({ env, call, published, othersDraft }) => {
   const [persona] = await env.db.sql`select id from personas limit 1`;
   const post = published[8];
   await assertProblem(
@@ -286,9 +294,4 @@ it("generate-replies: bad input → 4xx problem+json", async () => {
     }),
     401,
   );
-});
-
-it("teardown", async () => {
-  await (await import("../../shared/db.ts")).sql.end();
-  await env.close();
 });

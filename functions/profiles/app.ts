@@ -8,44 +8,23 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import { requireUser } from "../../shared/auth.ts";
-import { config } from "../../shared/config.ts";
+import type { Context, MiddlewareHandler } from "hono";
 import { keyFormats } from "../../shared/cursor.ts";
-import { asUser } from "../../shared/db.ts";
-import { bearerAuth, createApp, jsonContent } from "../../shared/http.ts";
+import type { Deps } from "../../shared/deps.ts";
+import { type App, bearerAuth, createFunctionApp, jsonContent } from "../../shared/http.ts";
 import { pageArgs, toPage } from "../../shared/keyset.ts";
 import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
-import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
-import {
-  searchConcurrency,
-  searchDb,
-  searchQueryWords,
-  searchTimeout,
-} from "../../shared/search.ts";
+import { rateLimit } from "../../shared/ratelimit.ts";
+import { searchQueryWords } from "../../shared/search.ts";
 import { plainText, uuid } from "../../shared/schemas.ts";
-import { getProfiles, invalidateProfile, toProfile } from "./profile_cache.ts";
+import { profilesConfig } from "./config.ts";
+import { ProfileCache, toProfile } from "./profile_cache.ts";
 import * as queries from "./queries.ts";
 import type { FollowRow } from "./queries.ts";
 
 const maxBatchIds = 100;
 const maxPage = 100;
 const maxSearch = 100;
-
-const searchLimiter = new RateLimiter({
-  name: "profile-search",
-  windows: [{ limit: config.limits.profileSearchPerMin, windowS: 60 }],
-  failOpen: true, // an indexed read: better unlimited for a moment than refused
-});
-const followLimiter = new RateLimiter({
-  name: "follows",
-  windows: [{ limit: config.limits.likesPerMin, windowS: 60 }],
-  failOpen: true,
-});
-const editLimiter = new RateLimiter({
-  name: "profile-edits",
-  windows: [{ limit: config.limits.profileEditsPerMin, windowS: 60 }],
-  failOpen: true,
-});
 
 const Id = uuid().openapi({ description: "a profile (user) id" });
 const Profile = z.object({
@@ -117,191 +96,223 @@ const SearchQuery = z.object({
   limit: z.coerce.number().int().min(1).default(20).transform((n) => Math.min(n, maxSearch)),
 });
 
-export const app = createApp("profiles");
-
 const followKeys = {
   followers: { tag: "followers", key: keyFormats.timestamptz },
   following: { tag: "following", key: keyFormats.timestamptz },
 };
 
-// Static paths before `/:id`, which would otherwise take "search" and "me" for ids.
-const search = createRoute({
-  method: "get",
-  path: "/search",
-  summary: "Profiles by name: word prefixes, typo tolerant",
-  security: bearerAuth,
-  middleware: [
-    requireUser(),
-    rateLimit(searchLimiter, (c) => c.var.user!.id),
-    ...searchConcurrency((c) => c.var.user!.id),
-  ] as const,
-  request: { query: SearchQuery },
-  responses: {
-    200: jsonContent(SearchPage, "best matches first"),
-    429: { description: "too many searches in flight for this user" },
-    503: { description: "the search took longer than its statement timeout" },
-  },
-});
-
-app.openapi(search, async (c) => {
-  const { q, limit } = c.req.valid("query");
-  const query = q.toLowerCase();
-  const words = searchQueryWords(query, 4);
-  const prefixQuery = words.length ? words.map((w) => `${w}:*`).join(" & ") : null;
-  const rows = await asUser(
-    c.var.user,
-    (tx) => queries.searchProfiles(tx, query, prefixQuery, limit),
-    c.var.budget,
-    searchDb,
-  ).catch(searchTimeout);
-  return c.json({
-    items: rows.map((r) => ({
-      id: r.id,
-      username: r.username,
-      display_name: r.display_name,
-      avatar_url: r.avatar_url,
-      follower_count: r.follower_count,
-    })),
-    next_cursor: null,
-  }, 200);
-});
-
-const patchMe = createRoute({
-  method: "patch",
-  path: "/me",
-  summary: "Edit your profile",
-  security: bearerAuth,
-  middleware: [requireUser(), rateLimit(editLimiter, (c) => c.var.user!.id)] as const,
-  request: { body: { content: { "application/json": { schema: ProfilePatch } }, required: true } },
-  responses: {
-    200: jsonContent(Profile, "the profile after the edit"),
-    409: { description: "username taken" },
-  },
-});
-
-app.openapi(patchMe, async (c) => {
-  const changes = c.req.valid("json");
-  const user = c.var.user!;
-  const rows = await asUser(
-    user,
-    (tx) => queries.updateProfile(tx, user.id, changes),
-    c.var.budget,
-  ).catch((err) => {
-    if (err?.code === "23505") {
-      throw new ProblemError(409, "conflict", "username: already taken", {
-        extensions: { invalid_params: [{ name: "username", reason: "already taken" }] },
-      });
-    }
-    throw err;
-  });
-  if (!rows.length) throw notFound("profile");
-  await invalidateProfile(user.id); // committed above; now every isolate forgets the old one
-  return c.json(toProfile(rows[0]), 200);
-});
-
-const batch = createRoute({
-  method: "get",
-  path: "/",
-  summary: "Up to 100 profiles at once, in the order asked (unknown ids left out)",
-  security: bearerAuth,
-  middleware: [requireUser()] as const,
-  request: { query: IdsQuery },
-  responses: { 200: jsonContent(ProfileList, "the profiles found") },
-});
-
-app.openapi(batch, async (c) => {
-  const { ids } = c.req.valid("query");
-  const items = await getProfiles(ids, c.var.budget);
-  c.header("cache-control", "private, no-cache");
-  return c.json({ items }, 200);
-});
-
 const IdParam = z.object({ id: Id });
 
-const one = createRoute({
-  method: "get",
-  path: "/{id}",
-  summary: "One profile",
-  security: bearerAuth,
-  middleware: [requireUser()] as const,
-  request: { params: IdParam },
-  responses: { 200: jsonContent(Profile, "the profile"), 404: { description: "no such profile" } },
-});
+/** The signed-in caller: every limit of this function is per user. */
+const userKey = (c: Context) => c.var.user!.id;
 
-app.openapi(one, async (c) => {
-  const { id } = c.req.valid("param");
-  const [profile] = await getProfiles([id], c.var.budget);
-  if (!profile) throw notFound("profile");
-  c.header("cache-control", "private, no-cache");
-  return c.json(profile, 200);
-});
-
-for (const direction of ["followers", "following"] as const) {
-  const route = createRoute({
-    method: "get",
-    path: `/{id}/${direction}`,
-    summary: direction === "followers" ? "Who follows this profile" : "Whom this profile follows",
-    description: "Newest first, keyset-paged (100 a page).",
-    security: bearerAuth,
-    middleware: [requireUser()] as const,
-    request: { params: IdParam, query: PageQuery },
-    responses: { 200: jsonContent(FollowPage, "a page"), 404: { description: "no such profile" } },
-  });
-  app.openapi(route, async (c) => {
-    const { id } = c.req.valid("param");
-    const { limit, cursor } = c.req.valid("query");
-    const p = pageArgs(followKeys[direction], limit, cursor);
-    const rows = await asUser(
-      c.var.user,
-      (tx) => queries.followPage(tx, direction, id, p),
-      c.var.budget,
+/**
+ * The `profiles` app on `deps`. Reads `profiles`' settings at once (a bad value fails here,
+ * at boot), builds its per-user limits and the profile cache.
+ */
+export function createApp(deps: Deps): App {
+  const settings = profilesConfig(deps.env);
+  const { auth, db, search: searches } = deps;
+  const perUser = (name: string, perMin: number): MiddlewareHandler =>
+    rateLimit(
+      deps.rateLimiter({ name, windows: [{ limit: perMin, windowS: 60 }], failOpen: true }),
+      userKey,
     );
-    if (!rows.length) throw notFound("profile");
-    const found = rows.filter((r): r is FollowRow & { id: string } => r.id !== null);
-    return c.json(
-      toPage(followKeys[direction], p, found, (r) => ({
+  // All fail open: an indexed read (a cheap write) is better unlimited for a moment than refused.
+  const limitSearches = perUser("profile-search", settings.searchPerMin);
+  const limitFollows = perUser("follows", settings.followsPerMin);
+  const limitEdits = perUser("profile-edits", settings.editsPerMin);
+  const profiles = new ProfileCache({ cache: deps.cache, db, ttlS: settings.cacheTtlS });
+
+  const app = createFunctionApp("profiles", deps);
+
+  // Static paths before `/:id`, which would otherwise take "search" and "me" for ids.
+  const search = createRoute({
+    method: "get",
+    path: "/search",
+    summary: "Profiles by name: word prefixes, typo tolerant",
+    security: bearerAuth,
+    middleware: [
+      auth.requireUser(),
+      limitSearches,
+      ...searches.concurrency(userKey),
+    ] as const,
+    request: { query: SearchQuery },
+    responses: {
+      200: jsonContent(SearchPage, "best matches first"),
+      429: { description: "too many searches in flight for this user" },
+      503: { description: "the search took longer than its statement timeout" },
+    },
+  });
+
+  app.openapi(search, async (c) => {
+    const { q, limit } = c.req.valid("query");
+    const query = q.toLowerCase();
+    const words = searchQueryWords(query, 4);
+    const prefixQuery = words.length ? words.map((w) => `${w}:*`).join(" & ") : null;
+    const rows = await db.asUser(
+      c.var.user,
+      (tx) => queries.searchProfiles(tx, query, prefixQuery, limit),
+      c.var.budget,
+      searches.db,
+    ).catch((err) => searches.timeout(err));
+    return c.json({
+      items: rows.map((r) => ({
         id: r.id,
         username: r.username,
         display_name: r.display_name,
         avatar_url: r.avatar_url,
-        followed_at: new Date(r.followed_at).toISOString(),
+        follower_count: r.follower_count,
       })),
-      200,
-    );
+      next_cursor: null,
+    }, 200);
   });
-}
 
-for (const method of ["put", "delete"] as const) {
-  const route = createRoute({
-    method,
-    path: "/{id}/follow",
-    summary: method === "put" ? "Follow (idempotent)" : "Unfollow (idempotent)",
+  const patchMe = createRoute({
+    method: "patch",
+    path: "/me",
+    summary: "Edit your profile",
     security: bearerAuth,
-    middleware: [requireUser(), rateLimit(followLimiter, (c) => c.var.user!.id)] as const,
-    request: { params: IdParam },
+    middleware: [auth.requireUser(), limitEdits] as const,
+    request: {
+      body: { content: { "application/json": { schema: ProfilePatch } }, required: true },
+    },
     responses: {
-      200: jsonContent(FollowState, "the state after the call"),
-      404: { description: "no such profile" },
+      200: jsonContent(Profile, "the profile after the edit"),
+      409: { description: "username taken" },
     },
   });
-  app.openapi(route, async (c) => {
-    const { id } = c.req.valid("param");
+
+  app.openapi(patchMe, async (c) => {
+    const changes = c.req.valid("json");
     const user = c.var.user!;
-    if (id === user.id) throw invalidParameter("id", "you cannot follow yourself");
-    const follow = method === "put";
-    const rows = await asUser(
+    const rows = await db.asUser(
       user,
-      (tx) => queries.setFollow(tx, id, follow),
+      (tx) => queries.updateProfile(tx, user.id, changes),
       c.var.budget,
     ).catch((err) => {
-      if (err?.code === "23503") {
-        throw new ProblemError(409, "conflict", "create your profile before following anyone");
+      if (err?.code === "23505") {
+        throw new ProblemError(409, "conflict", "username: already taken", {
+          extensions: { invalid_params: [{ name: "username", reason: "already taken" }] },
+        });
       }
       throw err;
     });
     if (!rows.length) throw notFound("profile");
-    // Both profiles' counts changed: no isolate may keep serving the old ones.
-    await Promise.all([invalidateProfile(id), invalidateProfile(user.id)]);
-    return c.json({ id, following: follow, follower_count: rows[0].follower_count }, 200);
+    await profiles.invalidate(user.id); // committed above; now every isolate forgets the old one
+    return c.json(toProfile(rows[0]), 200);
   });
+
+  const batch = createRoute({
+    method: "get",
+    path: "/",
+    summary: "Up to 100 profiles at once, in the order asked (unknown ids left out)",
+    security: bearerAuth,
+    middleware: [auth.requireUser()] as const,
+    request: { query: IdsQuery },
+    responses: { 200: jsonContent(ProfileList, "the profiles found") },
+  });
+
+  app.openapi(batch, async (c) => {
+    const { ids } = c.req.valid("query");
+    const items = await profiles.get(ids, c.var.budget);
+    c.header("cache-control", "private, no-cache");
+    return c.json({ items }, 200);
+  });
+
+  const one = createRoute({
+    method: "get",
+    path: "/{id}",
+    summary: "One profile",
+    security: bearerAuth,
+    middleware: [auth.requireUser()] as const,
+    request: { params: IdParam },
+    responses: {
+      200: jsonContent(Profile, "the profile"),
+      404: { description: "no such profile" },
+    },
+  });
+
+  app.openapi(one, async (c) => {
+    const { id } = c.req.valid("param");
+    const [profile] = await profiles.get([id], c.var.budget);
+    if (!profile) throw notFound("profile");
+    c.header("cache-control", "private, no-cache");
+    return c.json(profile, 200);
+  });
+
+  for (const direction of ["followers", "following"] as const) {
+    const route = createRoute({
+      method: "get",
+      path: `/{id}/${direction}`,
+      summary: direction === "followers" ? "Who follows this profile" : "Whom this profile follows",
+      description: "Newest first, keyset-paged (100 a page).",
+      security: bearerAuth,
+      middleware: [auth.requireUser()] as const,
+      request: { params: IdParam, query: PageQuery },
+      responses: {
+        200: jsonContent(FollowPage, "a page"),
+        404: { description: "no such profile" },
+      },
+    });
+    app.openapi(route, async (c) => {
+      const { id } = c.req.valid("param");
+      const { limit, cursor } = c.req.valid("query");
+      const p = pageArgs(followKeys[direction], limit, cursor);
+      const rows = await db.asUser(
+        c.var.user,
+        (tx) => queries.followPage(tx, direction, id, p),
+        c.var.budget,
+      );
+      if (!rows.length) throw notFound("profile");
+      const found = rows.filter((r): r is FollowRow & { id: string } => r.id !== null);
+      return c.json(
+        toPage(followKeys[direction], p, found, (r) => ({
+          id: r.id,
+          username: r.username,
+          display_name: r.display_name,
+          avatar_url: r.avatar_url,
+          followed_at: new Date(r.followed_at).toISOString(),
+        })),
+        200,
+      );
+    });
+  }
+
+  for (const method of ["put", "delete"] as const) {
+    const route = createRoute({
+      method,
+      path: "/{id}/follow",
+      summary: method === "put" ? "Follow (idempotent)" : "Unfollow (idempotent)",
+      security: bearerAuth,
+      middleware: [auth.requireUser(), limitFollows] as const,
+      request: { params: IdParam },
+      responses: {
+        200: jsonContent(FollowState, "the state after the call"),
+        404: { description: "no such profile" },
+      },
+    });
+    app.openapi(route, async (c) => {
+      const { id } = c.req.valid("param");
+      const user = c.var.user!;
+      if (id === user.id) throw invalidParameter("id", "you cannot follow yourself");
+      const follow = method === "put";
+      const rows = await db.asUser(
+        user,
+        (tx) => queries.setFollow(tx, id, follow),
+        c.var.budget,
+      ).catch((err) => {
+        if (err?.code === "23503") {
+          throw new ProblemError(409, "conflict", "create your profile before following anyone");
+        }
+        throw err;
+      });
+      if (!rows.length) throw notFound("profile");
+      // Both profiles' counts changed: no isolate may keep serving the old ones.
+      await Promise.all([profiles.invalidate(id), profiles.invalidate(user.id)]);
+      return c.json({ id, following: follow, follower_count: rows[0].follower_count }, 200);
+    });
+  }
+
+  return app;
 }

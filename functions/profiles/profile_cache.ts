@@ -6,9 +6,8 @@
  */
 import { runInBackground } from "../../shared/background.ts";
 import type { Budget } from "../../shared/budget.ts";
-import { cache } from "../../shared/cache.ts";
-import { config } from "../../shared/config.ts";
-import { asUser } from "../../shared/db.ts";
+import type { TwoTierCache } from "../../shared/cache.ts";
+import type { Database } from "../../shared/db.ts";
 import { notFound, ProblemError } from "../../shared/problem.ts";
 import { delay } from "../../shared/abort.ts";
 import * as queries from "./queries.ts";
@@ -47,50 +46,67 @@ const profileKey = (id: string) => `profiles:v1:${id}`;
 const lateLoadMs = 2000;
 
 /**
- * Drops a profile from every cache tier of every isolate (call it after the write committed).
- * A read that loaded the old row just before the write could store it right after this
- * invalidation, so a second one follows in the background once such loads are over.
+ * The profiles of one isolate: read through `cache` (each fresh for `ttlS`), loaded from `db`.
+ * Built once by the app.
  */
-export async function invalidateProfile(id: string): Promise<void> {
-  await cache.invalidateTag(profileTag(id));
-  runInBackground(
-    `profile invalidation ${id}`,
-    delay(lateLoadMs).then(() => cache.invalidateTag(profileTag(id))),
-  );
-}
+export class ProfileCache {
+  readonly #cache: TwoTierCache;
+  readonly #db: Database;
+  readonly #ttlS: number;
 
-/**
- * Profiles by id, in the order asked, unknown ids left out. Each profile is read through the
- * cache; the misses of one call are loaded together by one statement.
- */
-export async function getProfiles(ids: string[], budget?: Budget): Promise<Profile[]> {
-  const batch = new MissBatch(ids.length, (missing) => loadProfiles(missing, budget));
-  const found = await Promise.all(ids.map(async (id) => {
-    let loadedHere = false;
-    try {
-      return await cache.get(
-        profileKey(id),
-        { ttlS: config.social.profileCacheTtlS, tags: [profileTag(id)] },
-        () => {
-          loadedHere = true;
-          return batch.load(id);
-        },
-      );
-    } catch (err) {
-      // A miss: answered without the id (never cached, so a new profile shows up at once).
-      if (err instanceof ProblemError && err.status === 404) return null;
-      throw err;
-    } finally {
-      if (!loadedHere) batch.settledElsewhere();
-    }
-  }));
-  return found.filter((p): p is Profile => p !== null);
-}
+  constructor(options: { cache: TwoTierCache; db: Database; ttlS: number }) {
+    this.#cache = options.cache;
+    this.#db = options.db;
+    this.#ttlS = options.ttlS;
+  }
 
-/** One statement for any number of ids (the shared cache entry must not depend on the caller). */
-async function loadProfiles(ids: string[], budget?: Budget): Promise<Map<string, Profile>> {
-  const rows = await asUser(null, (tx) => queries.profilesByIds(tx, ids), budget);
-  return new Map(rows.map((row) => [row.id as string, toProfile(row)]));
+  /**
+   * Drops a profile from every cache tier of every isolate (call it after the write
+   * committed). A read that loaded the old row just before the write could store it right
+   * after this invalidation, so a second one follows in the background once such loads are
+   * over.
+   */
+  async invalidate(id: string): Promise<void> {
+    await this.#cache.invalidateTag(profileTag(id));
+    runInBackground(
+      `profile invalidation ${id}`,
+      delay(lateLoadMs).then(() => this.#cache.invalidateTag(profileTag(id))),
+    );
+  }
+
+  /**
+   * Profiles by id, in the order asked, unknown ids left out. Each profile is read through
+   * the cache; the misses of one call are loaded together by one statement.
+   */
+  async get(ids: string[], budget?: Budget): Promise<Profile[]> {
+    const batch = new MissBatch(ids.length, (missing) => this.#load(missing, budget));
+    const found = await Promise.all(ids.map(async (id) => {
+      let loadedHere = false;
+      try {
+        return await this.#cache.get(
+          profileKey(id),
+          { ttlS: this.#ttlS, tags: [profileTag(id)] },
+          () => {
+            loadedHere = true;
+            return batch.load(id);
+          },
+        );
+      } catch (err) {
+        // A miss: answered without the id (never cached, so a new profile shows up at once).
+        if (err instanceof ProblemError && err.status === 404) return null;
+        throw err;
+      } finally {
+        if (!loadedHere) batch.settledElsewhere();
+      }
+    }));
+    return found.filter((p): p is Profile => p !== null);
+  }
+
+  /** One statement for any number of ids (the shared entry must not depend on the caller). */
+  async #load(ids: string[], budget?: Budget): Promise<Map<string, Profile>> {
+    const rows = await this.#db.asUser(null, (tx) => queries.profilesByIds(tx, ids), budget);
+    return new Map(rows.map((row) => [row.id as string, toProfile(row)]));
+  }
 }
 
 /**

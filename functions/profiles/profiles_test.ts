@@ -1,20 +1,13 @@
 import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
-import { assertProblem, dbStatements, it } from "../../scripts/testing/test_http.ts";
+import { assertProblem, dbStatements, suite } from "../../scripts/testing/test_http.ts";
+import { settleBackground } from "../../shared/background.ts";
+import { createApp } from "./app.ts";
 
 // These tests fire up to 100 concurrent requests, some from one user, to prove counters and
 // coalescing; admission (per-user caps, the adaptive limit) is proved in shared/http_test.ts.
 const admissionOff = { MIN_IN_FLIGHT: "512", MAX_IN_FLIGHT: "512", USER_MAX_IN_FLIGHT: "512" };
-const env = await functionTestEnv({
-  env: { PROFILE_SEARCH_RATE_LIMIT_PER_MIN: "60", ...admissionOff },
-});
-await seed(env.db.sql, { users: 160, posts: 100, seed: 11 });
-const { app } = await import("./app.ts");
-const demoToken = await env.keys.mint(DEMO_USER_ID);
-const userIds: string[] = (await env.db.sql`select id from profiles order by username`).map((r) =>
-  r.id
-);
 
 interface Profile {
   id: string;
@@ -24,26 +17,107 @@ interface Profile {
   following_count: number;
 }
 
-async function call(
-  path: string,
-  init: RequestInit & { token?: string | null } = {},
-): Promise<Response> {
-  const token = init.token === undefined ? demoToken : init.token;
-  const headers = new Headers(init.headers);
-  if (token) headers.set("authorization", `Bearer ${token}`);
-  return await app.request(`/profiles${path}`, { ...init, headers });
-}
-
-function patchMe(body: unknown, token = demoToken) {
-  return call("/me", {
-    method: "PATCH",
-    token,
-    headers: { "content-type": "application/json" },
-    body: typeof body === "string" ? body : JSON.stringify(body),
+const it = suite("profiles", async () => {
+  const env = await functionTestEnv({
+    env: { PROFILE_SEARCH_RATE_LIMIT_PER_MIN: "60", ...admissionOff },
   });
-}
+  await seed(env.db.sql, { users: 160, posts: 100, seed: 11 });
+  const app = createApp(env.deps);
+  const demoToken = await env.keys.mint(DEMO_USER_ID);
+  const userIds: string[] = (await env.db.sql`select id from profiles order by username`).map((
+    r,
+  ) => r.id);
 
-it("one profile, with exact follow counts; unknown → 404, malformed id → 400", async () => {
+  async function call(
+    path: string,
+    init: RequestInit & { token?: string | null } = {},
+  ): Promise<Response> {
+    const token = init.token === undefined ? demoToken : init.token;
+    const headers = new Headers(init.headers);
+    if (token) headers.set("authorization", `Bearer ${token}`);
+    return await app.request(`/profiles${path}`, { ...init, headers });
+  }
+
+  function patchMe(body: unknown, token = demoToken) {
+    return call("/me", {
+      method: "PATCH",
+      token,
+      headers: { "content-type": "application/json" },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+    });
+  }
+
+  /** The profiles app served by a second process: another isolate with its own local tier. */
+  async function startSecondInstance() {
+    const code = `
+      import { createDeps } from ${JSON.stringify(import.meta.resolve("../../shared/deps.ts"))};
+      import { createApp } from ${JSON.stringify(import.meta.resolve("./app.ts"))};
+      const app = createApp(createDeps(Deno.env.toObject()));
+      const onListen = ({ port }) => console.log("PORT " + port);
+      Deno.serve({ hostname: "127.0.0.1", port: 0, onListen }, app.fetch);`;
+    // This test's database, Redis prefix and keys: they are not in our process environment.
+    const childEnv = Object.fromEntries(
+      Object.entries(env.env).filter((e): e is [string, string] => e[1] !== undefined),
+    );
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["eval", code],
+      cwd: new URL("../..", import.meta.url).pathname,
+      env: childEnv,
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!/PORT \d+/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`second instance exited: ${text}`);
+      text += value;
+    }
+    const port = Number(text.match(/PORT (\d+)/)![1]);
+    return {
+      fetch: (path: string, init: RequestInit = {}) =>
+        fetch(`http://127.0.0.1:${port}/profiles${path}`, {
+          ...init,
+          headers: { authorization: `Bearer ${demoToken}`, ...init.headers },
+        }),
+      async close() {
+        child.kill("SIGTERM");
+        await child.status;
+        await reader.cancel().catch(() => {});
+      },
+    };
+  }
+
+  async function walk(path: string, limit: number) {
+    const ids: string[] = [];
+    let cursor: string | null = null;
+    for (let pages = 0; pages < 500; pages++) {
+      const res = await call(`${path}?limit=${limit}${cursor ? `&cursor=${cursor}` : ""}`);
+      assertEquals(res.status, 200, await res.clone().text());
+      const page = await res.json();
+      ids.push(...page.items.map((i: { id: string }) => i.id));
+      cursor = page.next_cursor;
+      if (!cursor) return ids;
+    }
+    throw new Error("too many pages");
+  }
+
+  return {
+    env,
+    call,
+    patchMe,
+    walk,
+    startSecondInstance,
+    userIds,
+    async close() {
+      // The second invalidations of edits (profile_cache.ts) still run against this Redis.
+      await settleBackground();
+      await env.close();
+    },
+  };
+});
+
+it("one profile, with exact follow counts; unknown → 404, malformed id → 400", async ({ env, call }) => {
   const res = await call(`/${DEMO_USER_ID}`);
   assertEquals(res.status, 200);
   const profile: Profile = await res.json();
@@ -58,7 +132,7 @@ it("one profile, with exact follow counts; unknown → 404, malformed id → 400
   await assertProblem(await call(`/${DEMO_USER_ID}`, { token: null }), 401);
 });
 
-it("100 ids: one statement for the misses, none when cached, request order, unknown left out", async () => {
+it("100 ids: one statement for the misses, none when cached, request order, unknown left out", async ({ call, userIds }) => {
   const unknown = crypto.randomUUID();
   const ids = [...userIds.slice(20, 119).reverse(), unknown];
   const cold = await call(`?ids=${ids.join(",")}`);
@@ -73,7 +147,7 @@ it("100 ids: one statement for the misses, none when cached, request order, unkn
   assertEquals((await cachedOnly.json()).items.length, 99);
 });
 
-it("bad id lists: over 100, malformed, empty → 400 naming ids", async () => {
+it("bad id lists: over 100, malformed, empty → 400 naming ids", async ({ call }) => {
   const many = Array.from({ length: 101 }, () => crypto.randomUUID()).join(",");
   await assertProblem(await call(`?ids=${many}`), 400, "ids");
   await assertProblem(await call(`?ids=${DEMO_USER_ID},nope`), 400, "ids");
@@ -81,7 +155,7 @@ it("bad id lists: over 100, malformed, empty → 400 naming ids", async () => {
   await assertProblem(await call(""), 400, "ids");
 });
 
-it("PATCH /me validates, and a taken username is its own 409", async () => {
+it("PATCH /me validates, and a taken username is its own 409", async ({ env, patchMe }) => {
   await assertProblem(await patchMe({}), 400);
   await assertProblem(await patchMe("{not json"), 400);
   await assertProblem(await patchMe({ username: "Bad Name!" }), 400, "username");
@@ -98,40 +172,7 @@ it("PATCH /me validates, and a taken username is its own 409", async () => {
   assertEquals((await ok.json()).bio, "hello");
 });
 
-/** The profiles app served by a second process: another isolate with its own local tier. */
-async function startSecondInstance() {
-  const appUrl = import.meta.resolve("./app.ts");
-  const code = `const { app } = await import(${JSON.stringify(appUrl)});
-    Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log("PORT " + port) }, app.fetch);`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", code],
-    cwd: new URL("../..", import.meta.url).pathname,
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/PORT \d+/.test(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`second instance exited: ${text}`);
-    text += value;
-  }
-  const port = Number(text.match(/PORT (\d+)/)![1]);
-  return {
-    fetch: (path: string, init: RequestInit = {}) =>
-      fetch(`http://127.0.0.1:${port}/profiles${path}`, {
-        ...init,
-        headers: { authorization: `Bearer ${demoToken}`, ...init.headers },
-      }),
-    async close() {
-      child.kill("SIGTERM");
-      await child.status;
-      await reader.cancel().catch(() => {});
-    },
-  };
-}
-
-it("an edit is visible to the next read through another instance (both directions)", async () => {
+it("an edit is visible to the next read through another instance (both directions)", async ({ call, patchMe, startSecondInstance }) => {
   const other = await startSecondInstance();
   try {
     const read = async (via: "here" | "there") => {
@@ -161,7 +202,7 @@ it("an edit is visible to the next read through another instance (both direction
   }
 });
 
-it("follow/unfollow are idempotent and invalidate both profiles", async () => {
+it("follow/unfollow are idempotent and invalidate both profiles", async ({ call, userIds }) => {
   const target = userIds[150];
   const before: Profile = await (await call(`/${target}`)).json();
   const me: Profile = await (await call(`/${DEMO_USER_ID}`)).json();
@@ -184,7 +225,7 @@ it("follow/unfollow are idempotent and invalidate both profiles", async () => {
   await assertProblem(await call(`/${crypto.randomUUID()}/follow`, { method: "PUT" }), 404);
 });
 
-it("100 concurrent mixed follows/unfollows (some crossing) keep every count exact", async () => {
+it("100 concurrent mixed follows/unfollows (some crossing) keep every count exact", async ({ env, call, userIds }) => {
   const target = userIds[3];
   const tokens = new Map<string, string>();
   for (const id of userIds.slice(40, 140)) tokens.set(id, await env.keys.mint(id));
@@ -209,21 +250,7 @@ it("100 concurrent mixed follows/unfollows (some crossing) keep every count exac
   assertEquals(served.follower_count, n);
 });
 
-async function walk(path: string, limit: number) {
-  const ids: string[] = [];
-  let cursor: string | null = null;
-  for (let pages = 0; pages < 500; pages++) {
-    const res = await call(`${path}?limit=${limit}${cursor ? `&cursor=${cursor}` : ""}`);
-    assertEquals(res.status, 200, await res.clone().text());
-    const page = await res.json();
-    ids.push(...page.items.map((i: { id: string }) => i.id));
-    cursor = page.next_cursor;
-    if (!cursor) return ids;
-  }
-  throw new Error("too many pages");
-}
-
-it("followers and following walk every row once, also when many share created_at", async () => {
+it("followers and following walk every row once, also when many share created_at", async ({ env, call, walk, userIds }) => {
   const star = userIds[7];
   await env.db.sql`
     insert into follows (follower_id, followee_id, created_at)
@@ -244,7 +271,7 @@ it("followers and following walk every row once, also when many share created_at
   await assertProblem(await call(`/${crypto.randomUUID()}/followers`), 404);
 });
 
-it("search: word prefixes, typos, exact username first; limit clamped; 60/min", async () => {
+it("search: word prefixes, typos, exact username first; limit clamped; 60/min", async ({ env, call }) => {
   const [drummer] = await env.db.sql`
     select id, username, display_name from profiles where display_name like '% Drummer' limit 1`;
   assert(drummer, "seed has a drummer");
@@ -274,7 +301,7 @@ it("search: word prefixes, typos, exact username first; limit clamped; 60/min", 
   assertMatch(refused.headers.get("retry-after") ?? "", /^\d+$/);
 });
 
-it("search bounds: under 3 characters → 400 naming q; the SQL ranks at most 100", async () => {
+it("search bounds: under 3 characters → 400 naming q; the SQL ranks at most 100", async ({ env, call, userIds }) => {
   const token = await env.keys.mint(userIds[42]); // the demo user spent its 60/min above
   await assertProblem(await call("/search?q=ab", { token }), 400, "q");
   await assertProblem(await call(`/search?q=${encodeURIComponent("  e ")}`, { token }), 400, "q");
@@ -284,7 +311,7 @@ it("search bounds: under 3 characters → 400 naming q; the SQL ranks at most 10
   assertEquals(n, 100);
 });
 
-it("search: 2 in flight per user (429 beyond), each cut at its own statement timeout (503)", async () => {
+it("search: 2 in flight per user (429 beyond), each cut at its own statement timeout (503)", async ({ env, call, userIds }) => {
   const [alice, bob] = await Promise.all([userIds[40], userIds[41]].map((id) => env.keys.mint(id)));
   const locker = await env.db.sql.reserve();
   await locker`begin`;
@@ -321,7 +348,7 @@ it("search: 2 in flight per user (429 beyond), each cut at its own statement tim
   assertEquals((await call("/search?q=velvet", { token: alice })).status, 200);
 });
 
-it("one statement per request: profile (cold), edit, follow, followers page", async () => {
+it("one statement per request: profile (cold), edit, follow, followers page", async ({ call, patchMe, userIds }) => {
   const id = userIds[90];
   await call(`/${id}/follow`, { method: "DELETE" });
   const cold = await call(`/${id}`);
@@ -333,7 +360,7 @@ it("one statement per request: profile (cold), edit, follow, followers page", as
   assertEquals(dbStatements(await call(`/${DEMO_USER_ID}/following?limit=5`)), 1);
 });
 
-it("uppercase ids are the same ids: read, batch, follow and unfollow, self-follow", async () => {
+it("uppercase ids are the same ids: read, batch, follow and unfollow, self-follow", async ({ call, userIds }) => {
   const target = userIds[140];
   const upper = target.toUpperCase();
   const byUpper = await call(`/${upper}`);
@@ -358,13 +385,7 @@ it("uppercase ids are the same ids: read, batch, follow and unfollow, self-follo
   );
 });
 
-it("control characters in display_name or bio: 400 naming the field", async () => {
+it("control characters in display_name or bio: 400 naming the field", async ({ patchMe }) => {
   await assertProblem(await patchMe({ bio: "a\u0000b" }), 400, "bio");
   await assertProblem(await patchMe({ display_name: "x\u0007y" }), 400, "display_name");
-});
-
-it("teardown", async () => {
-  await (await import("../../shared/background.ts")).settleBackground();
-  await (await import("../../shared/db.ts")).sql.end();
-  await env.close();
 });

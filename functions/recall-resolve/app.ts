@@ -4,8 +4,10 @@
  *   POST /recall-resolve  JSON {thread_id?, text?} | multipart {audio, thread_id?, text?}
  *   → 200 {thread_id, message_id, candidates, providers, degraded}
  *
- * Order: authenticate; 10/minute + 100/hour per user (fail closed); body guard (415/413
- * before reading); validate; Idempotency-Key replay; the thread must be the caller's (404);
+ * Order: authenticate; the body read under its limit (413 while it streams); 10/minute +
+ * 100/hour per user (fail closed); validate, in the route's schemas only (input.ts: 415 for
+ * another Content-Type, then 400/413/415 naming what is wrong); Idempotency-Key replay; the
+ * thread must be the caller's (404);
  * the providers' answer, shared by everyone asking the same thing (kept a few minutes, and
  * computed once when asked concurrently), computed under the caller's concurrency slot
  * (5 per user); the question and the answer persisted in one statement; the `recall`
@@ -14,46 +16,36 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import { type AuthUser, requireUser } from "../../shared/auth.ts";
+import type { AuthUser } from "../../shared/auth.ts";
 import { runInBackground } from "../../shared/background.ts";
 import { Budget } from "../../shared/budget.ts";
-import { cache } from "../../shared/cache.ts";
-import { coalesce } from "../../shared/coalesce.ts";
-import { config } from "../../shared/config.ts";
-import { asUser } from "../../shared/db.ts";
+import type { Deps } from "../../shared/deps.ts";
 import { invalidateRecallThread } from "../../shared/domain/recall_cache.ts";
-import { bearerAuth, createApp } from "../../shared/http.ts";
-import { isolateLeaseStore, withSlot } from "../../shared/lease.ts";
+import { type App, bearerAuth, createFunctionApp } from "../../shared/http.ts";
+import { withSlot } from "../../shared/lease.ts";
 import { metrics } from "../../shared/metrics.ts";
-import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
-import { rateLimit, RateLimiter } from "../../shared/ratelimit.ts";
-import { idempotent, validIdempotencyKey } from "./idempotency.ts";
-import * as q from "./queries.ts";
+import { notFound, ProblemError } from "../../shared/problem.ts";
+import { rateLimit } from "../../shared/ratelimit.ts";
+import { type RecallResolveConfig, recallResolveConfig } from "./config.ts";
+import { Idempotency } from "./idempotency.ts";
 import {
   bodyLimitFor,
-  fromJson,
-  fromMultipart,
-  guardBody,
+  formRequest,
+  issueProblem,
+  jsonRequest,
+  ResolveForm,
+  ResolveHeaders,
   ResolveJson,
   type ResolveRequest,
 } from "./input.ts";
+import { Providers } from "./providers.ts";
+import * as q from "./queries.ts";
 import { type Resolution, resolve, type ResolveInput, resolveInput, sha256Hex } from "./resolve.ts";
 
 const budgetMs = 55_000;
 /** A slot outlives a normal request; an isolate that dies mid-request frees it by expiry. */
 const leaseTtlMs = budgetMs + 5_000;
 const slotPolicy = "recall-concurrency";
-
-const limiter = new RateLimiter({
-  name: "recall",
-  windows: [
-    { limit: config.limits.recallPerMin, windowS: 60 },
-    { limit: config.limits.recallPerHour, windowS: 3600 },
-  ],
-  failOpen: false, // every resolve may cost money: refuse (503) rather than run unlimited
-});
-
-export const app = createApp("recall-resolve", { budgetMs, maxBodyBytes: bodyLimitFor });
 
 const ProviderStatus = z.enum([
   "ok",
@@ -84,96 +76,115 @@ const ResolveAnswer = z.object({
 }).openapi("RecallResolveAnswer");
 type Answer = z.infer<typeof ResolveAnswer>;
 
-const route = createRoute({
-  method: "post",
-  path: "/",
-  summary: "Identify a song from text or audio",
-  security: bearerAuth,
-  middleware: [
-    requireUser(),
-    rateLimit(limiter, (c) => c.var.user!.id),
-    guardBody(),
-  ] as const,
-  request: {
-    headers: z.object({ "idempotency-key": z.string().optional() }),
-    body: {
-      required: false,
-      content: {
-        "application/json": { schema: ResolveJson },
-        "multipart/form-data": {
-          schema: {
-            type: "object",
-            required: ["audio"],
-            properties: {
-              audio: { type: "string", format: "binary", description: "≤ 8 MB" },
-              thread_id: { type: "string", format: "uuid" },
-              text: { type: "string", maxLength: 2000 },
-            },
-          },
+/** What a resolve works with, built once in {@link createApp}. */
+interface Resolver {
+  deps: Deps;
+  settings: RecallResolveConfig;
+  providers: Providers;
+}
+
+/**
+ * The `recall-resolve` app on `deps`. Throws at once when one of its variables (`RECALL_*`,
+ * `ACRCLOUD_*`, `SHAZAM_*`) is bad.
+ */
+export function createApp(deps: Deps): App {
+  const settings = recallResolveConfig(deps.env);
+  const resolver: Resolver = { deps, settings, providers: new Providers(deps, settings) };
+  const idempotency = new Idempotency(deps);
+  const limiter = deps.rateLimiter({
+    name: "recall",
+    windows: [
+      { limit: settings.limits.perMin, windowS: 60 },
+      { limit: settings.limits.perHour, windowS: 3600 },
+    ],
+    failOpen: false, // every resolve may cost money: refuse (503) rather than run unlimited
+  });
+  const app = createFunctionApp("recall-resolve", deps, { budgetMs, maxBodyBytes: bodyLimitFor });
+
+  const route = createRoute({
+    method: "post",
+    path: "/",
+    summary: "Identify a song from text or audio",
+    security: bearerAuth,
+    middleware: [
+      deps.auth.requireUser(),
+      rateLimit(limiter, (c) => c.var.user!.id),
+    ] as const,
+    request: {
+      headers: ResolveHeaders,
+      body: {
+        // Either form; which one, the Content-Type says (checked with the headers).
+        required: false,
+        content: {
+          "application/json": { schema: ResolveJson },
+          "multipart/form-data": { schema: ResolveForm },
         },
       },
     },
-  },
-  responses: {
-    200: { description: "candidates", content: { "application/json": { schema: ResolveAnswer } } },
-  },
-});
+    responses: {
+      200: {
+        description: "candidates",
+        content: { "application/json": { schema: ResolveAnswer } },
+      },
+    },
+  });
 
-app.openapi(route, async (c) => {
-  const user = c.var.user!;
-  const budget = c.var.budget;
-  const idempotencyKey = c.req.header("idempotency-key");
-  // Checked first: a bad key is refused before the body is parsed or anything is paid for.
-  if (idempotencyKey !== undefined && !validIdempotencyKey(idempotencyKey)) {
-    throw invalidParameter("Idempotency-Key", "must be 1–255 visible ASCII characters");
-  }
-  const request = c.req.header("content-type")?.toLowerCase().startsWith("multipart/")
-    ? await fromMultipart(c)
-    : await fromJson(c, validJson(c) ?? {});
-  const input = await resolveInput(request.text, request.audio);
-  const work = () => resolveInThread(user, request, input, budget);
-  if (idempotencyKey === undefined) return c.json(await work(), 200);
-  const { body, replayed } = await idempotent(
-    user.id,
-    await sha256Hex(idempotencyKey),
-    // The request as sent, byte for byte: a body that differs only in what validation
-    // normalizes (spacing, an id's case) is another request, refused with a 422.
-    request.fingerprint,
-    work,
-    { waitMs: budget.remaining(), signal: budget.aborted },
+  app.openapi(
+    route,
+    async (c) => {
+      const { kind, idempotencyKey } = c.req.valid("header");
+      const request = kind === "json"
+        ? await jsonRequest(c, c.req.valid("json"))
+        : await formRequest(c, c.req.valid("form"));
+      const user = c.var.user!;
+      const budget = c.var.budget;
+      const input = await resolveInput(request.text, request.audio);
+      const work = () => resolveInThread(resolver, user, request, input, budget);
+      if (idempotencyKey === undefined) return c.json(await work(), 200);
+      const { body, replayed } = await idempotency.run(
+        user.id,
+        await sha256Hex(idempotencyKey),
+        // The request as sent, byte for byte: a body that differs only in what validation
+        // normalizes (spacing, an id's case) is another request, refused with a 422.
+        request.fingerprint,
+        work,
+        { waitMs: budget.remaining(), signal: budget.aborted },
+      );
+      if (replayed) {
+        c.header("idempotent-replayed", "true");
+        metrics.inc("recall_resolutions_total", { path: "replayed" });
+      }
+      return c.json(body, 200);
+    },
+    // A check that carries its own answer (413, 415: input.ts) gives it; any other failure is
+    // the app's usual 400 naming the fields.
+    (result, c) => {
+      if (!result.success) {
+        const problem = issueProblem(result.error.issues);
+        if (problem) throw problem;
+      }
+      return app.defaultHook?.(result, c);
+    },
   );
-  if (replayed) {
-    c.header("idempotent-replayed", "true");
-    metrics.inc("recall_resolutions_total", { path: "replayed" });
-  }
-  return c.json(body, 200);
-});
 
-/**
- * The validated JSON body. (The route also documents the multipart form with a plain schema,
- * which hides the JSON target from the route's inferred types.)
- */
-function validJson(c: { req: { valid: (target: never) => unknown } }) {
-  return c.req.valid("json" as never) as z.infer<typeof ResolveJson> | undefined;
+  return app;
 }
 
 /** Everything a resolve does after parsing: thread check, providers, persistence. */
 async function resolveInThread(
+  resolver: Resolver,
   user: AuthUser,
   request: ResolveRequest,
   input: ResolveInput,
   budget: Budget,
 ): Promise<Answer> {
+  const { db, cache } = resolver.deps;
   if (request.threadId) {
-    const [thread] = await asUser(
-      user,
-      (tx) => q.liveThread(tx, request.threadId!),
-      budget,
-    );
+    const [thread] = await db.asUser(user, (tx) => q.liveThread(tx, request.threadId!), budget);
     if (!thread) throw notFound("thread");
   }
 
-  const resolution = await sharedResolution(user.id, input, budget);
+  const resolution = await sharedResolution(resolver, user.id, input, budget);
 
   const top = resolution.candidates[0];
   const summary = top
@@ -183,7 +194,7 @@ async function resolveInThread(
     ? "No match found; some providers did not answer."
     : "No match found.";
   const userContent = (request.text ?? resolution.transcript ?? "").slice(0, 4000);
-  const [saved] = await asUser(
+  const [saved] = await db.asUser(
     user,
     (tx) =>
       q.insertExchange(tx, {
@@ -229,6 +240,7 @@ async function resolveInThread(
  * followers did not lose theirs: they try again, and one of them computes.
  */
 async function sharedResolution(
+  { deps, settings, providers }: Resolver,
   userId: string,
   input: ResolveInput,
   budget: Budget,
@@ -237,28 +249,28 @@ async function sharedResolution(
   for (let attempt = 1;; attempt++) {
     let computed = false;
     try {
-      const resolution = await cache.get(
+      const resolution = await deps.cache.get(
         cacheKey,
-        { ttlS: config.recall.answerTtlS },
+        { ttlS: settings.answerTtlS },
         () =>
-          coalesce(`recall:resolve:${input.key}`, () => {
+          deps.coalescer.run(`recall:resolve:${input.key}`, () => {
             computed = true;
             // No signal: the work is shared with followers, so one asker going away must
             // not free the slot (or abort the work) early; its own budget, same deadline.
             return withSlot(
-              isolateLeaseStore(),
+              deps.leases,
               {
                 name: slotPolicy,
-                limit: config.limits.recallConcurrency,
+                limit: settings.limits.concurrency,
                 ttlMs: leaseTtlMs,
                 failOpen: false, // every resolve may cost money: 503 rather than unlimited
-                decisionMs: config.limits.decisionMs,
+                decisionMs: deps.config.limits.decisionMs,
               },
               userId,
               undefined,
               () => {
                 budget.aborted.throwIfAborted();
-                return resolve(input, new Budget(budget.remaining()));
+                return resolve(providers, input, new Budget(budget.remaining()));
               },
             );
           }, {
@@ -269,7 +281,7 @@ async function sharedResolution(
           }),
       );
       if (computed && resolution.degraded) {
-        runInBackground("recall: drop degraded answer", cache.invalidate(cacheKey));
+        runInBackground("recall: drop degraded answer", deps.cache.invalidate(cacheKey));
       }
       metrics.inc("recall_resolutions_total", { path: computed ? "computed" : "shared" });
       return resolution;

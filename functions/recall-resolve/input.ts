@@ -1,15 +1,24 @@
 /**
- * The two request forms of a resolve: JSON `{thread_id?, text?}`, or `multipart/form-data`
- * with an `audio` file (≤ 8 MB; webm, mp4/m4a, mpeg, wav, ogg) and optional `thread_id` /
- * `text`. Oversized audio is refused from `Content-Length` before any of it is read; without
- * one, the app's body limit counts the stream and stops reading past it.
+ * What a resolve accepts, as the route's schemas (app.ts): the one place its input is
+ * validated. Headers: `Content-Type` (JSON or a multipart form, else 415) and
+ * `Idempotency-Key`. Bodies: JSON `{thread_id?, text?}`, or `multipart/form-data` with an
+ * `audio` file (≤ 8 MB; webm, mp4/m4a, mpeg, wav, ogg) and optional `thread_id` / `text`.
+ * Text or audio is required.
+ *
+ * A failed check is a 400 naming the field, unless the check carries a problem of its own
+ * ({@link issueProblem}: 413 for audio too large, 415 for a type we don't take).
+ *
+ * One limit is not here: the body's size. A schema sees a body only once it is read, so the
+ * app's body limit ({@link bodyLimitFor}) refuses an oversized upload from `Content-Length`
+ * before any of it is read, or while it streams (413).
  *
  * @module
  */
 import type { Context } from "hono";
-import { z } from "zod";
-import { invalidParameter, ProblemError } from "../../shared/problem.ts";
+import { z } from "@hono/zod-openapi";
+import { ProblemError } from "../../shared/problem.ts";
 import { plainText, uuid } from "../../shared/schemas.ts";
+import { validIdempotencyKey } from "./idempotency.ts";
 import type { Audio } from "./providers.ts";
 import { sha256Hex } from "./resolve.ts";
 
@@ -17,6 +26,8 @@ import { sha256Hex } from "./resolve.ts";
 export const maxAudioBytes = 8 * 1024 * 1024;
 /** Room for the multipart framing and the small fields around the audio. */
 const multipartOverheadBytes = 64 * 1024;
+/** Largest JSON body. */
+const maxJsonBytes = 64 * 1024;
 /** Longest text. */
 export const maxTextChars = 2000;
 
@@ -38,18 +49,152 @@ const audioTypes: Record<string, string> = {
   "application/ogg": "ogg",
 };
 
-/** The JSON body (also the multipart fields). */
-export const ResolveJson = z.object({
-  thread_id: uuid().optional(),
-  // Control characters (a NUL byte) are refused here, before any provider is paid to read
-  // text the database would refuse to store.
-  text: plainText().trim().min(1, "must not be empty").max(
-    maxTextChars,
-    `must be at most ${maxTextChars} characters`,
-  ).optional(),
+/** The two body forms, by `Content-Type` (parameters dropped); null for any other. */
+function bodyKind(contentType: unknown): "json" | "multipart" | null {
+  const type = String(contentType ?? "").split(";")[0].trim().toLowerCase();
+  if (type === "application/json") return "json";
+  if (type === "multipart/form-data") return "multipart";
+  return null;
+}
+
+/**
+ * The largest acceptable body of a request, by its type: the app reads bodies (before
+ * admission) only up to this, so an oversized upload is refused at 413 while it streams.
+ * Not a schema check: a schema sees the body only once all of it has been read.
+ */
+export function bodyLimitFor(c: Context): number {
+  return bodyKind(c.req.header("content-type")) === "multipart"
+    ? maxAudioBytes + multipartOverheadBytes
+    : maxJsonBytes;
+}
+
+/**
+ * Fails the value being checked with `problem` as the answer (see {@link issueProblem}),
+ * instead of the 400 every other failed check gets.
+ */
+function refuse(ctx: z.RefinementCtx, problem: ProblemError): never {
+  ctx.addIssue({ code: "custom", message: problem.detail, params: { problem } });
+  return z.NEVER;
+}
+
+/**
+ * The problem a failed validation answers when its first issue carries one (413, 415); else
+ * undefined, and the failure is the usual 400 naming every invalid field.
+ */
+export function issueProblem(issues: readonly unknown[]): ProblemError | undefined {
+  const problem = (issues[0] as { params?: { problem?: unknown } } | undefined)?.params?.problem;
+  return problem instanceof ProblemError ? problem : undefined;
+}
+
+/**
+ * The headers: which body form this is (415 for any other `Content-Type`, checked first), and
+ * the `Idempotency-Key` (a bad one is refused before the body is read or anything is paid
+ * for, naming the header as clients write it).
+ */
+export const ResolveHeaders = z.looseObject({
+  "idempotency-key": z.string().optional().openapi({
+    description: "Replays the first answer for 24 h (1–255 visible ASCII characters)",
+    pattern: "^[\\x21-\\x7e]{1,255}$",
+  }),
+}).transform((headers, ctx) => {
+  const kind = bodyKind(headers["content-type"]);
+  if (!kind) {
+    return refuse(
+      ctx,
+      new ProblemError(
+        415,
+        "unsupported_media_type",
+        "send application/json ({text}) or multipart/form-data (audio)",
+      ),
+    );
+  }
+  const idempotencyKey = headers["idempotency-key"];
+  if (idempotencyKey !== undefined && !validIdempotencyKey(idempotencyKey)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["Idempotency-Key"],
+      message: "must be 1–255 visible ASCII characters",
+    });
+    return z.NEVER;
+  }
+  return { kind, idempotencyKey };
 });
 
-/** A parsed resolve request. */
+const ThreadId = uuid();
+// Control characters (a NUL byte) are refused here, before any provider is paid to read
+// text the database would refuse to store.
+const Text = plainText().trim().min(1, "must not be empty").max(
+  maxTextChars,
+  `must be at most ${maxTextChars} characters`,
+);
+const textOrAudio = { path: ["text"], message: "text or audio is required" };
+
+/** The JSON body. */
+export const ResolveJson = z.object({
+  thread_id: ThreadId.optional(),
+  text: Text.optional(),
+}).refine((body) => body.text !== undefined, textOrAudio);
+
+/** A text field of the form (a file there is refused, naming the field). */
+const textField = <T extends z.ZodType<unknown, string>>(schema: T) =>
+  z.string("must be a text field").pipe(schema);
+
+/** The uploaded file, read: its bytes, type and hash. */
+const AudioFile = z.unknown().transform(async (file, ctx): Promise<Audio> => {
+  if (!(file instanceof File)) {
+    ctx.addIssue({ code: "custom", message: "must be a file" });
+    return z.NEVER;
+  }
+  if (file.size > maxAudioBytes) {
+    return refuse(
+      ctx,
+      new ProblemError(
+        413,
+        "payload_too_large",
+        `audio must be at most ${maxAudioBytes / 1024 / 1024} MB`,
+      ),
+    );
+  }
+  if (file.size === 0) {
+    ctx.addIssue({ code: "custom", message: "is empty" });
+    return z.NEVER;
+  }
+  const type = file.type.split(";")[0].trim().toLowerCase();
+  const ext = audioTypes[type];
+  if (!ext) {
+    return refuse(
+      ctx,
+      new ProblemError(
+        415,
+        "unsupported_media_type",
+        `audio type "${type || "unknown"}" is not supported; send webm, mp4/m4a, mpeg, wav or ogg`,
+      ),
+    );
+  }
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  return { bytes, type, ext, sha256: await sha256Hex(bytes) };
+}).openapi({ type: "string", format: "binary", description: "≤ 8 MB" });
+
+/** A form field sent twice counts once, as `FormData.get` reads it: the first. */
+const firstValues = (form: unknown) =>
+  typeof form === "object" && form !== null
+    ? Object.fromEntries(
+      Object.entries(form).map(([k, v]) => [k, Array.isArray(v) ? v[0] : v]),
+    )
+    : form;
+
+/** The multipart form: the audio, and the JSON body's fields as text fields. */
+export const ResolveForm = z.preprocess(
+  firstValues,
+  z.object({
+    // In this order: a bad field is named before anything is said about the audio.
+    thread_id: textField(ThreadId).optional().openapi({ format: "uuid" }),
+    text: textField(Text).optional().openapi({ maxLength: maxTextChars }),
+    audio: AudioFile.optional(),
+  }).refine((form) => form.text !== undefined || form.audio !== undefined, textOrAudio),
+);
+
+/** A validated resolve request. */
 export interface ResolveRequest {
   threadId?: string;
   text?: string;
@@ -62,114 +207,29 @@ export interface ResolveRequest {
   fingerprint: string;
 }
 
-/** What kind of body this is, or a 415. */
-export function bodyKind(c: Context): "json" | "multipart" {
-  const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
-  if (type === "application/json") return "json";
-  if (type === "multipart/form-data") return "multipart";
-  throw new ProblemError(
-    415,
-    "unsupported_media_type",
-    "send application/json ({text}) or multipart/form-data (audio)",
-  );
-}
-
-/**
- * The largest acceptable body of a request, by its type: the app reads bodies (before
- * admission) only up to this, so an oversized upload is refused at 413 while it streams.
- */
-export function bodyLimitFor(c: Context): number {
-  const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
-  return type === "multipart/form-data" ? maxAudioBytes + multipartOverheadBytes : 64 * 1024;
-}
-
-/**
- * Route middleware, before anything reads the body: 415 for other content types, 413 for a
- * declared length that cannot hold an acceptable upload.
- */
-export function guardBody() {
-  return async (c: Context, next: () => Promise<void>) => {
-    const kind = bodyKind(c);
-    const declared = Number(c.req.header("content-length") ?? NaN);
-    const max = kind === "json" ? 64 * 1024 : maxAudioBytes + multipartOverheadBytes;
-    if (declared > max) throw tooLarge(kind);
-    await next();
-  };
-}
-
-function tooLarge(kind: "json" | "multipart"): ProblemError {
-  return new ProblemError(
-    413,
-    "payload_too_large",
-    kind === "json"
-      ? "the JSON body is too large"
-      : `audio must be at most ${maxAudioBytes / 1024 / 1024} MB`,
-  );
-}
-
-/** Requires text or audio. */
-function complete(request: ResolveRequest): ResolveRequest {
-  if (!request.text && !request.audio) {
-    throw new ProblemError(400, "invalid_parameter", "send text or audio", {
-      extensions: { invalid_params: [{ name: "text", reason: "text or audio is required" }] },
-    });
-  }
-  return request;
-}
-
-/** The JSON form, already validated by the route (whose raw text Hono keeps). */
-export async function fromJson(
+/** The JSON request, validated by the route (whose raw text Hono keeps). */
+export async function jsonRequest(
   c: Context,
   body: z.infer<typeof ResolveJson>,
 ): Promise<ResolveRequest> {
-  const raw = await c.req.text();
-  return complete({
+  return {
     threadId: body.thread_id,
     text: body.text,
-    fingerprint: await sha256Hex(`json\n${raw}`),
-  });
+    fingerprint: await sha256Hex(`json\n${await c.req.text()}`),
+  };
 }
 
-/** Parses and validates the multipart form. */
-export async function fromMultipart(c: Context): Promise<ResolveRequest> {
-  let form: FormData;
-  try {
-    form = await c.req.raw.formData();
-  } catch (err) {
-    if (err instanceof ProblemError) throw err; // the body limit's 413
-    throw new ProblemError(400, "malformed_body", "the multipart body cannot be parsed");
-  }
-  const field = (name: string) => {
-    const value = form.get(name);
-    if (value === null) return undefined;
-    if (typeof value !== "string") throw invalidParameter(name, "must be a text field");
-    return value;
-  };
-  const fields = ResolveJson.safeParse({ thread_id: field("thread_id"), text: field("text") });
-  if (!fields.success) {
-    const issue = fields.error.issues[0];
-    throw invalidParameter(String(issue.path[0] ?? "body"), issue.message);
-  }
-  const file = form.get("audio");
-  let audio: Audio | undefined;
-  if (file !== null) {
-    if (typeof file === "string") throw invalidParameter("audio", "must be a file");
-    if (file.size > maxAudioBytes) throw tooLarge("multipart");
-    if (file.size === 0) throw invalidParameter("audio", "is empty");
-    const type = file.type.split(";")[0].trim().toLowerCase();
-    const ext = audioTypes[type];
-    if (!ext) {
-      throw new ProblemError(
-        415,
-        "unsupported_media_type",
-        `audio type "${type || "unknown"}" is not supported; send webm, mp4/m4a, mpeg, wav or ogg`,
-      );
-    }
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    audio = { bytes, type, ext, sha256: await sha256Hex(bytes) };
-  }
+/** The form request, validated by the route (whose parsed form Hono keeps). */
+export async function formRequest(
+  c: Context,
+  form: z.infer<typeof ResolveForm>,
+): Promise<ResolveRequest> {
+  const raw = await c.req.formData();
+  const field = (name: string) => (raw.get(name) ?? undefined) as string | undefined;
   const fingerprint = await sha256Hex(
-    `form\n${JSON.stringify([field("thread_id"), field("text"), audio?.type, audio?.sha256])}`,
+    `form\n${
+      JSON.stringify([field("thread_id"), field("text"), form.audio?.type, form.audio?.sha256])
+    }`,
   );
-  return complete({ threadId: fields.data.thread_id, text: fields.data.text, audio, fingerprint });
+  return { threadId: form.thread_id, text: form.text, audio: form.audio, fingerprint };
 }

@@ -9,53 +9,23 @@
  * - `acrcloud` and `shazam` (audio fingerprints, 10 s, never retried: each attempt is
  *   billed, and a miss only degrades the answer).
  *
- * Each call returns proposals or throws; `resolve.ts` turns outcomes into statuses.
+ * Each call returns proposals or throws; `resolve.ts` turns outcomes into statuses. The
+ * {@link Providers} of an app are built once, in `createApp`, from its deps and settings.
  *
  * @module
  */
 import type { Budget } from "../../shared/budget.ts";
-import { config } from "../../shared/config.ts";
-import { asUser } from "../../shared/db.ts";
-import { chatJson, openai, openaiChat, openaiTranscribe } from "../../shared/openai.ts";
-import { acrcloudIdentify } from "../../shared/providers/acrcloud.ts";
+import type { Database } from "../../shared/db.ts";
+import type { Deps } from "../../shared/deps.ts";
+import { chatJson, type OpenAIApis } from "../../shared/openai.ts";
+import { type ACRCloudConfig, acrcloudIdentify } from "../../shared/providers/acrcloud.ts";
 import type { RecognizedSong } from "../../shared/providers/recognition.ts";
-import { shazamDetect } from "../../shared/providers/shazam.ts";
-import { searchDb } from "../../shared/search.ts";
-import { callUpstream, upstream } from "../../shared/upstream.ts";
+import { type ShazamConfig, shazamDetect } from "../../shared/providers/shazam.ts";
+import type { Search } from "../../shared/search.ts";
+import { callUpstream, type Upstream, upstream } from "../../shared/upstream.ts";
+import type { RecallResolveConfig } from "./config.ts";
 import type { Proposal } from "./merge.ts";
 import * as q from "./queries.ts";
-
-// One breaker per API (`openai-chat` guards both chat steps); each step its own timeout.
-const transcribeApi = upstream("openai-transcribe", {
-  timeoutMs: config.recall.transcribeTimeoutMs,
-  breaker: openaiTranscribe.breaker,
-  retry: { attempts: 2, baseMs: 250 },
-});
-const intentApi = upstream("openai-chat", {
-  timeoutMs: config.recall.intentTimeoutMs,
-  breaker: openaiChat.breaker,
-  retry: { attempts: 2, baseMs: 250 },
-});
-const candidatesApi = upstream("openai-chat", {
-  timeoutMs: config.recall.candidatesTimeoutMs,
-  breaker: openaiChat.breaker,
-  retry: false,
-});
-const acrcloudApi = upstream("acrcloud", {
-  timeoutMs: config.recall.recognitionTimeoutMs,
-  retry: false,
-});
-const shazamApi = upstream("shazam", {
-  timeoutMs: config.recall.recognitionTimeoutMs,
-  retry: false,
-});
-
-/** Which providers this isolate can ask (the catalog always). */
-export const configured = {
-  openai: openai !== null,
-  acrcloud: config.acrcloud !== null,
-  shazam: config.shazam !== null,
-};
 
 /** An uploaded recording. */
 export interface Audio {
@@ -65,64 +35,6 @@ export interface Audio {
   /** File extension matching `type` (the transcription API wants a name). */
   ext: string;
   sha256: string;
-}
-
-/**
- * Songs of our catalog matching `text`. Naming the title is conclusive (≥ 0.9); a lyrics or
- * keyword match is evidence (≤ 0.8: many songs share a line); a typo match is worth a bit
- * less than its similarity.
- */
-export async function searchCatalog(text: string, budget: Budget): Promise<Proposal[]> {
-  const rows = await asUser(
-    null,
-    (tx) => q.searchSongs(tx, text.slice(0, 500)),
-    budget,
-    // A search: bounded in SQL (8 words, capped candidates), short, in the search lane.
-    searchDb,
-  );
-  return rows.map((r) => ({
-    title: r.title,
-    artist: r.artist,
-    album: r.album,
-    year: r.year,
-    song_id: r.id,
-    source: "catalog",
-    confidence: r.matched === "title"
-      ? 0.9 + 0.05 * r.score
-      : r.matched === "full_text"
-      ? 0.55 + 0.25 * r.score
-      : Math.min(0.8, 0.9 * r.score),
-  }));
-}
-
-/** Catalog ids of the given songs (case-insensitive exact title and artist), one statement. */
-export async function matchCatalog(
-  songs: { title: string; artist: string }[],
-  budget: Budget,
-): Promise<{ id: string; title: string; artist: string }[]> {
-  if (!songs.length) return [];
-  return await asUser(
-    null,
-    (tx) => q.matchSongs(tx, songs),
-    budget,
-  );
-}
-
-/** The transcript of `audio` ("" when the model heard no words). */
-export async function transcribe(audio: Audio, budget: Budget): Promise<string> {
-  const client = openai!;
-  const result = await callUpstream(
-    transcribeApi,
-    (signal) =>
-      client.audio.transcriptions.create({
-        file: new File([audio.bytes as Uint8Array<ArrayBuffer>], `recording.${audio.ext}`, {
-          type: audio.type,
-        }),
-        model: config.openai!.transcribeModel,
-      }, { signal }),
-    { budget, idempotent: true },
-  );
-  return (result.text ?? "").trim();
 }
 
 /** What the small model reads in the user's words. */
@@ -147,27 +59,6 @@ const intentSchema = {
     era: nullableString,
   },
 };
-
-/** Intent analysis with the small model (structured output). */
-export async function analyzeIntent(text: string, budget: Budget): Promise<Intent> {
-  const { value } = await callUpstream(
-    intentApi,
-    (signal) =>
-      chatJson<Intent>({
-        model: config.openai!.smallModel,
-        system:
-          "You help identify a song from what a user remembers. Extract, without guessing: a " +
-          "lyrics fragment they quote, title and artist hints, a short description of the " +
-          "sound or video, and the era. Use null for anything not stated.",
-        user: text,
-        schemaName: "recall_intent",
-        schema: intentSchema,
-        maxTokens: 300,
-      }, signal),
-    { budget, idempotent: true },
-  );
-  return value;
-}
 
 interface ModelCandidate {
   title: string;
@@ -202,58 +93,197 @@ const candidatesSchema = {
   },
 };
 
-/** Candidate songs from the large model, given the text and what the intent step found. */
-export async function generateCandidates(
-  text: string,
-  intent: Intent | null,
-  budget: Budget,
-): Promise<Proposal[]> {
-  const { value } = await callUpstream(
-    candidatesApi,
-    (signal) =>
-      chatJson<{ candidates: ModelCandidate[] }>({
-        model: config.openai!.largeModel,
-        system: "Identify the song the user is trying to recall. Answer up to 5 real songs, most " +
-          "likely first, each with a confidence between 0 and 1 and a one-sentence reason. " +
-          "Answer an empty list rather than inventing songs.",
-        user: JSON.stringify({ user_text: text, hints: intent }),
-        schemaName: "recall_candidates",
-        schema: candidatesSchema,
-        maxTokens: 800,
-      }, signal),
-    { budget },
-  );
-  return (value.candidates ?? []).slice(0, 5).map((c) => ({
-    title: String(c.title ?? ""),
-    artist: String(c.artist ?? ""),
-    album: c.album,
-    year: Number.isInteger(c.year) ? c.year : null,
-    confidence: Math.max(0, Math.min(1, Number(c.confidence) || 0)) * 0.9,
-    reason: c.reason,
-    source: "candidates",
-  }));
-}
-
 function recognized(source: string, songs: RecognizedSong[]): Proposal[] {
   return songs.map((s) => ({ ...s, confidence: s.score, source }));
 }
 
-/** ACRCloud's fingerprint match. */
-export async function identifyACRCloud(audio: Audio, budget: Budget): Promise<Proposal[]> {
-  const songs = await callUpstream(
-    acrcloudApi,
-    (signal) => acrcloudIdentify(config.acrcloud!, audio.bytes, signal),
-    { budget },
-  );
-  return recognized("acrcloud", songs);
-}
+/** The providers one app asks: the catalog, OpenAI, ACRCloud and Shazam. */
+export class Providers {
+  /** Which providers this app can ask (the catalog always). */
+  readonly configured: { openai: boolean; acrcloud: boolean; shazam: boolean };
+  readonly #db: Database;
+  readonly #search: Search;
+  readonly #openai: OpenAIApis;
+  readonly #acrcloud: ACRCloudConfig | null;
+  readonly #shazam: ShazamConfig | null;
+  // One breaker per API (`openai-chat` guards both chat steps); each step its own timeout.
+  readonly #apis: Record<
+    "transcribe" | "intent" | "candidates" | "acrcloud" | "shazam",
+    Upstream
+  >;
 
-/** Shazam's fingerprint match. */
-export async function detectShazam(audio: Audio, budget: Budget): Promise<Proposal[]> {
-  const songs = await callUpstream(
-    shazamApi,
-    (signal) => shazamDetect(config.shazam!, audio.bytes, signal),
-    { budget },
-  );
-  return recognized("shazam", songs);
+  constructor(
+    deps: Pick<Deps, "db" | "search" | "openai" | "breakers">,
+    settings: Pick<RecallResolveConfig, "timeouts" | "acrcloud" | "shazam">,
+  ) {
+    const { timeouts } = settings;
+    const { breakers } = deps;
+    this.#db = deps.db;
+    this.#search = deps.search;
+    this.#openai = deps.openai;
+    this.#acrcloud = settings.acrcloud;
+    this.#shazam = settings.shazam;
+    this.configured = {
+      openai: deps.openai.models !== null,
+      acrcloud: settings.acrcloud !== null,
+      shazam: settings.shazam !== null,
+    };
+    this.#apis = {
+      transcribe: upstream("openai-transcribe", {
+        timeoutMs: timeouts.transcribeMs,
+        breaker: breakers.get("openai-transcribe"),
+        retry: { attempts: 2, baseMs: 250 },
+      }),
+      intent: upstream("openai-chat", {
+        timeoutMs: timeouts.intentMs,
+        breaker: breakers.get("openai-chat"),
+        retry: { attempts: 2, baseMs: 250 },
+      }),
+      candidates: upstream("openai-chat", {
+        timeoutMs: timeouts.candidatesMs,
+        breaker: breakers.get("openai-chat"),
+        retry: false,
+      }),
+      acrcloud: upstream("acrcloud", {
+        timeoutMs: timeouts.recognitionMs,
+        breaker: breakers.get("acrcloud"),
+        retry: false,
+      }),
+      shazam: upstream("shazam", {
+        timeoutMs: timeouts.recognitionMs,
+        breaker: breakers.get("shazam"),
+        retry: false,
+      }),
+    };
+  }
+
+  /**
+   * Songs of our catalog matching `text`. Naming the title is conclusive (≥ 0.9); a lyrics or
+   * keyword match is evidence (≤ 0.8: many songs share a line); a typo match is worth a bit
+   * less than its similarity.
+   */
+  async searchCatalog(text: string, budget: Budget): Promise<Proposal[]> {
+    const rows = await this.#db.asUser(
+      null,
+      (tx) => q.searchSongs(tx, text.slice(0, 500)),
+      budget,
+      // A search: bounded in SQL (8 words, capped candidates), short, in the search lane.
+      this.#search.db,
+    );
+    return rows.map((r) => ({
+      title: r.title,
+      artist: r.artist,
+      album: r.album,
+      year: r.year,
+      song_id: r.id,
+      source: "catalog",
+      confidence: r.matched === "title"
+        ? 0.9 + 0.05 * r.score
+        : r.matched === "full_text"
+        ? 0.55 + 0.25 * r.score
+        : Math.min(0.8, 0.9 * r.score),
+    }));
+  }
+
+  /** Catalog ids of the given songs (case-insensitive exact title and artist), one statement. */
+  async matchCatalog(
+    songs: { title: string; artist: string }[],
+    budget: Budget,
+  ): Promise<{ id: string; title: string; artist: string }[]> {
+    if (!songs.length) return [];
+    return await this.#db.asUser(null, (tx) => q.matchSongs(tx, songs), budget);
+  }
+
+  /** The transcript of `audio` ("" when the model heard no words). */
+  async transcribe(audio: Audio, budget: Budget): Promise<string> {
+    const client = (await this.#openai.client())!;
+    const result = await callUpstream(
+      this.#apis.transcribe,
+      (signal) =>
+        client.audio.transcriptions.create({
+          file: new File([audio.bytes as Uint8Array<ArrayBuffer>], `recording.${audio.ext}`, {
+            type: audio.type,
+          }),
+          model: this.#openai.models!.transcribe,
+        }, { signal }),
+      { budget, idempotent: true },
+    );
+    return (result.text ?? "").trim();
+  }
+
+  /** Intent analysis with the small model (structured output). */
+  async analyzeIntent(text: string, budget: Budget): Promise<Intent> {
+    const client = (await this.#openai.client())!;
+    const { value } = await callUpstream(
+      this.#apis.intent,
+      (signal) =>
+        chatJson<Intent>(client, {
+          model: this.#openai.models!.small,
+          system:
+            "You help identify a song from what a user remembers. Extract, without guessing: a " +
+            "lyrics fragment they quote, title and artist hints, a short description of the " +
+            "sound or video, and the era. Use null for anything not stated.",
+          user: text,
+          schemaName: "recall_intent",
+          schema: intentSchema,
+          maxTokens: 300,
+        }, signal),
+      { budget, idempotent: true },
+    );
+    return value;
+  }
+
+  /** Candidate songs from the large model, given the text and what the intent step found. */
+  async generateCandidates(
+    text: string,
+    intent: Intent | null,
+    budget: Budget,
+  ): Promise<Proposal[]> {
+    const client = (await this.#openai.client())!;
+    const { value } = await callUpstream(
+      this.#apis.candidates,
+      (signal) =>
+        chatJson<{ candidates: ModelCandidate[] }>(client, {
+          model: this.#openai.models!.large,
+          system:
+            "Identify the song the user is trying to recall. Answer up to 5 real songs, most " +
+            "likely first, each with a confidence between 0 and 1 and a one-sentence reason. " +
+            "Answer an empty list rather than inventing songs.",
+          user: JSON.stringify({ user_text: text, hints: intent }),
+          schemaName: "recall_candidates",
+          schema: candidatesSchema,
+          maxTokens: 800,
+        }, signal),
+      { budget },
+    );
+    return (value.candidates ?? []).slice(0, 5).map((c) => ({
+      title: String(c.title ?? ""),
+      artist: String(c.artist ?? ""),
+      album: c.album,
+      year: Number.isInteger(c.year) ? c.year : null,
+      confidence: Math.max(0, Math.min(1, Number(c.confidence) || 0)) * 0.9,
+      reason: c.reason,
+      source: "candidates",
+    }));
+  }
+
+  /** ACRCloud's fingerprint match. */
+  async identifyACRCloud(audio: Audio, budget: Budget): Promise<Proposal[]> {
+    const songs = await callUpstream(
+      this.#apis.acrcloud,
+      (signal) => acrcloudIdentify(this.#acrcloud!, audio.bytes, signal),
+      { budget },
+    );
+    return recognized("acrcloud", songs);
+  }
+
+  /** Shazam's fingerprint match. */
+  async detectShazam(audio: Audio, budget: Budget): Promise<Proposal[]> {
+    const songs = await callUpstream(
+      this.#apis.shazam,
+      (signal) => shazamDetect(this.#shazam!, audio.bytes, signal),
+      { budget },
+    );
+    return recognized("shazam", songs);
+  }
 }

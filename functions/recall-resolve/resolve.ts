@@ -15,18 +15,7 @@ import type { Budget } from "../../shared/budget.ts";
 import { metrics } from "../../shared/metrics.ts";
 import { upstreamFailure } from "../../shared/upstream.ts";
 import { type Candidate, mergeCandidates, type Proposal, songKey } from "./merge.ts";
-import {
-  analyzeIntent,
-  type Audio,
-  configured,
-  detectShazam,
-  generateCandidates,
-  identifyACRCloud,
-  type Intent,
-  matchCatalog,
-  searchCatalog,
-  transcribe,
-} from "./providers.ts";
+import type { Audio, Intent, Providers } from "./providers.ts";
 
 /** How one provider's part of a resolution ended. */
 export type ProviderStatus =
@@ -119,8 +108,13 @@ class Outcomes {
 
 const found = (p: Proposal[]) => p.length > 0;
 
-/** Asks the providers about `input` within `budget` and merges their answers. */
-export async function resolve(input: ResolveInput, budget: Budget): Promise<Resolution> {
+/** Asks `providers` about `input` within `budget` and merges their answers. */
+export async function resolve(
+  providers: Providers,
+  input: ResolveInput,
+  budget: Budget,
+): Promise<Resolution> {
+  const { configured } = providers;
   const outcomes = new Outcomes();
   const proposals: Proposal[] = [];
   const add = (p: Proposal[] | null) => p && proposals.push(...p);
@@ -131,10 +125,10 @@ export async function resolve(input: ResolveInput, budget: Budget): Promise<Reso
   const fingerprints = input.audio
     ? [
       outcomes.run("acrcloud", configured.acrcloud, () =>
-        identifyACRCloud(input.audio!, budget), found)
+        providers.identifyACRCloud(input.audio!, budget), found)
         .then(add),
       outcomes.run("shazam", configured.shazam, () =>
-        detectShazam(input.audio!, budget), found)
+        providers.detectShazam(input.audio!, budget), found)
         .then(add),
     ]
     : [];
@@ -144,7 +138,7 @@ export async function resolve(input: ResolveInput, budget: Budget): Promise<Reso
       const heard = await outcomes.run(
         "transcription",
         configured.openai,
-        () => transcribe(input.audio!, budget),
+        () => providers.transcribe(input.audio!, budget),
         (t) => t.length > 0,
       );
       if (heard) {
@@ -154,11 +148,11 @@ export async function resolve(input: ResolveInput, budget: Budget): Promise<Reso
     }
     if (!text) return;
     const [catalog, hints] = await Promise.all([
-      outcomes.run("catalog", true, () => searchCatalog(text, budget), found),
+      outcomes.run("catalog", true, () => providers.searchCatalog(text, budget), found),
       outcomes.run(
         "intent",
         configured.openai,
-        () => analyzeIntent(text, budget),
+        () => providers.analyzeIntent(text, budget),
         (i) => Object.values(i).some((v) => v),
       ),
     ]);
@@ -171,7 +165,9 @@ export async function resolve(input: ResolveInput, budget: Budget): Promise<Reso
     ].map(normalizeText).filter((q) => q && q !== text);
     if (queries.length && !conclusive(proposals)) {
       const more = await Promise.all(
-        queries.map((q) => outcomes.run("catalog", true, () => searchCatalog(q, budget), found)),
+        queries.map((q) =>
+          outcomes.run("catalog", true, () => providers.searchCatalog(q, budget), found)
+        ),
       );
       more.forEach(add);
     }
@@ -184,13 +180,13 @@ export async function resolve(input: ResolveInput, budget: Budget): Promise<Reso
       await outcomes.run(
         "candidates",
         configured.openai,
-        () => generateCandidates(text, intent, budget),
+        () => providers.generateCandidates(text, intent, budget),
         found,
       ),
     );
   }
 
-  await attachSongIds(proposals, outcomes, budget);
+  await attachSongIds(providers, proposals, outcomes, budget);
   for (const [provider, status] of Object.entries(outcomes.providers)) {
     metrics.inc("recall_provider_outcomes_total", { provider, status });
   }
@@ -212,6 +208,7 @@ function conclusive(proposals: Proposal[]): boolean {
  * statement. A failure here only leaves ids out.
  */
 async function attachSongIds(
+  providers: Providers,
   proposals: Proposal[],
   outcomes: Outcomes,
   budget: Budget,
@@ -222,7 +219,7 @@ async function attachSongIds(
   const missing = proposals.filter((p) => !p.song_id && !known.has(songKey(p.title, p.artist)));
   if (!missing.length) return;
   try {
-    for (const row of await matchCatalog(missing, budget)) {
+    for (const row of await providers.matchCatalog(missing, budget)) {
       known.set(songKey(row.title, row.artist), row.id);
     }
   } catch (err) {

@@ -6,13 +6,13 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import { requireUser } from "../../shared/auth.ts";
-import { asUser } from "../../shared/db.ts";
-import { bearerAuth, createApp } from "../../shared/http.ts";
+import type { Deps } from "../../shared/deps.ts";
+import { type App, bearerAuth, createFunctionApp } from "../../shared/http.ts";
 import { notFound } from "../../shared/problem.ts";
 import { uuid } from "../../shared/schemas.ts";
 import { maxRepliesPage, Post, readThread, ReplyPage } from "../../shared/domain/threads.ts";
-import { summaryFor } from "./summary.ts";
+import { threadSummaryConfig } from "./config.ts";
+import { ThreadSummaries } from "./summary.ts";
 
 const Summary = z.object({
   text: z.string(),
@@ -26,34 +26,40 @@ const Summary = z.object({
 const ThreadView = z.object({ post: Post, replies: ReplyPage, summary: Summary })
   .openapi("ThreadView");
 
-export const app = createApp("thread-summary");
+/** The `thread-summary` app on `deps`. Throws at once when a `SUMMARY_*` variable is bad. */
+export function createApp(deps: Deps): App {
+  const summaries = new ThreadSummaries(deps, threadSummaryConfig(deps.env));
+  const app = createFunctionApp("thread-summary", deps);
 
-const route = createRoute({
-  method: "get",
-  path: "/{postId}",
-  summary: "A thread: the post, a page of replies (oldest first), and its summary",
-  security: bearerAuth,
-  middleware: [requireUser()] as const,
-  request: {
-    params: z.object({ postId: uuid() }),
-    query: z.object({ cursor: z.string().optional() }),
-  },
-  responses: {
-    200: { description: "the thread", content: { "application/json": { schema: ThreadView } } },
-    404: { description: "no such post (for you)" },
-  },
-});
+  const route = createRoute({
+    method: "get",
+    path: "/{postId}",
+    summary: "A thread: the post, a page of replies (oldest first), and its summary",
+    security: bearerAuth,
+    middleware: [deps.auth.requireUser()] as const,
+    request: {
+      params: z.object({ postId: uuid() }),
+      query: z.object({ cursor: z.string().optional() }),
+    },
+    responses: {
+      200: { description: "the thread", content: { "application/json": { schema: ThreadView } } },
+      404: { description: "no such post (for you)" },
+    },
+  });
 
-app.openapi(route, async (c) => {
-  const { postId } = c.req.valid("param");
-  const { cursor } = c.req.valid("query");
-  const thread = await asUser(
-    c.var.user,
-    (tx) => readThread(tx, postId, cursor, maxRepliesPage),
-    c.var.budget,
-  );
-  if (!thread) throw notFound("post");
-  const summary = await summaryFor(thread);
-  c.header("cache-control", "private, no-cache");
-  return c.json({ post: thread.post, replies: thread.replies, summary }, 200);
-});
+  app.openapi(route, async (c) => {
+    const { postId } = c.req.valid("param");
+    const { cursor } = c.req.valid("query");
+    const thread = await deps.db.asUser(
+      c.var.user,
+      (tx) => readThread(tx, postId, cursor, maxRepliesPage),
+      c.var.budget,
+    );
+    if (!thread) throw notFound("post");
+    const summary = await summaries.summaryFor(thread);
+    c.header("cache-control", "private, no-cache");
+    return c.json({ post: thread.post, replies: thread.replies, summary }, 200);
+  });
+
+  return app;
+}

@@ -27,7 +27,6 @@ import { deleteKeys, testRedisUrl } from "../testing/test_redis.ts";
 
 const overloadS = Number(Deno.env.get("BENCH_OVERLOAD_S") ?? 10);
 const env = await functionTestEnv({
-  redis: false,
   env: {
     FEED_RATE_LIMIT_PER_MIN: "1000000",
     PROFILE_SEARCH_RATE_LIMIT_PER_MIN: "1000000",
@@ -46,7 +45,7 @@ const base = `http://127.0.0.1:${port}`;
 /** One serving process (as `npm start` runs), with `extra` env on top. */
 const startServer = (extra: Record<string, string> = {}) =>
   spawnServer("scripts/dev/serve.ts", port, {
-    ...Deno.env.toObject(),
+    ...definedOnly(env.env), // the test environment's database, keys, prefix and settings
     UPSTASH_REDIS_REST_URL: bridge.url,
     UPSTASH_REDIS_REST_TOKEN: bridgeToken,
     ...extra,
@@ -58,6 +57,13 @@ const encoder = new TextEncoder();
 const tokens = await Promise.all(
   Array.from({ length: 200 }, (_, i) => env.keys.mint(seededUserId(i + 5))),
 );
+
+/** `env` without its unset variables (a child process's environment holds strings only). */
+function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined),
+  );
+}
 
 function p(sorted: number[], q: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] : NaN;

@@ -9,7 +9,6 @@
  *
  * @module
  */
-import "../testing/unit_env.ts";
 import { CircuitBreaker, CircuitOpenError, RedisBreakerStore } from "../../shared/breaker.ts";
 import { RateLimiter } from "../../shared/ratelimit.ts";
 import { deleteKeys, testRedis } from "../testing/test_redis.ts";

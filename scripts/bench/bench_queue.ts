@@ -11,6 +11,7 @@
  * @module
  */
 import postgres from "postgres";
+import { claimJobs, completeJobs } from "../../shared/jobs/queue.ts";
 import { testDatabase } from "../testing/test_db.ts";
 
 function flag(name: string, fallback: number): number {
@@ -20,11 +21,7 @@ function flag(name: string, fallback: number): number {
 const jobs = flag("jobs", 20_000);
 const loops = flag("loops", 4);
 
-Deno.env.set("SUPABASE_JWKS", Deno.env.get("SUPABASE_JWKS") ?? '{"keys":[]}');
 await using db = await testDatabase();
-Deno.env.set("DATABASE_URL", db.url);
-const { claimJobs, completeJobs } = await import("../../shared/jobs/queue.ts");
-const { sql: appPool } = await import("../../shared/db.ts");
 
 const client = postgres(db.url, { max: loops, prepare: false, onnotice: () => {} });
 const rows: { batch: number; jobs: number; loops: number; seconds: number; jobsPerS: number }[] =
@@ -51,7 +48,6 @@ try {
   }
 } finally {
   await client.end();
-  await appPool.end();
 }
 
 const [{ version }] = await db.sql`select current_setting('server_version') as version`;

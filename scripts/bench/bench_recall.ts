@@ -13,6 +13,7 @@
 import { startOpenAIFake } from "../testing/fakes/openai.ts";
 import { seed, syntheticSong } from "../testing/seed.ts";
 import { functionTestEnv } from "../testing/test_env.ts";
+import { createApp } from "../../functions/recall-resolve/app.ts";
 
 const sequential = Number(Deno.args[0] ?? 200);
 const concurrent = Number(Deno.args[1] ?? 100);
@@ -60,7 +61,7 @@ const env = await functionTestEnv({
 await seed(env.db.sql, { users: 200, posts: 0, follows: 0, likes: 0, songs: 2000, seed: 9 });
 const userIds: string[] = (await env.db.sql`select id from profiles`).map((r) => r.id);
 const tokens = await Promise.all(userIds.map((id) => env.keys.mint(id)));
-const { app } = await import("../../functions/recall-resolve/app.ts");
+const app = createApp(env.deps);
 
 let n = 0;
 async function resolveOnce(text: string, user = n++ % tokens.length): Promise<number> {
@@ -144,7 +145,6 @@ await measure("coalesced: 50 users, same new text at once", 50, () => {
 
 console.table(rows);
 console.log(`model delay ${modelMs} ms per chat call; ${Deno.build.os}/${Deno.build.arch}`);
-await (await import("../../shared/db.ts")).sql.end();
 await fake.close();
 await env.close();
 Deno.exit(0);

@@ -18,6 +18,11 @@
  *
  * @module
  */
+import { settleBackground } from "../../shared/background.ts";
+import { createApp as createHealthApp } from "../../functions/health/app.ts";
+import { createApp as createPostsApp } from "../../functions/posts/app.ts";
+import { createApp as createProfilesApp } from "../../functions/profiles/app.ts";
+import { createApp as createRecallApp } from "../../functions/recall-resolve/app.ts";
 import { seed } from "../testing/seed.ts";
 import { functionTestEnv } from "../testing/test_env.ts";
 
@@ -37,8 +42,20 @@ const searchCycleMs = Number(Deno.env.get("BENCH_SEARCH_CYCLE_MS") ?? 250);
 /** BENCH_RECALL=0: profile searches only (recall-resolve also writes a thread per request). */
 const recallShare = Deno.env.get("BENCH_RECALL") !== "0";
 
+/**
+ * App settings given to this process (`MIN_IN_FLIGHT=512 npm run bench:starvation`), without
+ * the ones the test environment sets itself, nor OpenAI's: the catalog is the only recall
+ * provider asked.
+ */
+const shellSettings = Object.fromEntries(
+  Object.entries(Deno.env.toObject()).filter(([name]) =>
+    !/^(DATABASE_URL|SUPABASE_DB_URL|SUPABASE_JWKS|REDIS_PREFIX|UPSTASH_REDIS_REST_.*|OPENAI_.*)$/
+      .test(name)
+  ),
+);
 const env = await functionTestEnv({
   env: {
+    ...shellSettings,
     CACHE_DISABLED: "true",
     LOG_REQUESTS: "false",
     PROFILE_SEARCH_RATE_LIMIT_PER_MIN: "1000000",
@@ -49,7 +66,6 @@ const env = await functionTestEnv({
     ANON_READ_RATE_LIMIT_PER_MIN: "1000000", // /health is polled 10 times a second
   },
 });
-Deno.env.delete("OPENAI_API_KEY"); // the catalog is the only recall provider asked
 const seedStart = performance.now();
 await seed(env.db.sql, { users: profiles, posts: 2000, follows: 0, likes: 0, songs, seed: 7 });
 console.log(
@@ -65,11 +81,13 @@ const postIds: string[] = (await env.db.sql`select id from posts where status = 
   r,
 ) => r.id);
 const tokens = await Promise.all(userIds.map((id) => env.keys.mint(id)));
-const { app: profilesApp } = await import("../../functions/profiles/app.ts");
-const { app: postsApp } = await import("../../functions/posts/app.ts");
-const { app: healthApp } = await import("../../functions/health/app.ts");
-const { app: recallApp } = await import("../../functions/recall-resolve/app.ts");
-const db = await import("../../shared/db.ts");
+// One isolate: every app on the same deps (one pool, its gate and counters), as the gateway
+// mounts them.
+const profilesApp = createProfilesApp(env.deps);
+const postsApp = createPostsApp(env.deps);
+const healthApp = createHealthApp(env.deps);
+const recallApp = createRecallApp(env.deps);
+const db = env.deps.db;
 
 const profileQueries = [
   "user_".repeat(13).slice(0, 64),
@@ -151,7 +169,7 @@ function meanTiming(list: Sample[]): Record<string, number> {
 /** Readers and /health for `seconds`, with or without the 40 searches in flight. */
 async function phase(label: string, withAttack: boolean) {
   const samples = { reads: [] as Sample[], health: [] as Sample[], searches: [] as Sample[] };
-  const before = structuredClone({ granted: db.poolStats.granted, waitMs: db.poolStats.waitMs });
+  const before = structuredClone({ granted: db.stats.granted, waitMs: db.stats.waitMs });
   const deadline = performance.now() + seconds * 1000;
   const until = () => performance.now() < deadline;
   const attack = withAttack
@@ -214,8 +232,8 @@ async function phase(label: string, withAttack: boolean) {
   }
   const meanWait = (lane: "default" | "search") =>
     Math.round(
-      (db.poolStats.waitMs[lane] - before.waitMs[lane]) /
-        Math.max(1, db.poolStats.granted[lane] - before.granted[lane]) * 10,
+      (db.stats.waitMs[lane] - before.waitMs[lane]) /
+        Math.max(1, db.stats.granted[lane] - before.granted[lane]) * 10,
     ) / 10;
   console.log(
     `${label}: mean wait for a pool connection: default lane ${meanWait("default")} ms, ` +
@@ -240,8 +258,8 @@ const attacked = await phase("attacked", true);
 console.table([...quiet.rows, ...attacked.rows]);
 for (const [what, body] of firstBodies) console.log(`first ${what}: ${body.slice(0, 240)}`);
 console.log(
-  `pool: ${db.poolGate.size} connections, ${db.poolGate.laneLimits.search} for searches; ` +
-    `abandoned waits ${db.poolStats.abandonedWaits}, cancelled statements ${db.poolStats.cancelledStatements}; ` +
+  `pool: ${db.gate.size} connections, ${db.gate.laneLimits.search} for searches; ` +
+    `abandoned waits ${db.stats.abandonedWaits}, cancelled statements ${db.stats.cancelledStatements}; ` +
     `${seconds} s per phase, ${Deno.build.os}/${Deno.build.arch}, ` +
     `${navigator.hardwareConcurrency} cores, load average ${Deno.loadavg()[0].toFixed(1)}`,
 );
@@ -255,8 +273,6 @@ console.log(
     attacked.readsOk ? "yes" : "NO"
   }; /health always 200 → ${attacked.healthOk ? "yes" : "NO"}`,
 );
-await (await import("../../shared/background.ts")).settleBackground();
-await db.sql.end();
-await db.healthSql.end();
+await settleBackground();
 await env.close();
 Deno.exit(met ? 0 : 1);

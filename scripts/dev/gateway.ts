@@ -1,17 +1,49 @@
 /**
- * The local stand-in for `supabase functions serve`: mounts every `functions/<slug>/app.ts`
- * under `/functions/v1/<slug>`, applies `verify_jwt` from `supabase/config.toml` (401 before
- * the function runs, like the platform), and serves the JWKS like Supabase Auth. Its own
+ * The local stand-in for `supabase functions serve`: mounts every function's app under
+ * `/functions/v1/<slug>`, applies `verify_jwt` from `supabase/config.toml` (401 before the
+ * function runs, like the platform), and serves the JWKS like Supabase Auth. Its own
  * refusals (401, 404, 405) are problem+json, like every function's.
- * Functions must be imported after the environment is set: their config is parsed at load.
+ *
+ * Every app is built from the one {@link Deps} of the process (as `functions/<slug>/index.ts`
+ * builds its own from `Deno.env`): one pool, one Redis client and one admission limit for all
+ * of them, as one isolate would have.
  *
  * @module
  */
 import { parse } from "smol-toml";
-import { bearerToken, verifyJwtOnce } from "../../shared/auth.ts";
-import { config } from "../../shared/config.ts";
+import { bearerToken } from "../../shared/auth.ts";
+import type { Deps } from "../../shared/deps.ts";
+import type { App } from "../../shared/http.ts";
 import { problemBody, ProblemError, toProblem } from "../../shared/problem.ts";
+import { createApp as events } from "../../functions/events/app.ts";
+import { createApp as feed } from "../../functions/feed/app.ts";
+import { createApp as health } from "../../functions/health/app.ts";
+import { createApp as jobsWorker } from "../../functions/jobs-worker/app.ts";
+import { createApp as notifications } from "../../functions/notifications/app.ts";
+import { createApp as posts } from "../../functions/posts/app.ts";
+import { createApp as profiles } from "../../functions/profiles/app.ts";
+import { createApp as recall } from "../../functions/recall/app.ts";
+import { createApp as recallResolve } from "../../functions/recall-resolve/app.ts";
+import { createApp as threadSummary } from "../../functions/thread-summary/app.ts";
 import { repoRoot } from "./local_services.ts";
+
+/**
+ * Every function, by slug. Static imports: what is mounted is what type-checks, and nothing
+ * waits for the environment to be set first. gateway_test.ts checks it against
+ * {@link functionSlugs}, so a new function can't be left out.
+ */
+export const functionApps: Record<string, (deps: Deps) => App> = {
+  events,
+  feed,
+  health,
+  "jobs-worker": jobsWorker,
+  notifications,
+  posts,
+  profiles,
+  recall,
+  "recall-resolve": recallResolve,
+  "thread-summary": threadSummary,
+};
 
 /** A mounted function. */
 interface Mounted {
@@ -33,9 +65,12 @@ export function functionSlugs(): string[] {
   return slugs.sort();
 }
 
-/** Builds the gateway's fetch handler. */
+/**
+ * Builds the gateway's fetch handler: every app of {@link functionApps} from `options.deps`,
+ * and the JWKS `options.jwks` served at `/auth/v1/.well-known/jwks.json`.
+ */
 export async function createGateway(
-  options: { jwks?: unknown } = {},
+  options: { deps: Deps; jwks?: unknown },
 ): Promise<
   { fetch: (req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response>; slugs: string[] }
 > {
@@ -43,12 +78,13 @@ export async function createGateway(
     functions?: Record<string, { verify_jwt?: boolean }>;
   };
   const mounted = new Map<string, Mounted>();
-  for (const slug of functionSlugs()) {
-    const { app } = await import(`${repoRoot}/functions/${slug}/app.ts`);
+  const { deps } = options;
+  for (const [slug, createApp] of Object.entries(functionApps)) {
+    const app = createApp(deps);
     mounted.set(slug, {
       slug,
       verifyJwt: toml.functions?.[slug]?.verify_jwt ?? true,
-      fetch: app.fetch,
+      fetch: (req) => app.fetch(req),
     });
   }
   const jwksBody = JSON.stringify(options.jwks ?? { keys: [] });
@@ -59,7 +95,7 @@ export async function createGateway(
       return await route(req, info, requestId);
     } catch (err) {
       // The gateway's own refusals (401, 404, 405) are problem+json like the functions' are.
-      return problem(req, toProblem(err), requestId);
+      return problem(req, toProblem(err), requestId, deps.config.corsOrigins);
     }
   }
 
@@ -101,7 +137,7 @@ export async function createGateway(
           { headers: { "www-authenticate": `Bearer error="invalid_token"` } },
         );
       }
-      await verifyJwtOnce(token);
+      await deps.auth.verifyJwtOnce(token);
     }
     url.pathname = `/${fn.slug}${match![2] ?? ""}`;
     const headers = new Headers(req.headers);
@@ -130,15 +166,20 @@ export async function createGateway(
 const gatewayMethods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /** A problem+json answer of the gateway itself, with CORS so browsers can read it. */
-function problem(req: Request, problem: ProblemError, requestId: string): Response {
+function problem(
+  req: Request,
+  problem: ProblemError,
+  requestId: string,
+  corsOrigins: Deps["config"]["corsOrigins"],
+): Response {
   const headers = new Headers({
     "content-type": "application/problem+json",
     "x-request-id": requestId,
     ...problem.options.headers,
   });
   const origin = req.headers.get("origin");
-  if (config.corsOrigins === "*") headers.set("access-control-allow-origin", "*");
-  else if (origin && config.corsOrigins.includes(origin)) {
+  if (corsOrigins === "*") headers.set("access-control-allow-origin", "*");
+  else if (origin && corsOrigins.includes(origin)) {
     headers.set("access-control-allow-origin", origin);
     headers.set("vary", "origin");
   }

@@ -2,26 +2,43 @@ import { createClient, FunctionsHttpError } from "@supabase/supabase-js";
 import { assert, assertEquals } from "../testing/assert.ts";
 import { DEMO_USER_ID, seed } from "../testing/seed.ts";
 import { functionTestEnv } from "../testing/test_env.ts";
-import { it } from "../testing/test_http.ts";
+import { suite } from "../testing/test_http.ts";
+import { createGateway, functionSlugs } from "./gateway.ts";
 
-const env = await functionTestEnv();
-await seed(env.db.sql, { users: 30, posts: 200 });
-const { createGateway } = await import("./gateway.ts");
-const { sql } = await import("../../shared/db.ts");
-const gateway = await createGateway({ jwks: env.keys.jwks });
-const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, gateway.fetch);
-const baseUrl = `http://127.0.0.1:${server.addr.port}`;
-const token = await env.keys.mint(DEMO_USER_ID);
+const it = suite("gateway", async () => {
+  const env = await functionTestEnv();
+  await seed(env.db.sql, { users: 30, posts: 200 });
+  const gateway = await createGateway({ deps: env.deps, jwks: env.keys.jwks });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, gateway.fetch);
+  const baseUrl = `http://127.0.0.1:${server.addr.port}`;
+  const token = await env.keys.mint(DEMO_USER_ID);
 
-/** The app's client, as RockOut's apps build it. */
-function client(accessToken?: string) {
-  return createClient(baseUrl, "sb_publishable_local_dev", {
-    auth: { persistSession: false, autoRefreshToken: false },
-    ...(accessToken ? { accessToken: () => Promise.resolve(accessToken) } : {}),
-  });
-}
+  /** The app's client, as RockOut's apps build it. */
+  function client(accessToken?: string) {
+    return createClient(baseUrl, "sb_publishable_local_dev", {
+      auth: { persistSession: false, autoRefreshToken: false },
+      ...(accessToken ? { accessToken: () => Promise.resolve(accessToken) } : {}),
+    });
+  }
+  return {
+    env,
+    gateway,
+    server,
+    baseUrl,
+    token,
+    client,
+    async close() {
+      await server.shutdown();
+      await env.close();
+    },
+  };
+});
 
-it("an app reads its feed through supabase-js functions.invoke", async () => {
+it("mounts every function of functions/ (its static list misses none)", ({ gateway }) => {
+  assertEquals(gateway.slugs, functionSlugs());
+});
+
+it("an app reads its feed through supabase-js functions.invoke", async ({ client, token }) => {
   const { data, error } = await client(token).functions.invoke("feed?kind=following&limit=5", {
     method: "GET",
   });
@@ -42,7 +59,7 @@ it("an app reads its feed through supabase-js functions.invoke", async () => {
   );
 });
 
-it("the gateway answers 401 before the function runs (verify_jwt = true), as problem+json", async () => {
+it("the gateway answers 401 before the function runs (verify_jwt = true), as problem+json", async ({ env, baseUrl, client, token }) => {
   for (
     const authorization of [
       undefined,
@@ -77,7 +94,7 @@ it("the gateway answers 401 before the function runs (verify_jwt = true), as pro
   assertEquals(error.context.status, 401);
 });
 
-it("a signed-out supabase-js client is anonymous where anonymous callers are allowed", async () => {
+it("a signed-out supabase-js client is anonymous where anonymous callers are allowed", async ({ env, baseUrl }) => {
   const anonKey = await env.keys.mintAnon();
   // 2.x sends a legacy anon key as its bearer, a publishable key only as `apikey`.
   for (const key of [anonKey, "sb_publishable_local_dev"]) {
@@ -107,9 +124,9 @@ it("a signed-out supabase-js client is anonymous where anonymous callers are all
   assert((await feed.json()).detail.includes("signed-in user"));
 });
 
-it("TRACE and other methods no function serves: 405 problem+json with Allow", async () => {
+it("TRACE and other methods no function serves: 405 problem+json with Allow", async ({ server }) => {
   for (const method of ["TRACE", "TRACK", "PROPFIND"]) {
-    const res = await rawRequest(`${method} /functions/v1/events HTTP/1.1`);
+    const res = await rawRequest(server.addr.port, `${method} /functions/v1/events HTTP/1.1`);
     assert(res.startsWith("HTTP/1.1 405"), `${method}: ${res.slice(0, 200)}`);
     assert(/content-type: application\/problem\+json/i.test(res), res);
     assert(/allow: GET, HEAD, POST/i.test(res), res);
@@ -118,8 +135,8 @@ it("TRACE and other methods no function serves: 405 problem+json with Allow", as
 });
 
 /** One raw HTTP/1.1 exchange (fetch refuses to send TRACE). */
-async function rawRequest(requestLine: string): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+async function rawRequest(port: number, requestLine: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
     await conn.write(
       new TextEncoder().encode(`${requestLine}\r\nhost: x\r\nconnection: close\r\n\r\n`),
@@ -137,13 +154,13 @@ async function rawRequest(requestLine: string): Promise<string> {
   }
 }
 
-it("health needs no token (verify_jwt = false)", async () => {
+it("health needs no token (verify_jwt = false)", async ({ client }) => {
   const { data, error } = await client().functions.invoke("health", { method: "GET" });
   assertEquals(error, null);
   assertEquals(data.status, "ok");
 });
 
-it("serves the JWKS like Supabase Auth, and 404s unknown functions as problem+json", async () => {
+it("serves the JWKS like Supabase Auth, and 404s unknown functions as problem+json", async ({ env, baseUrl }) => {
   const jwks = await (await fetch(`${baseUrl}/auth/v1/.well-known/jwks.json`)).json();
   assertEquals(jwks.keys[0].kid, env.keys.jwks.keys[0].kid);
   assertEquals(jwks.keys[0].d, undefined);
@@ -156,7 +173,7 @@ it("serves the JWKS like Supabase Auth, and 404s unknown functions as problem+js
   }
 });
 
-it("CORS preflight is answered", async () => {
+it("CORS preflight is answered", async ({ baseUrl }) => {
   const res = await fetch(`${baseUrl}/functions/v1/feed`, {
     method: "OPTIONS",
     headers: {
@@ -169,10 +186,4 @@ it("CORS preflight is answered", async () => {
   assert(res.headers.get("access-control-allow-origin"));
   assert(res.headers.get("access-control-allow-headers")?.includes("authorization"));
   await res.body?.cancel();
-});
-
-it("teardown", async () => {
-  await server.shutdown();
-  await sql.end();
-  await env.close();
 });

@@ -398,6 +398,19 @@ export async function startRedisBridge(
   const scripts = new ScriptRegistry();
   const stats = { requests: 0 };
   let delayMs = validDelay(opts.delayMs ?? 0);
+  /** Requests waiting out `delayMs`; closing lets them through at once (see `close`). */
+  const delayed = new Set<() => void>();
+  let closing: Promise<void> | undefined;
+  const delay = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const release = () => {
+        clearTimeout(timer);
+        delayed.delete(release);
+        resolve();
+      };
+      const timer = setTimeout(release, ms);
+      delayed.add(release);
+    });
   const expectedAuth = `Bearer ${opts.token}`;
 
   async function single(raw: unknown, base64: boolean): Promise<Response> {
@@ -472,7 +485,7 @@ export async function startRedisBridge(
     // Not Upstash protocol: lets benchmarks count the round trips of a bridge in another process.
     if (req.method === "GET" && path === "/__bridge/stats") return json({ ...stats }, 200);
     stats.requests++;
-    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    if (delayMs > 0 && !closing) await delay(delayMs);
     try {
       if (
         req.method === "POST" &&
@@ -512,7 +525,6 @@ export async function startRedisBridge(
   const addr = await listening.promise;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
 
-  let closing: Promise<void> | undefined;
   return {
     url: `http://${host}:${addr.port}`,
     token: opts.token,
@@ -525,6 +537,9 @@ export async function startRedisBridge(
     },
     close() {
       closing ??= (async () => {
+        // Shutting down waits for every request in flight: the simulated latency of those still
+        // held would only hold up the caller's teardown (up to a whole `delayMs`).
+        for (const release of [...delayed]) release();
         await server.shutdown();
         await Promise.all([closeRedis(shared), closeRedis(tx)]);
       })();

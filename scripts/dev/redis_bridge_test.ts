@@ -1,6 +1,7 @@
 /**
  * Tests for the Upstash REST bridge: the real `@upstash/redis` and `@upstash/ratelimit` clients
- * against the bridge in front of a real Redis (`REDIS_URL`, default redis://127.0.0.1:6379).
+ * against the bridge in front of a real Redis (the test Redis: `TEST_REDIS_URL`, which `npm test`
+ * sets, else `REDIS_URL`, else redis://127.0.0.1:6379).
  * Keys use a random per-run prefix and are removed afterwards (the Redis is shared).
  *
  * Run: `deno test -A scripts/dev/redis_bridge_test.ts`
@@ -9,6 +10,7 @@ import nodeAssert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { Redis } from "@upstash/redis";
 import { Ratelimit } from "@upstash/ratelimit";
+import { testRedisUrl, unusedPort } from "../testing/test_redis.ts";
 import { type RedisBridge, startRedisBridge, stripUpstashFlags } from "./redis_bridge.ts";
 
 // Thin wrappers over node:assert (JSR's @std/assert is not reachable from this environment).
@@ -45,7 +47,7 @@ async function assertRejects(
   });
 }
 
-const REDIS_URL = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379";
+const REDIS_URL = testRedisUrl();
 const TOKEN = "bridge-test-token";
 const PREFIX = `bridge_test:${crypto.randomUUID()}:`;
 
@@ -418,13 +420,6 @@ Deno.test("stripUpstashFlags keeps other flags and line numbers", () => {
   );
 });
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
 async function waitForPort(port: number, timeoutMs = 5000): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while (true) {
@@ -481,7 +476,7 @@ async function assertFastError(redis: Redis): Promise<void> {
 }
 
 Deno.test("Redis going away produces a fast error, not a hang; it recovers", async () => {
-  const port = freePort();
+  const port = unusedPort();
   let server = await spawnRedis(port);
   let bridge: RedisBridge | undefined;
   try {
@@ -522,7 +517,7 @@ Deno.test("Redis going away produces a fast error, not a hang; it recovers", asy
 });
 
 Deno.test("a Redis that stops answering (SIGSTOP) produces a fast error", async () => {
-  const port = freePort();
+  const port = unusedPort();
   const server = await spawnRedis(port);
   let bridge: RedisBridge | undefined;
   try {
@@ -568,8 +563,20 @@ Deno.test("delayMs holds every answer (a slow Redis), and can be changed while r
     await assertRejects(() => Promise.resolve().then(() => bridge.delayMs = -1), RangeError);
   }));
 
+Deno.test("close lets delayed requests through instead of waiting out the delay", async () => {
+  const bridge = await startRedisBridge({ redisUrl: REDIS_URL, token: TOKEN, port: 0 });
+  bridge.delayMs = 10_000;
+  const held = timedPing(bridge.url);
+  while (bridge.stats.requests === 0) await new Promise((r) => setTimeout(r, 5));
+  const start = performance.now();
+  await bridge.close();
+  const closeMs = performance.now() - start;
+  assert(closeMs < 2000, `close took ${closeMs.toFixed(0)} ms`);
+  assert(await held < 5000, "the held request was answered"); // PONG, checked in timedPing
+});
+
 Deno.test("the standalone bridge reads BRIDGE_DELAY_MS", async () => {
-  const port = freePort();
+  const port = unusedPort();
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("./redis_bridge.ts", import.meta.url).pathname],
     env: {

@@ -5,14 +5,18 @@
  *
  * @module
  */
+import { createDeps } from "../../shared/deps.ts";
 import { createGateway } from "./gateway.ts";
 
+const env = Deno.env.toObject();
+const deps = createDeps(env);
 const gateway = await createGateway({
-  jwks: JSON.parse(Deno.env.get("SUPABASE_JWKS") ?? '{"keys":[]}'),
+  deps,
+  jwks: JSON.parse(env.SUPABASE_JWKS ?? '{"keys":[]}'),
 });
 const server = Deno.serve({
   hostname: "127.0.0.1",
-  port: Number(Deno.env.get("PORT")),
+  port: Number(env.PORT),
   reusePort: true,
   onListen: () => console.log("ready"),
 }, gateway.fetch);
@@ -20,4 +24,5 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(signal, () => server.shutdown());
 }
 await server.finished;
-Deno.exit(0); // module-scope pools and timers would otherwise keep the process alive
+await deps.close();
+Deno.exit(0); // timers (caches, breakers) would otherwise keep the process alive a while

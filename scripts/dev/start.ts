@@ -14,8 +14,10 @@
  * @module
  */
 import postgres from "postgres";
+import { createDeps } from "../../shared/deps.ts";
 import { bootstrap, migrate, redact } from "./db.ts";
 import { loadOrCreateDevKeys } from "./dev_auth.ts";
+import { createGateway } from "./gateway.ts";
 import { freePort, repoRoot, startEmbeddedPostgres, startRedisServer } from "./local_services.ts";
 import { STAND_IN_MARK, startOpenAIStandIn } from "./openai_stand_in.ts";
 import {
@@ -175,8 +177,11 @@ try {
     }
   }
 
-  const { createGateway } = await import("./gateway.ts");
-  const gateway = await createGateway({ jwks: keys.jwks });
+  // The environment prepared above (the child processes below inherit it too): one deps for
+  // every function of this process, as one isolate has.
+  const deps = createDeps(env.toObject());
+  stops.push(() => deps.close());
+  const gateway = await createGateway({ deps, jwks: keys.jwks });
   const workers = Math.max(1, Number(env.get("WORKERS") ?? 1));
   const server = Deno.serve(
     { hostname: "127.0.0.1", port, reusePort: workers > 1, onListen: () => {} },

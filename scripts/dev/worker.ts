@@ -17,7 +17,13 @@
  * @module
  */
 
-import type { JobHandler } from "../../shared/jobs/pool.ts";
+import type { Redis } from "@upstash/redis";
+import { loadConfig } from "../../shared/config.ts";
+import { createDeps } from "../../shared/deps.ts";
+import { type JobHandler, runWorkerPool } from "../../shared/jobs/pool.ts";
+import { missingRedisMessage } from "../../shared/redis.ts";
+import { jobsWorkerConfig } from "../../functions/jobs-worker/config.ts";
+import { jobHandlers } from "../../functions/jobs-worker/handlers/index.ts";
 import { useLocalStack } from "./stack.ts";
 
 function flag(name: string, fallback: number): number {
@@ -27,25 +33,36 @@ function flag(name: string, fallback: number): number {
   return value;
 }
 
-const concurrency = flag("concurrency", Number(Deno.env.get("JOBS_CONCURRENCY") ?? 4));
-const pollMs = flag("poll-ms", 1000);
-const graceMs = flag("grace-ms", 10_000);
-// One connection per loop plus one for recovery, unless told otherwise.
-if (!Deno.env.get("DB_POOL_MAX")) Deno.env.set("DB_POOL_MAX", String(concurrency + 1));
+/**
+ * A Redis for a worker that calls no model: the jobs it runs then touch only the database,
+ * and a command (a bug) fails naming the missing variable, as a function's boot would.
+ */
+function noRedis(): Redis {
+  const missing = () => {
+    throw new Error(missingRedisMessage);
+  };
+  // `then` stays undefined: awaiting it must not look like a promise.
+  return new Proxy({}, { get: (_, key) => key === "then" ? undefined : missing }) as Redis;
+}
 
-const stack = await useLocalStack();
-if (!Deno.env.get("DATABASE_URL") && !Deno.env.get("SUPABASE_DB_URL")) {
+// The process environment, completed from a running `npm start` (never written back).
+const env: Record<string, string | undefined> = Deno.env.toObject();
+const stack = await useLocalStack({ get: (k) => env[k], set: (k, v) => void (env[k] = v) });
+if (!env.DATABASE_URL && !env.SUPABASE_DB_URL) {
   console.error(
     "no database: start the stack (npm start) in another terminal, or set DATABASE_URL",
   );
   Deno.exit(2);
 }
-
-// Config is read when these load: after the environment above is set.
-const { config } = await import("../../shared/config.ts");
-const { sql } = await import("../../shared/db.ts");
-const { runWorkerPool } = await import("../../shared/jobs/pool.ts");
-const { jobHandlers } = await import("../../functions/jobs-worker/handlers/index.ts");
+const jobs = jobsWorkerConfig(env);
+const concurrency = flag("concurrency", jobs.concurrency);
+const pollMs = flag("poll-ms", 1000);
+const graceMs = flag("grace-ms", 10_000);
+// One connection per loop plus one for recovery, unless told otherwise.
+env.DB_POOL_MAX ||= String(concurrency + 1);
+const config = loadConfig(env);
+// Redis holds the model's circuit breaker: a worker that calls no model needs none.
+const deps = createDeps(env, !config.redis && !config.openai ? { redis: noRedis() } : {});
 
 const workerId = `local-${Deno.hostname()}-${Deno.pid}`;
 const stop = new AbortController();
@@ -83,27 +100,28 @@ function logged(type: string, handler: JobHandler): JobHandler {
   };
 }
 const handlers = Object.fromEntries(
-  Object.entries(jobHandlers()).map(([type, handler]) => [type, logged(type, handler)]),
+  Object.entries(jobHandlers(deps)).map(([type, handler]) => [type, logged(type, handler)]),
 );
 console.log(JSON.stringify({
   msg: "worker started",
   worker: workerId,
   concurrency,
   job_types: Object.keys(handlers),
-  task_timeout_ms: config.jobs.taskTimeoutMs,
+  task_timeout_ms: jobs.taskTimeoutMs,
   ...(stack ? { stack: stack.baseUrl } : {}),
-  ...(config.openai?.apiKey === "stand-in" ? { model: "stand-in" } : {}),
+  ...(deps.config.openai?.apiKey === "stand-in" ? { model: "stand-in" } : {}),
 }));
 const summary = await runWorkerPool({
   workerId,
   concurrency,
   handlers,
-  taskTimeoutMs: config.jobs.taskTimeoutMs,
+  db: deps.db.sql,
+  taskTimeoutMs: jobs.taskTimeoutMs,
   pollMs,
   stop: stop.signal,
   abort: abort.signal,
 });
 clearTimeout(graceTimer);
 console.log(JSON.stringify({ msg: "worker stopped", worker: workerId, ...summary }));
-await sql.end({ timeout: 5 });
+await deps.close();
 Deno.exit(0);

@@ -10,34 +10,47 @@
 import { assert, assertEquals } from "./assert.ts";
 import { DEMO_USER_ID, seed } from "./seed.ts";
 import { functionTestEnv } from "./test_env.ts";
-import { it } from "./test_http.ts";
+import { suite } from "./test_http.ts";
+import { createGateway } from "../dev/gateway.ts";
+import { settleBackground } from "../../shared/background.ts";
 
-const env = await functionTestEnv({
-  env: {
-    // Limits would turn later garbage into 429s and hide what the route does with it.
-    FEED_RATE_LIMIT_PER_MIN: "100000",
-    POST_RATE_LIMIT_PER_MIN: "100000",
-    REPLY_RATE_LIMIT_PER_MIN: "100000",
-    LIKES_RATE_LIMIT_PER_MIN: "100000",
-    PROFILE_SEARCH_RATE_LIMIT_PER_MIN: "100000",
-    RECALL_RATE_LIMIT_PER_MIN: "100000",
-    RECALL_RATE_LIMIT_PER_HOUR: "100000",
-    RECALL_READ_RATE_LIMIT_PER_MIN: "100000",
-    EVENTS_RATE_LIMIT_PER_MIN: "100000",
-    ANON_WRITE_RATE_LIMIT_PER_MIN: "100000",
-    NOTIFICATIONS_RATE_LIMIT_PER_MIN: "100000",
-    ANON_READ_RATE_LIMIT_PER_MIN: "100000",
-    PROFILE_EDIT_RATE_LIMIT_PER_MIN: "100000",
-    JOBS_RUN_RATE_LIMIT_PER_MIN: "100000",
-    SUPABASE_SECRET_KEYS: JSON.stringify({ default: "sb_secret_bad_input_test" }),
-  },
+const it = suite("bad input", async () => {
+  const env = await functionTestEnv({
+    env: {
+      // Limits would turn later garbage into 429s and hide what the route does with it.
+      FEED_RATE_LIMIT_PER_MIN: "100000",
+      POST_RATE_LIMIT_PER_MIN: "100000",
+      REPLY_RATE_LIMIT_PER_MIN: "100000",
+      LIKES_RATE_LIMIT_PER_MIN: "100000",
+      PROFILE_SEARCH_RATE_LIMIT_PER_MIN: "100000",
+      RECALL_RATE_LIMIT_PER_MIN: "100000",
+      RECALL_RATE_LIMIT_PER_HOUR: "100000",
+      RECALL_READ_RATE_LIMIT_PER_MIN: "100000",
+      EVENTS_RATE_LIMIT_PER_MIN: "100000",
+      ANON_WRITE_RATE_LIMIT_PER_MIN: "100000",
+      NOTIFICATIONS_RATE_LIMIT_PER_MIN: "100000",
+      ANON_READ_RATE_LIMIT_PER_MIN: "100000",
+      PROFILE_EDIT_RATE_LIMIT_PER_MIN: "100000",
+      JOBS_RUN_RATE_LIMIT_PER_MIN: "100000",
+      SUPABASE_SECRET_KEYS: JSON.stringify({ default: "sb_secret_bad_input_test" }),
+    },
+  });
+  await seed(env.db.sql, { users: 20, posts: 50 });
+  const gateway = await createGateway({ deps: env.deps, jwks: env.keys.jwks });
+  const token = await env.keys.mint(DEMO_USER_ID);
+  const [{ id: postId }] = await env.db.sql`select id::text from posts limit 1`;
+  return {
+    env,
+    gateway,
+    token,
+    postId: postId as string,
+    async close() {
+      await settleBackground();
+      await env.close();
+    },
+  };
 });
-await seed(env.db.sql, { users: 20, posts: 50 });
-const { createGateway } = await import("../dev/gateway.ts");
-const { sql } = await import("../../shared/db.ts");
-const { settleBackground } = await import("../../shared/background.ts");
-const gateway = await createGateway({ jwks: env.keys.jwks });
-const token = await env.keys.mint(DEMO_USER_ID);
+type Fixture = Parameters<Parameters<typeof it>[1]>[0];
 
 const ids = [
   "x",
@@ -96,7 +109,9 @@ const databaseInternals =
   /violates|constraint|byte sequence|UTF8|relation "|column "|syntax error|SQLSTATE|PostgresError/i;
 
 /** Every (method, path) the functions document, and whether it names a security scheme. */
-async function routes(): Promise<{ method: string; path: string; secured: boolean }[]> {
+async function routes(
+  { gateway, token }: Fixture,
+): Promise<{ method: string; path: string; secured: boolean }[]> {
   const all: { method: string; path: string; secured: boolean }[] = [];
   for (const slug of gateway.slugs) {
     const res = await gateway.fetch(
@@ -118,8 +133,9 @@ async function routes(): Promise<{ method: string; path: string; secured: boolea
   return all;
 }
 
-it("garbage in every route: always 4xx problem+json (or success), never a 5xx", async () => {
-  const found = await routes();
+it("garbage in every route: always 4xx problem+json (or success), never a 5xx", async (f) => {
+  const { gateway, token } = f;
+  const found = await routes(f);
   assert(found.length >= 25, `only ${found.length} routes documented`);
   const failures: string[] = [];
   for (const { method, path } of found) {
@@ -167,6 +183,7 @@ it("garbage in every route: always 4xx problem+json (or success), never a 5xx", 
 
 /** A request to every documented route with `headers`, an id of a seeded post and a small body. */
 async function everyRoute(
+  f: Fixture,
   headers: Record<string, string>,
   check: (
     route: { method: string; path: string; secured: boolean },
@@ -174,10 +191,10 @@ async function everyRoute(
   ) => string | null,
 ): Promise<string[]> {
   const failures: string[] = [];
-  for (const route of await routes()) {
-    const concrete = route.path.replace(/\{[^}]+\}/g, postId);
+  for (const route of await routes(f)) {
+    const concrete = route.path.replace(/\{[^}]+\}/g, f.postId);
     const hasBody = route.method !== "GET" && route.method !== "DELETE";
-    const res = await gateway.fetch(
+    const res = await f.gateway.fetch(
       new Request(`http://x/functions/v1${concrete}`, {
         method: route.method,
         headers: { ...headers, ...(hasBody ? { "content-type": "application/json" } : {}) },
@@ -197,9 +214,8 @@ async function everyRoute(
   return failures;
 }
 
-const [{ id: postId }] = await env.db.sql`select id::text from posts limit 1`;
-
-it("malformed Authorization headers and tokens missing exp/sub/aud/role: 401 on every secured route", async () => {
+it("malformed Authorization headers and tokens missing exp/sub/aud/role: 401 on every secured route", async (f) => {
+  const { env, token } = f;
   const bad = [
     `Bearer ${token} junk`,
     `Bearer ${token},${token}`,
@@ -215,6 +231,7 @@ it("malformed Authorization headers and tokens missing exp/sub/aud/role: 401 on 
   for (const authorization of bad) {
     failures.push(
       ...await everyRoute(
+        f,
         { authorization },
         (route, res) =>
           route.secured && res.status !== 401
@@ -229,16 +246,17 @@ it("malformed Authorization headers and tokens missing exp/sub/aud/role: 401 on 
   );
 });
 
-it("the project's keys as bearer (anon JWT, publishable key) answer exactly as no credentials do", async () => {
+it("the project's keys as bearer (anon JWT, publishable key) answer exactly as no credentials do", async (f) => {
+  const { env } = f;
   const anonymous = new Map<string, number>();
-  await everyRoute({}, (route, res) => {
+  await everyRoute(f, {}, (route, res) => {
     anonymous.set(`${route.method} ${route.path}`, res.status);
     return null;
   });
   const failures: string[] = [];
   for (const key of [await env.keys.mintAnon(), "sb_publishable_bad_input_test"]) {
     failures.push(
-      ...await everyRoute({ authorization: `Bearer ${key}`, apikey: key }, (route, res) => {
+      ...await everyRoute(f, { authorization: `Bearer ${key}`, apikey: key }, (route, res) => {
         const expected = anonymous.get(`${route.method} ${route.path}`)!;
         // Anonymous routes must not refuse the key; user routes must refuse it as they refuse
         // no token. (Other statuses may differ: each call writes, e.g. a second event batch.)
@@ -254,7 +272,7 @@ it("the project's keys as bearer (anon JWT, publishable key) answer exactly as n
   );
 });
 
-it("uppercase ids name the same rows: own-id follow is a 400, a profile in capitals is found", async () => {
+it("uppercase ids name the same rows: own-id follow is a 400, a profile in capitals is found", async ({ env, gateway, token }) => {
   const auth = { authorization: `Bearer ${token}` };
   const self = await gateway.fetch(
     new Request(`http://x/functions/v1/profiles/${DEMO_USER_ID.toUpperCase()}/follow`, {
@@ -273,7 +291,7 @@ it("uppercase ids name the same rows: own-id follow is a 400, a profile in capit
   assertEquals((await found.json()).id, other);
 });
 
-it("searches: a query under 3 characters is a 400; pathological ones are bounded, never a 5xx", async () => {
+it("searches: a query under 3 characters is a 400; pathological ones are bounded, never a 5xx", async ({ gateway, token }) => {
   const auth = { authorization: `Bearer ${token}` };
   const search = (q: string) =>
     gateway.fetch(
@@ -294,7 +312,7 @@ it("searches: a query under 3 characters is a 400; pathological ones are bounded
   }
 });
 
-it("secret-key routes (metrics, jobs-worker) refuse every other credential: 401, nothing leaked", async () => {
+it("secret-key routes (metrics, jobs-worker) refuse every other credential: 401, nothing leaked", async ({ gateway, token }) => {
   const wrong = [
     {},
     { apikey: "sb_publishable_local_dev" },
@@ -325,7 +343,7 @@ it("secret-key routes (metrics, jobs-worker) refuse every other credential: 401,
   for (const key of ["checks", "breakers", "version"]) assert(!(key in health), key);
 });
 
-it("TRACE, TRACK and unknown methods: 405 problem+json from the gateway, on every function", async () => {
+it("TRACE, TRACK and unknown methods: 405 problem+json from the gateway, on every function", async ({ gateway }) => {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, gateway.fetch);
   try {
     for (const slug of gateway.slugs) {
@@ -358,7 +376,7 @@ it("TRACE, TRACK and unknown methods: 405 problem+json from the gateway, on ever
   }
 });
 
-it("an Idempotency-Key reused with a body that only normalizes the same: 422", async () => {
+it("an Idempotency-Key reused with a body that only normalizes the same: 422", async ({ gateway, token }) => {
   const send = (body: string) =>
     gateway.fetch(
       new Request("http://x/functions/v1/recall-resolve", {
@@ -385,8 +403,9 @@ it("an Idempotency-Key reused with a body that only normalizes the same: 422", a
   }
 });
 
-it("bodies that never end or never arrive: 413 at the limit, 408 at the deadline, every write route", async () => {
-  const writes = (await routes()).filter((r) => !["GET", "DELETE"].includes(r.method));
+it("bodies that never end or never arrive: 413 at the limit, 408 at the deadline, every write route", async (f) => {
+  const { gateway, token, postId } = f;
+  const writes = (await routes(f)).filter((r) => !["GET", "DELETE"].includes(r.method));
   assert(writes.length >= 8, `only ${writes.length} write routes`);
   const send = (route: { method: string; path: string }, body: ReadableStream<Uint8Array>) =>
     gateway.fetch(
@@ -443,8 +462,9 @@ it("bodies that never end or never arrive: 413 at the limit, 408 at the deadline
   assertEquals(failures, []);
 });
 
-it("a compressed request body (Content-Encoding: gzip, br…): 415 naming the header, unread, every write route", async () => {
-  const writes = (await routes()).filter((r) => !["GET", "DELETE"].includes(r.method));
+it("a compressed request body (Content-Encoding: gzip, br…): 415 naming the header, unread, every write route", async (f) => {
+  const { gateway, token, postId } = f;
+  const writes = (await routes(f)).filter((r) => !["GET", "DELETE"].includes(r.method));
   const failures: string[] = [];
   for (const route of writes) {
     for (const coding of ["gzip", "br"]) {
@@ -478,7 +498,7 @@ it("a compressed request body (Content-Encoding: gzip, br…): 415 naming the he
   assertEquals(failures, []);
 });
 
-it("a lone surrogate in any text field: 400 naming the field, nothing stored", async () => {
+it("a lone surrogate in any text field: 400 naming the field, nothing stored", async ({ env, gateway, token, postId }) => {
   // Written as JSON escapes, as a client's JSON.stringify would send a broken string.
   const lone = "\\ud800";
   const cases: [string, string, string, string][] = [
@@ -494,7 +514,7 @@ it("a lone surrogate in any text field: 400 naming the field, nothing stored", a
       "properties",
     ],
   ];
-  const [{ before }] = await sql`select
+  const [{ before }] = await env.db.sql`select
     (select count(*) from posts)::int + (select count(*) from replies)::int +
     (select count(*) from events)::int as before`;
   const failures: string[] = [];
@@ -519,15 +539,16 @@ it("a lone surrogate in any text field: 400 naming the field, nothing stored", a
     }
   }
   assertEquals(failures, []);
-  const [{ after }] = await sql`select
+  const [{ after }] = await env.db.sql`select
     (select count(*) from posts)::int + (select count(*) from replies)::int +
     (select count(*) from events)::int as after`;
   assertEquals(after, before);
-  const [profile] = await sql`select display_name, bio from profiles where id = ${DEMO_USER_ID}`;
+  const [profile] = await env.db
+    .sql`select display_name, bio from profiles where id = ${DEMO_USER_ID}`;
   assert(!`${profile.display_name}${profile.bio}`.includes("\ufffd"), JSON.stringify(profile));
 });
 
-it("an Idempotency-Key too long or not visible ASCII: 400 naming the header", async () => {
+it("an Idempotency-Key too long or not visible ASCII: 400 naming the header", async ({ gateway, token }) => {
   for (const key of ["k".repeat(256), "has space", "caf\xe9", "tab\there"]) {
     const res = await gateway.fetch(
       new Request("http://x/functions/v1/recall-resolve", {
@@ -558,10 +579,4 @@ it("an Idempotency-Key too long or not visible ASCII: 400 naming the header", as
     }),
   );
   assertEquals(res.status, 200, await res.text());
-});
-
-it("teardown", async () => {
-  await settleBackground();
-  await sql.end();
-  await env.close();
 });

@@ -15,27 +15,48 @@ import {
   writeLocalStack,
 } from "../dev/stack.ts";
 import { functionTestEnv } from "./test_env.ts";
-import { it } from "./test_http.ts";
+import { suite } from "./test_http.ts";
 import { TextLineStream } from "../dev/text_lines.ts";
 import { ensureUser } from "./token.ts";
+import { createApp as postsApp } from "../../functions/posts/app.ts";
+import { createApp as profilesApp } from "../../functions/profiles/app.ts";
 
-const env = await functionTestEnv();
-await seed(env.db.sql, { users: 5, posts: 10, songs: 0 });
-const standIn = startOpenAIStandIn();
-const dir = await Deno.makeTempDir({ prefix: "rockout-newcomer-" });
-const stackFile = `${dir}/stack.json`;
-const stack: LocalStack = {
-  pid: Deno.pid,
-  baseUrl: "http://127.0.0.1:54321",
-  databaseUrl: env.db.url,
-  redisUrl: null,
-  upstash: { url: env.bridge!.url, token: env.bridge!.token },
-  openaiStandIn: standIn.baseUrl,
-};
-await writeLocalStack(stack, stackFile);
+const it = suite("newcomer", async () => {
+  const env = await functionTestEnv();
+  await seed(env.db.sql, { users: 5, posts: 10, songs: 0 });
+  const standIn = startOpenAIStandIn();
+  const dir = await Deno.makeTempDir({ prefix: "rockout-newcomer-" });
+  const stackFile = `${dir}/stack.json`;
+  const stack: LocalStack = {
+    pid: Deno.pid,
+    baseUrl: "http://127.0.0.1:54321",
+    databaseUrl: env.db.url,
+    redisUrl: null,
+    upstash: { url: env.bridge.url, token: env.bridge.token },
+    openaiStandIn: standIn.baseUrl,
+  };
+  await writeLocalStack(stack, stackFile);
+  return {
+    env,
+    standIn,
+    dir,
+    stackFile,
+    stack,
+    async close() {
+      await standIn.close();
+      await Deno.remove(dir, { recursive: true });
+      await env.close();
+    },
+  };
+});
 
-/** A clean environment: nothing of this test process's DATABASE_URL & co. leaks in. */
-function cleanEnv(extra: Record<string, string>): Record<string, string> {
+type Fixture = Parameters<Parameters<typeof it>[1]>[0];
+
+/**
+ * A clean environment: nothing of this test process's DATABASE_URL & co. leaks in; Redis keys
+ * under the test's prefix.
+ */
+function cleanEnv({ env }: Fixture, extra: Record<string, string>): Record<string, string> {
   return {
     PATH: Deno.env.get("PATH") ?? "",
     HOME: Deno.env.get("HOME") ?? "/root",
@@ -46,11 +67,11 @@ function cleanEnv(extra: Record<string, string>): Record<string, string> {
 }
 
 /** Runs `deno run -A <script> <args>` to the end. */
-async function run(script: string, args: string[], extra: Record<string, string>) {
+async function run(f: Fixture, script: string, args: string[], extra: Record<string, string>) {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${repoRoot}/${script}`, ...args],
     clearEnv: true,
-    env: cleanEnv(extra),
+    env: cleanEnv(f, extra),
     stdin: "null",
   }).output();
   const text = new TextDecoder();
@@ -58,11 +79,11 @@ async function run(script: string, args: string[], extra: Record<string, string>
 }
 
 /** Starts `npm run worker` and collects its log lines; `until` waits for a line. */
-function startWorker(extra: Record<string, string>) {
+function startWorker(f: Fixture, extra: Record<string, string>) {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${repoRoot}/scripts/dev/worker.ts`, "--poll-ms", "100"],
     clearEnv: true,
-    env: cleanEnv(extra),
+    env: cleanEnv(f, extra),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -99,15 +120,17 @@ function startWorker(extra: Record<string, string>) {
   };
 }
 
-it("npm run worker with only DATABASE_URL runs (it verifies no tokens: no auth settings)", async () => {
-  const worker = startWorker({ DATABASE_URL: env.db.url });
+it("npm run worker with only DATABASE_URL runs (it verifies no tokens: no auth settings)", async (f) => {
+  const { env } = f;
+  const worker = startWorker(f, { DATABASE_URL: env.db.url });
   const started = JSON.parse(await worker.until((l) => l.includes('"worker started"')));
   assertEquals(started.job_types, ["digest"]); // no OpenAI key and no stack: no replies
   assertEquals(await worker.stop(), 0);
   assert(!worker.lines.some((l) => l.includes("SUPABASE_JWKS")), worker.lines.join("\n"));
 });
 
-it("with npm start running, npm run worker finds its database, Redis and stand-in model, and logs each job", async () => {
+it("with npm start running, npm run worker finds its database, Redis and stand-in model, and logs each job", async (f) => {
+  const { env, stackFile, stack, standIn } = f;
   const [post] = await env.db.sql`select id from posts where status = 'published' limit 1`;
   const persona = "00000000-0000-4000-a000-000000000002";
   const [job] = await env.db.sql`
@@ -115,7 +138,7 @@ it("with npm start running, npm run worker finds its database, Redis and stand-i
     values ('generate_reply', jsonb_build_object('post_id', ${post.id}::uuid, 'persona_id', ${persona}::uuid),
             ${`generate_reply:${post.id}:${persona}`})
     returning id`;
-  const worker = startWorker({ STACK_FILE: stackFile });
+  const worker = startWorker(f, { STACK_FILE: stackFile });
   const started = JSON.parse(await worker.until((l) => l.includes('"worker started"')));
   assertEquals(started.stack, stack.baseUrl);
   assertEquals(started.model, "stand-in");
@@ -132,11 +155,17 @@ it("with npm start running, npm run worker finds its database, Redis and stand-i
   assert(standIn.chatCalls() >= 1);
 });
 
-it("npm run token -- <uuid> creates the user and profile: posting and PATCH /profiles/me work", async () => {
+it("npm run token -- <uuid> creates the user and profile: posting and PATCH /profiles/me work", async (f) => {
+  const { env, stackFile } = f;
   const userId = crypto.randomUUID();
-  const { code, stdout, stderr } = await run("scripts/testing/token.ts", [userId.toUpperCase()], {
-    STACK_FILE: stackFile,
-  });
+  const { code, stdout, stderr } = await run(
+    f,
+    "scripts/testing/token.ts",
+    [userId.toUpperCase()],
+    {
+      STACK_FILE: stackFile,
+    },
+  );
   assertEquals(code, 0, stderr);
   assertMatch(stdout.trim(), /^eyJ[\w-]+\.[\w-]+\.[\w-]+$/);
   assertMatch(stderr, new RegExp(`created user and profile @user_${userId.slice(0, 8)}`));
@@ -146,8 +175,8 @@ it("npm run token -- <uuid> creates the user and profile: posting and PATCH /pro
 
   // The user can post and edit the profile at once (409 and 404 before).
   const token = await env.keys.mint(userId);
-  const { app: posts } = await import("../../functions/posts/app.ts");
-  const { app: profiles } = await import("../../functions/profiles/app.ts");
+  const posts = postsApp(env.deps);
+  const profiles = profilesApp(env.deps);
   const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
   const posted = await posts.request("/posts", {
     method: "POST",
@@ -163,11 +192,11 @@ it("npm run token -- <uuid> creates the user and profile: posting and PATCH /pro
   assertEquals(patched.status, 200, await patched.clone().text());
 
   // Again: nothing more is created.
-  const again = await run("scripts/testing/token.ts", [userId], { STACK_FILE: stackFile });
+  const again = await run(f, "scripts/testing/token.ts", [userId], { STACK_FILE: stackFile });
   assertEquals([again.code, again.stderr], [0, ""]);
 });
 
-it("ensureUser is idempotent and finds a free username", async () => {
+it("ensureUser is idempotent and finds a free username", async ({ env }) => {
   const a = crypto.randomUUID();
   // Somebody already has the username a's would get.
   const taken = crypto.randomUUID();
@@ -190,7 +219,7 @@ it("ensureUser is idempotent and finds a free username", async () => {
   assertEquals([demo.createdUser, demo.createdProfile, demo.username], [false, false, "demo"]);
 });
 
-it("the stack file: explicit variables win; a stopped npm start's file is ignored", async () => {
+it("the stack file: explicit variables win; a stopped npm start's file is ignored", async ({ env, stackFile, standIn, dir, stack }) => {
   const vars = new Map<string, string>([["REDIS_URL", "redis://mine:6379"]]);
   const asEnv = { get: (k: string) => vars.get(k), set: (k: string, v: string) => vars.set(k, v) };
   assertEquals((await useLocalStack(asEnv, stackFile))?.pid, Deno.pid);
@@ -215,25 +244,27 @@ it("the stack file: explicit variables win; a stopped npm start's file is ignore
   assertEquals(none.size, 0);
 });
 
-it("npm run seed and npm run migrate default to npm start's database", async () => {
+it("npm run seed and npm run migrate default to npm start's database", async (f) => {
+  const { env, stackFile, dir } = f;
   // seed finds the running stack's database (which has data) and says how to get a fresh one
-  const seeded = await run("scripts/testing/seed.ts", ["--users", "2", "--posts", "1"], {
+  const seeded = await run(f, "scripts/testing/seed.ts", ["--users", "2", "--posts", "1"], {
     STACK_FILE: stackFile,
   });
   assertEquals(seeded.code, 1);
   assertMatch(seeded.stderr, /already has profiles.*Seed a fresh database/s);
   // without a stack or DATABASE_URL: a clear message instead of a stack trace
-  const lost = await run("scripts/testing/seed.ts", [], { STACK_FILE: `${dir}/none.json` });
+  const lost = await run(f, "scripts/testing/seed.ts", [], { STACK_FILE: `${dir}/none.json` });
   assertEquals(lost.code, 2);
   assertMatch(lost.stderr, /no database: start the stack \(npm start\)/);
-  const migrate = await run("scripts/dev/db.ts", ["bootstrap"], { STACK_FILE: stackFile });
+  const migrate = await run(f, "scripts/dev/db.ts", ["bootstrap"], { STACK_FILE: stackFile });
   assertEquals(migrate.code, 0, migrate.stderr);
   assertMatch(migrate.stdout, new RegExp(`bootstrap applied to .*${env.db.name}`));
 });
 
-it("a second npm start on the same data says another npm start holds it", async () => {
+it("a second npm start on the same data says another npm start holds it", async (f) => {
+  const { stackFile } = f;
   // the stack file of a live npm start (this process) and no DATABASE_URL
-  const second = await run("scripts/dev/start.ts", [], { STACK_FILE: stackFile, PORT: "54397" });
+  const second = await run(f, "scripts/dev/start.ts", [], { STACK_FILE: stackFile, PORT: "54397" });
   assertEquals(second.code, 1);
   assertMatch(
     second.stderr,
@@ -310,7 +341,7 @@ it("embedded Postgres starts from a checkout the postgres user can't enter (as r
   }
 });
 
-it("servers npm start runs use Deno.serve's new request.signal (no legacy-abort warning)", async () => {
+it("servers npm start runs use Deno.serve's new request.signal (no legacy-abort warning)", async ({ dir }) => {
   // The functions read request.signal (budgets); Deno's legacy behaviour aborts it after
   // every successful response and warns about it in the logs.
   const script = `${dir}/signal_server.ts`;
@@ -333,18 +364,12 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.env.get("PORT")), onListen
   assert(start.includes("--unstable-no-legacy-abort"), start);
 });
 
-it("npm run loadtest with no server says connection refused at BASE_URL", async () => {
+it("npm run loadtest with no server says connection refused at BASE_URL", async (f) => {
   const baseUrl = `http://127.0.0.1:${freePort()}`;
-  const { code, stderr } = await run("scripts/bench/loadtest.ts", ["smoke"], { BASE_URL: baseUrl });
+  const { code, stderr } = await run(f, "scripts/bench/loadtest.ts", ["smoke"], {
+    BASE_URL: baseUrl,
+  });
   assertEquals(code, 2);
   assertMatch(stderr, new RegExp(`connection refused at ${baseUrl}`));
   assert(!stderr.includes("Unexpected end of JSON input"), stderr);
-});
-
-it("teardown", async () => {
-  await standIn.close();
-  await Deno.remove(dir, { recursive: true });
-  const { sql } = await import("../../shared/db.ts");
-  await sql.end({ timeout: 1 });
-  await env.close();
 });

@@ -1,9 +1,11 @@
 /**
  * `npm test`: every test against real Postgres and Redis. Uses DATABASE_URL / REDIS_URL when
  * set, else starts its own (embedded Postgres; redis-server from PATH). Builds one migrated
- * template database that each test file copies, runs `deno test`, then the load smoke (full
- * run only), and tears everything down. It prints only the failures, in full, and the closing
- * line `tests: N passed, N failed` (TEST_VERBOSE=1: everything `deno test` prints).
+ * template database that each test file copies, runs `deno test --parallel` (test files at
+ * once, `DENO_JOBS` of them), then the load smoke (full run only), and tears everything down.
+ * It prints only the failures, in full, and the closing line `tests: N passed, N failed`,
+ * where a suite's cases (steps, test_http.ts) count one by one (TEST_VERBOSE=1: everything
+ * `deno test` prints).
  *
  * @module
  */
@@ -19,24 +21,47 @@ import { handleSummary, runScenario } from "../../loadtest/lib/runner.ts";
 import { scenario as smoke } from "../../loadtest/smoke.ts";
 import { startStack } from "../dev/stack.ts";
 import { buildTemplate, dropTemplate } from "./test_db.ts";
-import { deleteKeys, testRedis } from "./test_redis.ts";
+import { deleteKeys, testRedis, unusedPort } from "./test_redis.ts";
 import { isNoise, TestOutputFilter } from "./test_output.ts";
 import { TextLineStream } from "../dev/text_lines.ts";
 
 const verbose = Deno.env.get("TEST_VERBOSE") === "1";
 const info = (msg: string) => verbose && console.log(msg);
 
-/** Starts the stack on a fresh database and runs the smoke scenario; true when it passed. */
-async function runSmoke(adminUrl: string, redisUrl: string): Promise<boolean> {
+/** Prints what the smoke found (its table when it failed, or with TEST_VERBOSE); true: passed. */
+type SmokeReport = () => Promise<boolean>;
+
+/**
+ * Starts the stack on a fresh database and runs the smoke scenario. It runs while the test
+ * files do (it checks answers, not latencies), so its report is kept for after their output.
+ * The database and the Redis keys are removed whatever happens.
+ */
+async function runSmoke(adminUrl: string, redisUrl: string): Promise<SmokeReport> {
   const name = `rockout_smoke_${crypto.randomUUID().slice(0, 8)}`;
   await createDatabase(adminUrl, name);
+  try {
+    return await smokeOnStack(databaseUrl(adminUrl, name), redisUrl, `smoke:${name}:`);
+  } finally {
+    await dropDatabase(adminUrl, name).catch((err) => console.error(err));
+    const redis = await testRedis(redisUrl);
+    await deleteKeys(redis.redis, `smoke:${name}:*`).catch((err) => console.error(err));
+    await redis.close();
+  }
+}
+
+/** The stack on `databaseUrl` (its Redis keys under `redisPrefix`), and the smoke against it. */
+async function smokeOnStack(
+  databaseUrl: string,
+  redisUrl: string,
+  redisPrefix: string,
+): Promise<SmokeReport> {
   const secretKey = `sb_secret_smoke_${crypto.randomUUID().replaceAll("-", "")}`;
   Deno.env.set("SMOKE_SECRET_KEY", secretKey);
-  const stack = await startStack(freePort(), {
+  const stack = await startStack(unusedPort(), {
     SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
-    DATABASE_URL: databaseUrl(adminUrl, name),
+    DATABASE_URL: databaseUrl,
     REDIS_URL: redisUrl,
-    REDIS_PREFIX: `smoke:${name}:`,
+    REDIS_PREFIX: redisPrefix,
     SEED_USERS: "60",
     SEED_POSTS: "600",
     // Not .local/stack.json: that one belongs to the developer's own npm start.
@@ -45,21 +70,58 @@ async function runSmoke(adminUrl: string, redisUrl: string): Promise<boolean> {
   try {
     info(`[test] smoke: stack up at ${stack.url}`);
     const result = await runScenario(smoke, stack.url);
-    if (result.ok && !verbose) return true;
-    // Its table only when it failed (or asked for).
-    const dir = await Deno.makeTempDir({ prefix: "rockout-smoke-" });
-    if (!result.ok) console.log("\nin the load smoke (loadtest/smoke.ts):");
-    return (await handleSummary(result, dir)) === 0;
+    return async () => {
+      if (result.ok && !verbose) return true;
+      // Its table only when it failed (or asked for).
+      const dir = await Deno.makeTempDir({ prefix: "rockout-smoke-" });
+      if (!result.ok) console.log("\nin the load smoke (loadtest/smoke.ts):");
+      return (await handleSummary(result, dir)) === 0;
+    };
   } catch (err) {
-    console.error("[test] smoke failed:", err, stack.output.slice(-20).join("\n"));
-    return false;
+    const output = stack.output.slice(-20).join("\n");
+    return () => {
+      console.error("[test] smoke failed:", err, output);
+      return Promise.resolve(false);
+    };
   } finally {
     await stack.stop();
-    await dropDatabase(adminUrl, name).catch((err) => console.error(err));
-    const redis = await testRedis(redisUrl);
-    await deleteKeys(redis.redis, `smoke:${name}:*`).catch((err) => console.error(err));
-    await redis.close();
   }
+}
+
+/**
+ * Every test file (as `deno test` finds them: `*_test.ts`, outside node_modules and hidden
+ * directories), those likely to take longest first, so that none is left running alone at the
+ * end: `deno test --parallel` takes directories in an order of its own, but a directory's
+ * files in the order given. Files that set up a database (a copy of the template, with
+ * servers and seeds) are the slow ones, the larger the slower; unit tests take a second or less.
+ */
+async function testFiles(): Promise<string[]> {
+  const files: { path: string; db: boolean; size: number }[] = [];
+  const walk = async (dir: string) => {
+    for await (const entry of Deno.readDir(`${repoRoot}/${dir}`)) {
+      const path = dir ? `${dir}/${entry.name}` : entry.name;
+      if (entry.isDirectory && entry.name !== "node_modules" && !entry.name.startsWith(".")) {
+        await walk(path);
+      } else if (entry.isFile && entry.name.endsWith("_test.ts")) {
+        const text = await Deno.readTextFile(`${repoRoot}/${path}`);
+        const db = /\b(functionTestEnv|testDatabase|startStack)\(/.test(text);
+        files.push({ path, db, size: text.length });
+      }
+    }
+  };
+  await walk("");
+  files.sort((a, b) => Number(b.db) - Number(a.db) || b.size - a.size);
+  return files.map((f) => f.path);
+}
+
+/**
+ * Test files run at once: DENO_JOBS, else 6. Most of a test's time is spent waiting (on
+ * Postgres, Redis, timers), so more files than cores keep 2 cores busy; each file holds about
+ * ten Postgres connections, and the server allows 100. At least 2: with one, `deno test`
+ * reports in its serial format, which TestOutputFilter doesn't read.
+ */
+function testJobs(): number {
+  return Math.max(2, Number(Deno.env.get("DENO_JOBS")) || 6);
 }
 
 const env = Deno.env;
@@ -88,22 +150,33 @@ try {
   stops.push(() => dropTemplate(adminUrl!, template));
   info(`[test] template database ${template} ready`);
 
-  const args = Deno.args.length ? Deno.args : [];
+  // The load smoke (full run only): every endpoint once against a freshly started stack, at
+  // the same time as the test files. Awaited before the servers stop, whatever happens.
+  const smoke = Deno.args.length
+    ? null
+    : runSmoke(adminUrl, redisUrl).catch((err): SmokeReport => () => {
+      console.error("[test] smoke failed:", err);
+      return Promise.resolve(false);
+    });
+  if (smoke) stops.push(() => smoke.then(() => {}));
+  const args = Deno.args.length ? Deno.args : await testFiles();
+  info(`[test] deno test --parallel (${testJobs()} at once) ${args.join(" ")}`);
   const child = new Deno.Command(Deno.execPath(), {
-    // Not --parallel: test files share the process environment, and each sets its own
-    // DATABASE_URL / SUPABASE_JWKS before importing the function under test.
-    args: ["test", "-A", ...args],
+    // --parallel: test files share nothing but the servers (each has its own database and
+    // Redis prefix, and none writes the process environment). --no-check: CI type-checks
+    // first (.ci/run runs `npm run check`, then `npm test`), so it is done once, not twice.
+    args: ["test", "-A", "--parallel", "--no-check", ...args],
     cwd: repoRoot,
     env: {
       TEST_ADMIN_DATABASE_URL: adminUrl,
       TEST_TEMPLATE_DB: template,
       TEST_REDIS_URL: redisUrl,
       NO_COLOR: "1",
+      DENO_JOBS: String(testJobs()),
     },
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let summary = "";
   const filter = new TestOutputFilter();
   const lines = (stream: ReadableStream<Uint8Array>) =>
     stream.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
@@ -113,24 +186,19 @@ try {
     }
   })();
   for await (const line of lines(child.stdout)) {
+    const shown = filter.push(line);
     if (verbose) console.log(line);
-    else for (const shown of filter.push(line)) console.log(shown);
-    summary += line + "\n";
-    if (summary.length > 8192) summary = summary.slice(-8192);
+    else for (const l of shown) console.log(l);
   }
   await errors;
   const status = await child.status;
-  // The closing line CI reads: deno prints "ok | 12 passed | 0 failed"; we restate it plainly.
-  const match = summary.match(
-    /(\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed/g,
-  )?.at(-1)?.match(/(\d+) passed.*\| (\d+) failed/);
-  let passed = Number(match?.[1] ?? 0);
-  let failed = Number(match?.[2] ?? (status.success ? 0 : 1));
+  // The closing line CI reads: steps and tests without steps, as the filter counted them (a
+  // run that failed before any test, e.g. a module that doesn't load, counts as one failure).
+  let passed = filter.passed;
+  let failed = filter.failed || (status.success ? 0 : 1);
   exitCode = status.code;
-  if (!Deno.args.length) {
-    // The load smoke: every endpoint once against a freshly started stack.
-    const smoke = await runSmoke(adminUrl, redisUrl);
-    if (smoke) passed++;
+  if (smoke) {
+    if (await (await smoke)()) passed++;
     else {
       failed++;
       exitCode ||= 99;

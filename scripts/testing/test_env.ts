@@ -1,11 +1,19 @@
 /**
  * Environment for a function's integration tests: its own migrated database, its own Redis
- * key prefix behind the Upstash REST bridge, and a signing key for access tokens. Call it
- * before importing the function's app (config is read at module load).
+ * key prefix behind the Upstash REST bridge, a signing key for access tokens, and the
+ * {@link Deps} built from all that. Nothing is written to the process environment, so test
+ * files run in parallel and one file may build several apps with different settings:
+ *
+ *   const env = await functionTestEnv({ env: { FEED_RATE_LIMIT_PER_MIN: "5" } });
+ *   const app = createApp(env.deps);
+ *   …
+ *   await env.close();
  *
  * @module
  */
 import { Redis } from "@upstash/redis";
+import { createDeps, type Deps } from "../../shared/deps.ts";
+import type { Env } from "../../shared/config.ts";
 import { createDevKeys, type DevKeys } from "../dev/dev_auth.ts";
 import { startRedisBridge } from "../dev/redis_bridge.ts";
 import { testDatabase } from "./test_db.ts";
@@ -15,47 +23,69 @@ import { deleteKeys, testRedisUrl } from "./test_redis.ts";
 export interface FunctionTestEnv {
   db: Awaited<ReturnType<typeof testDatabase>>;
   keys: DevKeys;
-  bridge: Awaited<ReturnType<typeof startRedisBridge>> | null;
+  bridge: Awaited<ReturnType<typeof startRedisBridge>>;
   redisPrefix: string;
+  /** The environment `deps` was built from (pass it, changed, to {@link withEnv}). */
+  env: Env;
+  /** The app's dependencies on this database, Redis prefix and key set. */
+  deps: Deps;
+  /**
+   * More deps on the same database, Redis prefix and keys, with `env` laid over (another
+   * isolate, or other settings); closed with this environment.
+   */
+  withEnv(env: Env): Deps;
   close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Sets DATABASE_URL, SUPABASE_JWKS, UPSTASH_REDIS_REST_* (unless `redis: false`) and more. */
+/**
+ * A database (a copy of the migrated template), a Redis prefix behind a fresh REST bridge,
+ * a signing key, and deps built from DATABASE_URL, SUPABASE_JWKS, UPSTASH_REDIS_REST_*,
+ * REDIS_PREFIX and LOG_REQUESTS=false, with `options.env` laid over them.
+ */
 export async function functionTestEnv(
-  options: { redis?: boolean; env?: Record<string, string> } = {},
+  options: { env?: Env } = {},
 ): Promise<FunctionTestEnv> {
   const db = await testDatabase();
   const keys = await createDevKeys();
   const redisPrefix = `test:${crypto.randomUUID().slice(0, 8)}:`;
-  const bridge = options.redis === false ? null : await startRedisBridge({
+  const bridge = await startRedisBridge({
     redisUrl: testRedisUrl(),
     token: crypto.randomUUID(),
     port: 0,
   });
-  Deno.env.set("DATABASE_URL", db.url);
-  Deno.env.set("SUPABASE_JWKS", JSON.stringify(keys.jwks));
-  Deno.env.set("REDIS_PREFIX", redisPrefix);
-  Deno.env.set("LOG_REQUESTS", "false");
-  if (bridge) {
-    Deno.env.set("UPSTASH_REDIS_REST_URL", bridge.url);
-    Deno.env.set("UPSTASH_REDIS_REST_TOKEN", bridge.token);
-  } else {
-    Deno.env.delete("UPSTASH_REDIS_REST_URL");
-    Deno.env.delete("UPSTASH_REDIS_REST_TOKEN");
-  }
-  for (const [k, v] of Object.entries(options.env ?? {})) Deno.env.set(k, v);
+  const base: Env = {
+    DATABASE_URL: db.url,
+    SUPABASE_JWKS: JSON.stringify(keys.jwks),
+    REDIS_PREFIX: redisPrefix,
+    LOG_REQUESTS: "false",
+    UPSTASH_REDIS_REST_URL: bridge.url,
+    UPSTASH_REDIS_REST_TOKEN: bridge.token,
+    ...options.env,
+  };
+  const made: Deps[] = [];
+  const withEnv = (env: Env) => {
+    const deps = createDeps({ ...base, ...env });
+    made.push(deps);
+    return deps;
+  };
+  const deps = withEnv({});
+  const close = async () => {
+    await Promise.allSettled(made.map((d) => d.close()));
+    const redis = new Redis({ url: bridge.url, token: bridge.token, enableTelemetry: false });
+    await deleteKeys(redis, `${redisPrefix}*`);
+    await bridge.close();
+    await db[Symbol.asyncDispose]();
+  };
   return {
     db,
     keys,
     bridge,
     redisPrefix,
-    async close() {
-      if (bridge) {
-        const redis = new Redis({ url: bridge.url, token: bridge.token, enableTelemetry: false });
-        await deleteKeys(redis, `${redisPrefix}*`);
-        await bridge.close();
-      }
-      await db[Symbol.asyncDispose]();
-    },
+    env: base,
+    deps,
+    withEnv,
+    close,
+    [Symbol.asyncDispose]: close,
   };
 }

@@ -7,9 +7,9 @@
  */
 import type { AuthUser } from "../auth.ts";
 import type { Budget } from "../budget.ts";
-import { asUser, sql as pool } from "../db.ts";
+import type { Database } from "../db.ts";
 import { invalidParameter, notFound } from "../problem.ts";
-import type { Db, JobStatus } from "../jobs/queue.ts";
+import type { JobStatus } from "../jobs/queue.ts";
 
 /** Most personas per request. */
 export const maxPersonasPerRequest = 5;
@@ -51,11 +51,11 @@ const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
  * list.
  */
 export async function enqueueReplyJobs(
+  db: Database,
   user: AuthUser,
   postId: string,
   personaIds: string[],
   budget?: Budget,
-  db: Db = pool,
 ): Promise<{ post_id: string; jobs: ReplyJob[] }> {
   if (!uuidPattern.test(postId)) throw notFound("post");
   const wanted = [...new Set(personaIds.map((id) => id.toLowerCase()))];
@@ -65,7 +65,7 @@ export async function enqueueReplyJobs(
     throw invalidParameter("persona_ids", `1 to ${maxPersonasPerRequest} distinct persona ids`);
   }
   // As the caller, so RLS decides whether the post is visible.
-  const [check] = await asUser(
+  const [check] = await db.asUser(
     user,
     (tx) =>
       tx<{ post_ok: boolean; known: string[] }[]>`
@@ -84,7 +84,7 @@ export async function enqueueReplyJobs(
   // A job that finishes between our insert and our lookup leaves either its reply (seen on
   // the next pass) or a dead job (a new one is created then): a few passes settle it.
   for (let pass = 0; pass < 3 && missing.length; pass++) {
-    const rows = await db<
+    const rows = await db.sql<
       { persona_id: string; job_id: string | null; status: JobStatus | null; created: boolean }[]
     >`
       with replied as (
@@ -115,7 +115,7 @@ export async function enqueueReplyJobs(
     missing = missing.filter((id) => !results.has(id));
     if (!missing.length) break;
     // Lost the race to an active job (the insert waited for it to commit): report it.
-    const active = await db<{ persona_id: string; id: string; status: JobStatus }[]>`
+    const active = await db.sql<{ persona_id: string; id: string; status: JobStatus }[]>`
       select payload->>'persona_id' as persona_id, id, status from public.jobs
       where job_key = any (${missing.map((id) => replyJobKey(postId, id))}::text[])
         and status in ('pending', 'processing', 'failed')`;

@@ -6,9 +6,8 @@
  *
  * @module
  */
-import { query } from "../db.ts";
+import type { Database } from "../db.ts";
 import { metrics, type Sample } from "../metrics.ts";
-import { type Db } from "./queue.ts";
 
 metrics.describe("jobs_processed_total", "Job attempts finished, by job_type and outcome");
 metrics.describe("jobs_failed_total", "Job attempts that threw or timed out, by job_type");
@@ -16,15 +15,16 @@ metrics.describe("jobs_retried_total", "Failed attempts scheduled for a retry, b
 metrics.describe("job_duration_ms", "Handler run time per attempt, by job_type");
 
 const activeStatuses = ["pending", "processing", "failed"];
-let registered = false;
-
 /**
- * Registers the `queue_depth` collector once per isolate, reading through `db`. `jobTypes`
- * (the caller's job registry) get a zero series each even before their first job.
+ * Registers the `queue_depth` collector (one per isolate: a later call replaces it), reading
+ * through `db`. `jobTypes` (the caller's job registry) get a zero series each even before
+ * their first job.
  */
-export function collectQueueDepth(db: Db, jobTypes: readonly string[], cacheMs = 5000): void {
-  if (registered) return;
-  registered = true;
+export function collectQueueDepth(
+  db: Database,
+  jobTypes: readonly string[],
+  cacheMs = 5000,
+): void {
   let cached: { at: number; samples: Promise<Sample[]> } | null = null;
   metrics.collect(() => {
     if (!cached || performance.now() - cached.at > cacheMs) {
@@ -33,14 +33,14 @@ export function collectQueueDepth(db: Db, jobTypes: readonly string[], cacheMs =
       samples.catch(() => (cached = null)); // don't cache a failure
     }
     return cached.samples;
-  });
+  }, "queue_depth");
 }
 
-async function queueDepth(db: Db, jobTypes: readonly string[]): Promise<Sample[]> {
+async function queueDepth(db: Database, jobTypes: readonly string[]): Promise<Sample[]> {
   // Through the isolate's pool gate (a scrape waits at most 2 s for a connection, then the
   // collector reports nothing): metrics can't take connections request work needs.
-  const rows = await query(
-    db<{ job_type: string; status: string; n: number }[]>`
+  const rows = await db.query(
+    db.sql<{ job_type: string; status: string; n: number }[]>`
     select job_type, status, count(*)::int as n
     from public.jobs
     where status in ('pending', 'processing', 'failed')

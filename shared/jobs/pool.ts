@@ -20,7 +20,6 @@ import {
   recoverExpiredJobs,
   releaseJobs,
 } from "./queue.ts";
-import { sql as pool } from "../db.ts";
 
 /** What a handler gets besides its job. */
 export interface JobContext {
@@ -65,8 +64,8 @@ export interface PoolOptions {
   pollMs?: number;
   /** Recover jobs of lost workers at start and then this often (default 5000 ms). */
   recoverEveryMs?: number;
-  /** Database client (default: the isolate's pool). */
-  db?: Db;
+  /** Database client: the isolate's pool (`deps.db.sql`). */
+  db: Db;
 }
 
 /** What a pool run did. */
@@ -89,7 +88,7 @@ const lockMarginMs = 1000;
 
 /** Runs the pool until the queue is empty (no `pollMs`) or it is stopped. */
 export async function runWorkerPool(options: PoolOptions): Promise<PoolSummary> {
-  const db = options.db ?? pool;
+  const db = options.db;
   const start = performance.now();
   const types = Object.keys(options.handlers);
   const summary: PoolSummary = {

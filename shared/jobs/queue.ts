@@ -9,7 +9,6 @@
  * @module
  */
 import type postgres from "postgres";
-import { sql as pool } from "../db.ts";
 
 /** Where a job is in its life. */
 export type JobStatus = "pending" | "processing" | "done" | "failed" | "dead";
@@ -46,7 +45,7 @@ export interface NewJob {
   jobKey?: string;
 }
 
-/** A database client: the pool, or another postgres.js client (tests, benchmarks). */
+/** A database client: the isolate's pool (`deps.db.sql`), or another postgres.js client. */
 export type Db = postgres.Sql;
 
 /**
@@ -56,7 +55,7 @@ export type Db = postgres.Sql;
  */
 export async function enqueue(
   job: NewJob,
-  db: Db = pool,
+  db: Db,
 ): Promise<{ id: string; created: boolean; status: JobStatus }> {
   for (let attempt = 0; attempt < 3; attempt++) {
     const [row] = await db<{ id: string; status: JobStatus }[]>`
@@ -88,7 +87,7 @@ export function claimJobs(
   workerId: string,
   n: number,
   types: readonly string[] | null = null,
-  db: Db = pool,
+  db: Db,
 ): Promise<Job[]> {
   return db<Job[]>`select * from public.claim_jobs(${workerId}, ${n}, ${
     types ? [...types] : null
@@ -96,7 +95,7 @@ export function claimJobs(
 }
 
 /** Marks jobs done; returns how many `workerId` still held. */
-export async function completeJobs(ids: string[], workerId: string, db: Db = pool) {
+export async function completeJobs(ids: string[], workerId: string, db: Db) {
   const [{ n }] = await db<{ n: number }[]>`
     select public.complete_jobs(${ids}::uuid[], ${workerId}) as n`;
   return n;
@@ -121,7 +120,7 @@ export async function failJob(
   workerId: string,
   error: string,
   options: { retry?: boolean } = {},
-  db: Db = pool,
+  db: Db,
 ): Promise<FailOutcome | null> {
   const [row] = await db<FailOutcome[]>`
     select * from public.fail_job(${id}, ${workerId}, ${error}, ${options.retry ?? true})`;
@@ -129,7 +128,7 @@ export async function failJob(
 }
 
 /** Hands jobs back (shutdown) without counting the attempt; returns how many. */
-export async function releaseJobs(ids: string[], workerId: string, db: Db = pool) {
+export async function releaseJobs(ids: string[], workerId: string, db: Db) {
   if (!ids.length) return 0;
   const [{ n }] = await db<{ n: number }[]>`
     select public.release_jobs(${ids}::uuid[], ${workerId}) as n`;
@@ -137,7 +136,7 @@ export async function releaseJobs(ids: string[], workerId: string, db: Db = pool
 }
 
 /** Recovers jobs whose worker vanished (lock older than their timeout); returns how many. */
-export async function recoverExpiredJobs(db: Db = pool): Promise<number> {
+export async function recoverExpiredJobs(db: Db): Promise<number> {
   const [{ n }] = await db<{ n: number }[]>`select public.recover_expired_jobs() as n`;
   return n;
 }

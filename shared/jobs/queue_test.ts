@@ -7,34 +7,43 @@ import postgres from "postgres";
 import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
-
-const env = await functionTestEnv();
-await seed(env.db.sql, { users: 20, posts: 60, seed: 3 });
-const { claimJobs, completeJobs, enqueue, failJob, recoverExpiredJobs } = await import(
-  "./queue.ts"
-);
-const { PermanentJobError, runWorkerPool } = await import("./pool.ts");
-const { enqueueReplyJobs } = await import("../domain/reply_jobs.ts");
-const { metrics } = await import("../metrics.ts");
-const { collectQueueDepth } = await import("./metrics.ts");
-const { ProblemError } = await import("../problem.ts");
-const { verifyAccessToken } = await import("../auth.ts");
-const db = env.db.sql;
+import { suite } from "../../scripts/testing/test_http.ts";
+import { enqueueReplyJobs } from "../domain/reply_jobs.ts";
+import { metrics } from "../metrics.ts";
+import { ProblemError } from "../problem.ts";
+import { collectQueueDepth } from "./metrics.ts";
+import { PermanentJobError, runWorkerPool } from "./pool.ts";
+import { claimJobs, completeJobs, enqueue, failJob, recoverExpiredJobs } from "./queue.ts";
 
 const personaId = "00000000-0000-4000-a000-000000000001";
-const demo = await verifyAccessToken(await env.keys.mint(DEMO_USER_ID));
 
-const it = (name: string, fn: () => Promise<void>) =>
-  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
-
-async function publishedPost(): Promise<string> {
-  const [row] = await db`
-    select id from posts where status = 'published' and id::text not in (select payload->>'post_id' from jobs where payload ? 'post_id')
-    order by id limit 1`;
-  return row.id;
+/**
+ * A seeded database: `db` is the test's own connection, `pool` the isolate's (`deps.db.sql`,
+ * what functions pass to the queue), `demo` the demo user as a verified token gives it.
+ */
+async function setup() {
+  const env = await functionTestEnv();
+  await seed(env.db.sql, { users: 20, posts: 60, seed: 3 });
+  const db = env.db.sql;
+  return {
+    env,
+    db,
+    pool: env.deps.db.sql,
+    demo: await env.deps.auth.verifyAccessToken(await env.keys.mint(DEMO_USER_ID)),
+    /** A published post no job targets yet. */
+    async publishedPost(): Promise<string> {
+      const [row] = await db`
+        select id from posts where status = 'published' and id::text not in (select payload->>'post_id' from jobs where payload ? 'post_id')
+        order by id limit 1`;
+      return row.id;
+    },
+    close: () => env.close(),
+  };
 }
 
-it("two workers drain 1,000 jobs: each runs exactly once", async () => {
+const it = suite("jobs queue", setup);
+
+it("two workers drain 1,000 jobs: each runs exactly once", async ({ env, db }) => {
   await db`insert into jobs (job_type, payload)
     select 'count', jsonb_build_object('n', g) from generate_series(1, 1000) g`;
   const runs = new Map<string, number>();
@@ -67,10 +76,10 @@ it("two workers drain 1,000 jobs: each runs exactly once", async () => {
   }
 });
 
-it("50 parallel identical enqueues → one active job", async () => {
+it("50 parallel identical enqueues → one active job", async ({ env, db, demo, publishedPost }) => {
   const postId = await publishedPost();
   const results = await Promise.all(
-    Array.from({ length: 50 }, () => enqueueReplyJobs(demo, postId, [personaId])),
+    Array.from({ length: 50 }, () => enqueueReplyJobs(env.deps.db, demo, postId, [personaId])),
   );
   const ids = new Set(results.map((r) => r.jobs[0].job_id));
   assertEquals(ids.size, 1);
@@ -82,11 +91,11 @@ it("50 parallel identical enqueues → one active job", async () => {
   assertEquals(n, 1);
 });
 
-it("enqueueReplyJobs: a reply already written → no job; bad input → 404 / 400", async () => {
+it("enqueueReplyJobs: a reply already written → no job; bad input → 404 / 400", async ({ env, db, demo, publishedPost }) => {
   const postId = await publishedPost();
   await db`insert into replies (post_id, persona_id, body) values (${postId}, ${personaId}, 'hi')`;
   const other = "00000000-0000-4000-a000-000000000002";
-  const result = await enqueueReplyJobs(demo, postId, [personaId, other, other]);
+  const result = await enqueueReplyJobs(env.deps.db, demo, postId, [personaId, other, other]);
   assertEquals(result.jobs.map((j) => [j.persona_id, j.state]), [
     [personaId, "replied"],
     [other, "created"],
@@ -100,50 +109,56 @@ it("enqueueReplyJobs: a reply already written → no job; bad input → 404 / 40
     }
     return 0;
   };
-  assertEquals(await status(() => enqueueReplyJobs(demo, crypto.randomUUID(), [other])), 404);
-  assertEquals(await status(() => enqueueReplyJobs(demo, "not-a-uuid", [other])), 404);
-  assertEquals(await status(() => enqueueReplyJobs(demo, postId, [crypto.randomUUID()])), 400);
-  assertEquals(await status(() => enqueueReplyJobs(demo, postId, ["x"])), 400);
-  assertEquals(await status(() => enqueueReplyJobs(demo, postId, [])), 400);
+  assertEquals(
+    await status(() => enqueueReplyJobs(env.deps.db, demo, crypto.randomUUID(), [other])),
+    404,
+  );
+  assertEquals(await status(() => enqueueReplyJobs(env.deps.db, demo, "not-a-uuid", [other])), 404);
+  assertEquals(
+    await status(() => enqueueReplyJobs(env.deps.db, demo, postId, [crypto.randomUUID()])),
+    400,
+  );
+  assertEquals(await status(() => enqueueReplyJobs(env.deps.db, demo, postId, ["x"])), 400);
+  assertEquals(await status(() => enqueueReplyJobs(env.deps.db, demo, postId, [])), 400);
   const six = Array.from({ length: 6 }, () => crypto.randomUUID());
-  assertEquals(await status(() => enqueueReplyJobs(demo, postId, six)), 400);
+  assertEquals(await status(() => enqueueReplyJobs(env.deps.db, demo, postId, six)), 400);
   // Not visible to the caller: somebody's draft.
   const [draft] = await db`
     insert into posts (author_id, body, status)
     select id, 'draft', 'draft' from profiles where id <> ${DEMO_USER_ID} limit 1 returning id`;
-  assertEquals(await status(() => enqueueReplyJobs(demo, draft.id, [other])), 404);
+  assertEquals(await status(() => enqueueReplyJobs(env.deps.db, demo, draft.id, [other])), 404);
 });
 
-it("job keys: one active job per key; a finished one frees the key", async () => {
-  const first = await enqueue({ type: "keyed", jobKey: "keyed:1", payload: { n: 1 } });
-  const again = await enqueue({ type: "keyed", jobKey: "keyed:1", payload: { n: 2 } });
+it("job keys: one active job per key; a finished one frees the key", async ({ db, pool }) => {
+  const first = await enqueue({ type: "keyed", jobKey: "keyed:1", payload: { n: 1 } }, pool);
+  const again = await enqueue({ type: "keyed", jobKey: "keyed:1", payload: { n: 2 } }, pool);
   assertEquals(first.created, true);
   assertEquals(again, { id: first.id, status: "pending", created: false });
   await db`update jobs set status = 'done', finished_at = now() where id = ${first.id}`;
-  const next = await enqueue({ type: "keyed", jobKey: "keyed:1" });
+  const next = await enqueue({ type: "keyed", jobKey: "keyed:1" }, pool);
   assertEquals(next.created, true);
   assert(next.id !== first.id);
   await db`update jobs set status = 'done', finished_at = now() where id = ${next.id}`;
 });
 
-it("dedupe keys: one job per key, ever", async () => {
-  const first = await enqueue({ type: "once", dedupeKey: "once:1" });
-  const again = await enqueue({ type: "once", dedupeKey: "once:1" });
+it("dedupe keys: one job per key, ever", async ({ db, pool }) => {
+  const first = await enqueue({ type: "once", dedupeKey: "once:1" }, pool);
+  const again = await enqueue({ type: "once", dedupeKey: "once:1" }, pool);
   assertEquals(first.created, true);
   assertEquals(again, { id: first.id, status: "pending", created: false });
-  const { id } = await enqueue({ type: "payload", payload: { a: 1, b: ["x"] } });
+  const { id } = await enqueue({ type: "payload", payload: { a: 1, b: ["x"] } }, pool);
   const [row] = await db`select jsonb_typeof(payload) as t, payload from jobs where id = ${id}`;
   assertEquals([row.t, row.payload], ["object", { a: 1, b: ["x"] }]);
 });
 
-it("backoff: 30 s doubling (±20% jitter), then dead after max attempts", async () => {
-  const { id } = await enqueue({ type: "flaky", maxAttempts: 6 });
+it("backoff: 30 s doubling (±20% jitter), then dead after max attempts", async ({ db, pool }) => {
+  const { id } = await enqueue({ type: "flaky", maxAttempts: 6 }, pool);
   const expectedBase = [30, 60, 120, 240, 480];
   for (let attempt = 1; attempt <= 6; attempt++) {
-    const [job] = await claimJobs("w-backoff", 1, ["flaky"]);
+    const [job] = await claimJobs("w-backoff", 1, ["flaky"], pool);
     assertEquals(job?.id, id);
     assertEquals(job.attempts, attempt);
-    const outcome = await failJob(id, "w-backoff", `boom ${attempt}`);
+    const outcome = await failJob(id, "w-backoff", `boom ${attempt}`, {}, pool);
     assert(outcome);
     if (attempt < 6) {
       const base = expectedBase[attempt - 1];
@@ -153,7 +168,7 @@ it("backoff: 30 s doubling (±20% jitter), then dead after max attempts", async 
         `attempt ${attempt}: ${outcome.delay_s} s not within ${base} s ±20%`,
       );
       // Not runnable before its time…
-      assertEquals((await claimJobs("w-backoff", 1, ["flaky"])).length, 0);
+      assertEquals((await claimJobs("w-backoff", 1, ["flaky"], pool)).length, 0);
       // …and runnable once it has come (time travel for the test).
       await db`update jobs set available_at = now() where id = ${id}`;
     } else {
@@ -164,21 +179,22 @@ it("backoff: 30 s doubling (±20% jitter), then dead after max attempts", async 
     await db`select status, attempts, last_error, finished_at from jobs where id = ${id}`;
   assertEquals([row.status, row.attempts, row.last_error], ["dead", 6, "boom 6"]);
   assert(row.finished_at);
-  assertEquals((await claimJobs("w-backoff", 1, ["flaky"])).length, 0);
+  assertEquals((await claimJobs("w-backoff", 1, ["flaky"], pool)).length, 0);
   // The cap: 10 min from the 6th failed attempt on.
   const [{ capped }] = await db`select public.job_backoff_base_s(9) as capped`;
   assertEquals(capped, 600);
 });
 
-it("the pool retries a throwing handler, kills a permanent failure, times out a hung one", async () => {
-  const retry = await enqueue({ type: "throws" });
-  const dead = await enqueue({ type: "permanent" });
-  const hung = await enqueue({ type: "hangs" });
+it("the pool retries a throwing handler, kills a permanent failure, times out a hung one", async ({ db, pool }) => {
+  const retry = await enqueue({ type: "throws" }, pool);
+  const dead = await enqueue({ type: "permanent" }, pool);
+  const hung = await enqueue({ type: "hangs" }, pool);
   const start = performance.now();
   const summary = await runWorkerPool({
     workerId: "w-fail",
     concurrency: 3,
     taskTimeoutMs: 300,
+    db: pool,
     handlers: {
       throws: () => Promise.reject(new Error("upstream said no")),
       permanent: () => Promise.reject(new PermanentJobError("bad payload")),
@@ -200,24 +216,24 @@ it("the pool retries a throwing handler, kills a permanent failure, times out a 
   assert(metrics.value("jobs_failed_total", { job_type: "permanent" }) >= 1);
 });
 
-it("a lost worker's job is recovered after its lock timeout; the stale worker can't complete it", async () => {
-  const { id } = await enqueue({ type: "lost", lockTimeoutS: 5 });
-  const [job] = await claimJobs("ghost", 1, ["lost"]);
+it("a lost worker's job is recovered after its lock timeout; the stale worker can't complete it", async ({ db, pool }) => {
+  const { id } = await enqueue({ type: "lost", lockTimeoutS: 5 }, pool);
+  const [job] = await claimJobs("ghost", 1, ["lost"], pool);
   assertEquals(job.id, id);
-  assertEquals(await recoverExpiredJobs(), 0); // the lock is young: the ghost may be alive
+  assertEquals(await recoverExpiredJobs(pool), 0); // the lock is young: the ghost may be alive
   await db`update jobs set locked_at = now() - interval '6 seconds' where id = ${id}`;
-  assertEquals(await recoverExpiredJobs(), 1);
+  assertEquals(await recoverExpiredJobs(pool), 1);
   const [row] = await db`select status, attempts, last_error from jobs where id = ${id}`;
   assertEquals([row.status, row.attempts], ["failed", 1]);
   assertMatch(row.last_error, /lock expired after 5 s: worker ghost was lost/);
-  assertEquals(await completeJobs([id], "ghost"), 0);
-  const [again] = await claimJobs("heir", 1, ["lost"]);
+  assertEquals(await completeJobs([id], "ghost", pool), 0);
+  const [again] = await claimJobs("heir", 1, ["lost"], pool);
   assertEquals([again.id, again.attempts], [id, 2]);
-  assertEquals(await completeJobs([id], "heir"), 1);
+  assertEquals(await completeJobs([id], "heir", pool), 1);
 });
 
-it("torn down mid-task: the job is released (runnable, attempt not counted)", async () => {
-  const { id } = await enqueue({ type: "long" });
+it("torn down mid-task: the job is released (runnable, attempt not counted)", async ({ db, pool }) => {
+  const { id } = await enqueue({ type: "long" }, pool);
   const abort = new AbortController();
   let started!: () => void;
   const running = new Promise<void>((resolve) => (started = resolve));
@@ -226,6 +242,7 @@ it("torn down mid-task: the job is released (runnable, attempt not counted)", as
     concurrency: 1,
     taskTimeoutMs: 10_000,
     abort: abort.signal,
+    db: pool,
     handlers: {
       long: (_job, { signal }) => {
         started();
@@ -243,8 +260,8 @@ it("torn down mid-task: the job is released (runnable, attempt not counted)", as
   assertEquals([row.status, row.attempts, row.locked_by], ["pending", 0, null]);
 });
 
-it("queue_depth by job type and status is exported, zeros for the registered types", async () => {
-  collectQueueDepth(db, ["depth_probe", "depth_idle"]);
+it("queue_depth by job type and status is exported, zeros for the registered types", async ({ env, db }) => {
+  collectQueueDepth(env.deps.db, ["depth_probe", "depth_idle"]);
   await db`insert into jobs (job_type) select 'depth_probe' from generate_series(1, 7)`;
   const text = await metrics.render();
   assertMatch(text, /queue_depth\{job_type="depth_probe",status="pending"\} 7/);
@@ -253,7 +270,7 @@ it("queue_depth by job type and status is exported, zeros for the registered typ
   assertMatch(text, /jobs_processed_total\{job_type="count",outcome="done"\} 1000/);
 });
 
-it("the API roles cannot touch the queue", async () => {
+it("the API roles cannot touch the queue", async ({ db }) => {
   for (const role of ["anon", "authenticated"]) {
     const error = await db.begin(async (tx) => {
       await tx`select set_config('role', ${role}, true)`;
@@ -261,9 +278,4 @@ it("the API roles cannot touch the queue", async () => {
     }).then(() => null, (err) => String(err));
     assertMatch(error ?? "", /permission denied/);
   }
-});
-
-it("teardown", async () => {
-  await (await import("../db.ts")).sql.end();
-  await env.close();
 });

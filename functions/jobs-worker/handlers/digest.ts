@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { query, sql } from "../../../shared/db.ts";
+import type { Database } from "../../../shared/db.ts";
 import { type JobHandler, PermanentJobError } from "../../../shared/jobs/pool.ts";
 import type { Db } from "../../../shared/jobs/queue.ts";
 import * as q from "../queries.ts";
@@ -24,24 +24,24 @@ export function yesterday(now = new Date()): string {
 }
 
 /**
- * Enqueues one digest job per user who got any activity on `day` (UTC), in one statement.
- * Running it again for the same day adds nothing. Returns how many jobs were created.
+ * Enqueues one digest job per user who got any activity on `day` (UTC), in one statement
+ * on `db` (`deps.db.sql`). Running it again for the same day adds nothing. Returns how many
+ * jobs were created.
  */
-export async function scheduleDigests(day: string, db: Db = sql): Promise<number> {
+export async function scheduleDigests(db: Db, day: string): Promise<number> {
   if (!isDay(day)) throw new Error(`not a day: ${day}`);
   const rows = await q.scheduleDigests(db, day);
   return rows.length;
 }
 
-/** Sends the digest of `payload.user_id` for `payload.day`. */
-export const sendDigest: JobHandler = async (job, { signal }) => {
-  const { user_id: userId, day } = job.payload as { user_id?: string; day?: string };
-  if (typeof userId !== "string" || typeof day !== "string" || !isDay(day)) {
-    throw new PermanentJobError("digest needs payload {user_id, day: YYYY-MM-DD}");
-  }
-  // Through the isolate's pool gate (cancelled when the task times out).
-  await query(
-    q.insertDigest(sql, userId, day),
-    signal,
-  );
-};
+/** The handler sending the digest of `payload.user_id` for `payload.day`, written to `db`. */
+export function digestHandler(db: Database): JobHandler {
+  return async (job, { signal }) => {
+    const { user_id: userId, day } = job.payload as { user_id?: string; day?: string };
+    if (typeof userId !== "string" || typeof day !== "string" || !isDay(day)) {
+      throw new PermanentJobError("digest needs payload {user_id, day: YYYY-MM-DD}");
+    }
+    // Through the isolate's pool gate (cancelled when the task times out).
+    await db.query(q.insertDigest(db.sql, userId, day), signal);
+  };
+}

@@ -5,16 +5,22 @@
  *
  * @module
  */
+import type { Deps } from "../../../shared/deps.ts";
 import type { JobType } from "../../../shared/domain/jobs.ts";
 import type { JobHandler } from "../../../shared/jobs/pool.ts";
-import { openai } from "../../../shared/openai.ts";
-import { sendDigest } from "./digest.ts";
-import { generateReply } from "./generate_reply.ts";
+import { digestHandler } from "./digest.ts";
+import { generateReplyHandler } from "./generate_reply.ts";
 
-/** Handlers available in this isolate, keyed by the job types of `shared/domain/jobs.ts`. */
-export function jobHandlers(): { [T in JobType]?: JobHandler } {
+/** What the handlers run on: the database, and OpenAI (for `generate_reply`). */
+export type JobDeps = Pick<Deps, "db" | "openai">;
+
+/**
+ * Handlers running on `deps`, keyed by the job types of `shared/domain/jobs.ts`. Build them
+ * once per worker (the jobs-worker app, `npm run worker`).
+ */
+export function jobHandlers(deps: JobDeps): { [T in JobType]?: JobHandler } {
   return {
-    digest: sendDigest,
-    ...(openai ? { generate_reply: generateReply } : {}),
+    digest: digestHandler(deps.db),
+    ...(deps.openai.models ? { generate_reply: generateReplyHandler(deps) } : {}),
   };
 }
