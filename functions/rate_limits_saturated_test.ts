@@ -15,7 +15,7 @@
  * @module
  */
 import { assert } from "../scripts/testing/assert.ts";
-import { metrics } from "../shared/metrics.ts";
+import { metrics } from "../shared/http/metrics.ts";
 import { seed } from "../scripts/testing/seed.ts";
 import { saturate } from "../scripts/testing/test_cpu.ts";
 import { functionTestEnv } from "../scripts/testing/test_env.ts";

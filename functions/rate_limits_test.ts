@@ -11,7 +11,7 @@ import { functionApps, functionSlugs } from "../scripts/dev/gateway.ts";
 import { DEMO_USER_ID, seed } from "../scripts/testing/seed.ts";
 import { functionTestEnv } from "../scripts/testing/test_env.ts";
 import { suite } from "../scripts/testing/test_http.ts";
-import type { App } from "../shared/http.ts";
+import type { App } from "../shared/http/app.ts";
 
 const secret = "sb_secret_rate_limits_test";
 

@@ -161,7 +161,7 @@ export function loadConfig(env: Env) {
       "sb_publishable_…",
     ),
     anonKey: e.SUPABASE_ANON_KEY ?? null,
-    /** Where `clientIp` reads the client's address (shared/client_ip.ts). */
+    /** Where `clientIp` reads the client's address (shared/http/client_ip.ts). */
     clientIpHeader: e.CLIENT_IP_HEADER,
     corsOrigins: e.CORS_ORIGINS === "*" ? "*" : e.CORS_ORIGINS.split(",").map((o) => o.trim()),
     maxBodyBytes: e.MAX_BODY_BYTES,

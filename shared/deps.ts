@@ -13,21 +13,21 @@
  */
 import type { Redis } from "@upstash/redis";
 import type { Context } from "hono";
-import { Admission, GradientLimit } from "./admission.ts";
-import { Auth } from "./auth.ts";
-import { BodyBudget } from "./body.ts";
-import { Breakers, RedisBreakerStore } from "./breaker.ts";
-import { TwoTierCache } from "./cache.ts";
-import { clientIp } from "./client_ip.ts";
-import { type Coalescer, RedisCoalescer } from "./coalesce.ts";
+import { Admission, GradientLimit } from "./http/admission.ts";
+import { Auth } from "./auth/auth.ts";
+import { BodyBudget } from "./http/body.ts";
+import { Breakers, RedisBreakerStore } from "./resilience/breaker.ts";
+import { TwoTierCache } from "./resilience/cache.ts";
+import { clientIp } from "./http/client_ip.ts";
+import { type Coalescer, RedisCoalescer } from "./resilience/coalesce.ts";
 import { type Config, type Env, loadConfig } from "./config.ts";
-import { Database } from "./db.ts";
-import { type LeaseStore, RedisLeaseStore } from "./lease.ts";
-import { metrics } from "./metrics.ts";
-import { type OpenAIApis, openaiApis } from "./openai.ts";
-import { RateLimiter, type RateLimitPolicy } from "./ratelimit.ts";
-import { createRedis, type RedisKeys, redisKeys } from "./redis.ts";
-import { Search } from "./search.ts";
+import { Database } from "./data/db.ts";
+import { type LeaseStore, RedisLeaseStore } from "./resilience/lease.ts";
+import { metrics } from "./http/metrics.ts";
+import { type OpenAIApis, openaiApis } from "./providers/openai.ts";
+import { RateLimiter, type RateLimitPolicy } from "./resilience/ratelimit.ts";
+import { createRedis, type RedisKeys, redisKeys } from "./data/redis.ts";
+import { Search } from "./data/search.ts";
 
 /** Everything a function's app is built from. */
 export interface Deps {
@@ -56,7 +56,7 @@ export interface Deps {
   rateLimiter(policy: RateLimitPolicy): RateLimiter;
   /** Anonymous reads per client IP (`ANON_READ_RATE_LIMIT_PER_MIN`). */
   anonReads: RateLimiter;
-  /** The client's address key (`CLIENT_IP_HEADER`, shared/client_ip.ts). */
+  /** The client's address key (`CLIENT_IP_HEADER`, shared/http/client_ip.ts). */
   clientIp(c: Context): string;
   /** Closes the pools (tests, scripts; a function's isolate just ends). */
   close(): Promise<void>;

@@ -94,7 +94,7 @@ Deno.test("migrations apply on an empty database with the CLI, and a second run 
       }
       const withoutRls = tables.filter((t) => !t.relrowsecurity).map((t) => t.relname);
       assertEquals(withoutRls, [], "RLS enabled on every table");
-      const files = [...Deno.readDirSync(new URL("./migrations", import.meta.url))]
+      const files = [...Deno.readDirSync(new URL("./migrations/", import.meta.url))]
         .filter((f) => /^\d{14}_.+\.sql$/.test(f.name));
       assertEquals(after.length, files.length, "every migration file applied");
     } finally {

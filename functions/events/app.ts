@@ -9,8 +9,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import type { Deps } from "../../shared/deps.ts";
-import { type App, type AppEnv, bearerAuth, createFunctionApp } from "../../shared/http.ts";
-import { rateLimit } from "../../shared/ratelimit.ts";
+import { type App, type AppEnv, bearerAuth, createFunctionApp } from "../../shared/http/app.ts";
+import { rateLimit } from "../../shared/resilience/ratelimit.ts";
 import { eventsConfig } from "./config.ts";
 import * as q from "./queries.ts";
 

@@ -4,7 +4,7 @@
  * @module
  */
 import type postgres from "postgres";
-import type { Tx } from "../../shared/db.ts";
+import type { Tx } from "../../shared/data/db.ts";
 
 /** One event of a batch, as stored. */
 export type EventInput = {

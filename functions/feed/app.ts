@@ -7,15 +7,15 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { etag } from "hono/etag";
-import type { AuthUser } from "../../shared/auth.ts";
-import type { Budget } from "../../shared/budget.ts";
-import type { TwoTierCache } from "../../shared/cache.ts";
-import { keyFormats } from "../../shared/cursor.ts";
-import type { Database } from "../../shared/db.ts";
+import type { AuthUser } from "../../shared/auth/auth.ts";
+import type { Budget } from "../../shared/http/budget.ts";
+import type { TwoTierCache } from "../../shared/resilience/cache.ts";
+import { keyFormats } from "../../shared/data/cursor.ts";
+import type { Database } from "../../shared/data/db.ts";
 import type { Deps } from "../../shared/deps.ts";
-import { type App, bearerAuth, createFunctionApp } from "../../shared/http.ts";
-import { pageArgs, pageRows, toPage } from "../../shared/keyset.ts";
-import { rateLimit } from "../../shared/ratelimit.ts";
+import { type App, bearerAuth, createFunctionApp } from "../../shared/http/app.ts";
+import { pageArgs, pageRows, toPage } from "../../shared/data/keyset.ts";
+import { rateLimit } from "../../shared/resilience/ratelimit.ts";
 import { type FeedConfig, feedConfig } from "./config.ts";
 import * as q from "./queries.ts";
 import type { FeedRow } from "./queries.ts";

@@ -9,11 +9,11 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import type { Deps } from "../../shared/deps.ts";
-import { type App, createFunctionApp } from "../../shared/http.ts";
+import { type App, createFunctionApp } from "../../shared/http/app.ts";
 import { jobTypes } from "../../shared/domain/jobs.ts";
 import { collectQueueDepth } from "../../shared/jobs/metrics.ts";
-import { collectDbConnections, metrics } from "../../shared/metrics.ts";
-import { anonymousReads } from "../../shared/ratelimit.ts";
+import { collectDbConnections, metrics } from "../../shared/http/metrics.ts";
+import { anonymousReads } from "../../shared/resilience/ratelimit.ts";
 import { ping } from "./queries.ts";
 
 const checkTimeoutMs = 1500;

@@ -11,12 +11,12 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Deps } from "../../shared/deps.ts";
 import { jobTypes } from "../../shared/domain/jobs.ts";
-import { type App, createFunctionApp } from "../../shared/http.ts";
+import { type App, createFunctionApp } from "../../shared/http/app.ts";
 import { collectQueueDepth } from "../../shared/jobs/metrics.ts";
 import { runWorkerPool } from "../../shared/jobs/pool.ts";
-import { metrics } from "../../shared/metrics.ts";
-import { invalidParameter } from "../../shared/problem.ts";
-import { rateLimit } from "../../shared/ratelimit.ts";
+import { metrics } from "../../shared/http/metrics.ts";
+import { invalidParameter } from "../../shared/http/problem.ts";
+import { rateLimit } from "../../shared/resilience/ratelimit.ts";
 import { jobsWorkerConfig } from "./config.ts";
 import { isDay, scheduleDigests, yesterday } from "./handlers/digest.ts";
 import { jobHandlers } from "./handlers/index.ts";

@@ -9,7 +9,7 @@ import { startOpenAIFake } from "../../scripts/testing/fakes/openai.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
 import { suite } from "../../scripts/testing/test_http.ts";
-import { Budget } from "../../shared/budget.ts";
+import { Budget } from "../../shared/http/budget.ts";
 import { replyJobKey } from "../../shared/domain/reply_jobs.ts";
 import { runWorkerPool } from "../../shared/jobs/pool.ts";
 import { claimJobs, enqueue, recoverExpiredJobs } from "../../shared/jobs/queue.ts";

@@ -6,12 +6,12 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import { keyFormats } from "../../shared/cursor.ts";
+import { keyFormats } from "../../shared/data/cursor.ts";
 import type { Deps } from "../../shared/deps.ts";
-import { type App, bearerAuth, createFunctionApp } from "../../shared/http.ts";
-import { pageArgs, toPage } from "../../shared/keyset.ts";
-import { rateLimit } from "../../shared/ratelimit.ts";
-import { uuid } from "../../shared/schemas.ts";
+import { type App, bearerAuth, createFunctionApp } from "../../shared/http/app.ts";
+import { pageArgs, toPage } from "../../shared/data/keyset.ts";
+import { rateLimit } from "../../shared/resilience/ratelimit.ts";
+import { uuid } from "../../shared/http/schemas.ts";
 import { notificationsConfig } from "./config.ts";
 import * as q from "./queries.ts";
 

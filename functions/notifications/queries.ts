@@ -4,8 +4,8 @@
  * @module
  */
 import type postgres from "postgres";
-import type { Tx } from "../../shared/db.ts";
-import type { PageArgs } from "../../shared/keyset.ts";
+import type { Tx } from "../../shared/data/db.ts";
+import type { PageArgs } from "../../shared/data/keyset.ts";
 
 /** A notification row as the page query returns it. */
 export interface NotificationRow {

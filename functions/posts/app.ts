@@ -16,11 +16,11 @@ import {
   createFunctionApp,
   jsonBody,
   jsonContent,
-} from "../../shared/http.ts";
-import { notFound, ProblemError } from "../../shared/problem.ts";
+} from "../../shared/http/app.ts";
+import { notFound, ProblemError } from "../../shared/http/problem.ts";
 import { enqueueReplyJobs, maxPersonasPerRequest } from "../../shared/domain/reply_jobs.ts";
-import { rateLimit } from "../../shared/ratelimit.ts";
-import { plainText, uuid } from "../../shared/schemas.ts";
+import { rateLimit } from "../../shared/resilience/ratelimit.ts";
+import { plainText, uuid } from "../../shared/http/schemas.ts";
 import { postsConfig } from "./config.ts";
 import * as q from "./queries.ts";
 import {
@@ -77,7 +77,7 @@ const PageQuery = z.object({
 
 /**
  * Maps the database's refusals of a write to what the client did wrong. Kept beside the
- * routes, not left to shared/problem.ts: that maps 23503 to a generic 409 and 42501 to a 500,
+ * routes, not left to shared/http/problem.ts: that maps 23503 to a generic 409 and 42501 to a 500,
  * while here an invisible post is a 404 and a missing profile a 409 saying so.
  */
 function writeProblem(err: unknown, what: string): never {

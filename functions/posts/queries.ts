@@ -5,7 +5,7 @@
  * @module
  */
 import type postgres from "postgres";
-import type { Tx } from "../../shared/db.ts";
+import type { Tx } from "../../shared/data/db.ts";
 
 /** A post's like count and whether the caller likes it, after a batch. */
 export interface LikeRow {

@@ -9,14 +9,14 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
-import { keyFormats } from "../../shared/cursor.ts";
+import { keyFormats } from "../../shared/data/cursor.ts";
 import type { Deps } from "../../shared/deps.ts";
-import { type App, bearerAuth, createFunctionApp, jsonContent } from "../../shared/http.ts";
-import { pageArgs, toPage } from "../../shared/keyset.ts";
-import { invalidParameter, notFound, ProblemError } from "../../shared/problem.ts";
-import { rateLimit } from "../../shared/ratelimit.ts";
-import { searchQueryWords } from "../../shared/search.ts";
-import { plainText, uuid } from "../../shared/schemas.ts";
+import { type App, bearerAuth, createFunctionApp, jsonContent } from "../../shared/http/app.ts";
+import { pageArgs, toPage } from "../../shared/data/keyset.ts";
+import { invalidParameter, notFound, ProblemError } from "../../shared/http/problem.ts";
+import { rateLimit } from "../../shared/resilience/ratelimit.ts";
+import { searchQueryWords } from "../../shared/data/search.ts";
+import { plainText, uuid } from "../../shared/http/schemas.ts";
 import { profilesConfig } from "./config.ts";
 import { ProfileCache, toProfile } from "./profile_cache.ts";
 import * as queries from "./queries.ts";

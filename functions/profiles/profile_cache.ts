@@ -4,12 +4,12 @@
  *
  * @module
  */
-import { runInBackground } from "../../shared/background.ts";
-import type { Budget } from "../../shared/budget.ts";
-import type { TwoTierCache } from "../../shared/cache.ts";
-import type { Database } from "../../shared/db.ts";
-import { notFound, ProblemError } from "../../shared/problem.ts";
-import { delay } from "../../shared/abort.ts";
+import { runInBackground } from "../../shared/http/background.ts";
+import type { Budget } from "../../shared/http/budget.ts";
+import type { TwoTierCache } from "../../shared/resilience/cache.ts";
+import type { Database } from "../../shared/data/db.ts";
+import { notFound, ProblemError } from "../../shared/http/problem.ts";
+import { delay } from "../../shared/resilience/abort.ts";
 import * as queries from "./queries.ts";
 
 /** A public profile, as every endpoint answers it. */

@@ -2,7 +2,7 @@ import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.
 import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
 import { assertProblem, dbStatements, suite } from "../../scripts/testing/test_http.ts";
-import { settleBackground } from "../../shared/background.ts";
+import { settleBackground } from "../../shared/http/background.ts";
 import { createApp } from "./app.ts";
 
 // These tests fire up to 100 concurrent requests, some from one user, to prove counters and

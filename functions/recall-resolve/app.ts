@@ -16,16 +16,16 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import type { AuthUser } from "../../shared/auth.ts";
-import { runInBackground } from "../../shared/background.ts";
-import { Budget } from "../../shared/budget.ts";
+import type { AuthUser } from "../../shared/auth/auth.ts";
+import { runInBackground } from "../../shared/http/background.ts";
+import { Budget } from "../../shared/http/budget.ts";
 import type { Deps } from "../../shared/deps.ts";
 import { invalidateRecallThread } from "../../shared/domain/recall_cache.ts";
-import { type App, bearerAuth, createFunctionApp } from "../../shared/http.ts";
-import { withSlot } from "../../shared/lease.ts";
-import { metrics } from "../../shared/metrics.ts";
-import { notFound, ProblemError } from "../../shared/problem.ts";
-import { rateLimit } from "../../shared/ratelimit.ts";
+import { type App, bearerAuth, createFunctionApp } from "../../shared/http/app.ts";
+import { withSlot } from "../../shared/resilience/lease.ts";
+import { metrics } from "../../shared/http/metrics.ts";
+import { notFound, ProblemError } from "../../shared/http/problem.ts";
+import { rateLimit } from "../../shared/resilience/ratelimit.ts";
 import { type RecallResolveConfig, recallResolveConfig } from "./config.ts";
 import { Idempotency } from "./idempotency.ts";
 import {

@@ -2,7 +2,7 @@ import { assert, assertEquals } from "../../scripts/testing/assert.ts";
 import { seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
 import { suite } from "../../scripts/testing/test_http.ts";
-import { Budget } from "../../shared/budget.ts";
+import { Budget } from "../../shared/http/budget.ts";
 import { recallResolveConfig } from "./config.ts";
 import { Providers } from "./providers.ts";
 

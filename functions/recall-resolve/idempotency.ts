@@ -5,18 +5,18 @@
  * idempotency-key draft asks.
  *
  * Storage: Redis (one JSON value per user and key). Concurrent duplicates are coalesced
- * (shared/coalesce.ts: single-flight here, a Redis lock across isolates), and the leader
+ * (shared/resilience/coalesce.ts: single-flight here, a Redis lock across isolates), and the leader
  * re-reads the store before running, so a duplicate arriving just as the first one finished
  * replays instead of running again.
  *
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import type { Coalescer } from "../../shared/coalesce.ts";
+import type { Coalescer } from "../../shared/resilience/coalesce.ts";
 import type { Deps } from "../../shared/deps.ts";
-import { ProblemError } from "../../shared/problem.ts";
-import type { RedisKeys } from "../../shared/redis.ts";
-import { timed } from "../../shared/timing.ts";
+import { ProblemError } from "../../shared/http/problem.ts";
+import type { RedisKeys } from "../../shared/data/redis.ts";
+import { timed } from "../../shared/http/timing.ts";
 
 /** How long an answer is replayed. */
 export const idempotencyTtlS = 24 * 60 * 60;

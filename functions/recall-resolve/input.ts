@@ -16,8 +16,8 @@
  */
 import type { Context } from "hono";
 import { z } from "@hono/zod-openapi";
-import { ProblemError } from "../../shared/problem.ts";
-import { plainText, uuid } from "../../shared/schemas.ts";
+import { ProblemError } from "../../shared/http/problem.ts";
+import { plainText, uuid } from "../../shared/http/schemas.ts";
 import { validIdempotencyKey } from "./idempotency.ts";
 import type { Audio } from "./providers.ts";
 import { sha256Hex } from "./resolve.ts";

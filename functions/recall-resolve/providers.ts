@@ -14,15 +14,15 @@
  *
  * @module
  */
-import type { Budget } from "../../shared/budget.ts";
-import type { Database } from "../../shared/db.ts";
+import type { Budget } from "../../shared/http/budget.ts";
+import type { Database } from "../../shared/data/db.ts";
 import type { Deps } from "../../shared/deps.ts";
-import { chatJson, type OpenAIApis } from "../../shared/openai.ts";
+import { chatJson, type OpenAIApis } from "../../shared/providers/openai.ts";
 import { type ACRCloudConfig, acrcloudIdentify } from "../../shared/providers/acrcloud.ts";
 import type { RecognizedSong } from "../../shared/providers/recognition.ts";
 import { type ShazamConfig, shazamDetect } from "../../shared/providers/shazam.ts";
-import type { Search } from "../../shared/search.ts";
-import { callUpstream, type Upstream, upstream } from "../../shared/upstream.ts";
+import type { Search } from "../../shared/data/search.ts";
+import { callUpstream, type Upstream, upstream } from "../../shared/resilience/upstream.ts";
 import type { RecallResolveConfig } from "./config.ts";
 import type { Proposal } from "./merge.ts";
 import * as q from "./queries.ts";

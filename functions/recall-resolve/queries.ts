@@ -5,7 +5,7 @@
  * @module
  */
 import type postgres from "postgres";
-import type { Tx } from "../../shared/db.ts";
+import type { Tx } from "../../shared/data/db.ts";
 
 /** A song of our catalog found by `search_songs`, with how it matched. */
 export interface CatalogRow {

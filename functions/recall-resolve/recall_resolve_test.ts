@@ -5,7 +5,7 @@ import { startShazamFake } from "../../scripts/testing/fakes/shazam.ts";
 import { seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
 import { suite } from "../../scripts/testing/test_http.ts";
-import { settleBackground } from "../../shared/background.ts";
+import { settleBackground } from "../../shared/http/background.ts";
 import { createApp } from "./app.ts";
 
 // The breakers, limiters and leases read the clock through Date.now: tests move it instead of

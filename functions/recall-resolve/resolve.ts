@@ -11,9 +11,9 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import type { Budget } from "../../shared/budget.ts";
-import { metrics } from "../../shared/metrics.ts";
-import { upstreamFailure } from "../../shared/upstream.ts";
+import type { Budget } from "../../shared/http/budget.ts";
+import { metrics } from "../../shared/http/metrics.ts";
+import { upstreamFailure } from "../../shared/resilience/upstream.ts";
 import { type Candidate, mergeCandidates, type Proposal, songKey } from "./merge.ts";
 import type { Audio, Intent, Providers } from "./providers.ts";
 

@@ -14,21 +14,21 @@
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import type { AuthUser } from "../../shared/auth.ts";
-import type { Budget } from "../../shared/budget.ts";
-import { keyFormats } from "../../shared/cursor.ts";
-import type { Database } from "../../shared/db.ts";
+import type { AuthUser } from "../../shared/auth/auth.ts";
+import type { Budget } from "../../shared/http/budget.ts";
+import { keyFormats } from "../../shared/data/cursor.ts";
+import type { Database } from "../../shared/data/db.ts";
 import type { Deps } from "../../shared/deps.ts";
 import {
   invalidateRecallThread,
   recallThreadsTag,
   recallThreadTag,
 } from "../../shared/domain/recall_cache.ts";
-import { type App, bearerAuth, createFunctionApp, jsonContent } from "../../shared/http.ts";
-import { type PageArgs, pageArgs, toPage } from "../../shared/keyset.ts";
-import { notFound } from "../../shared/problem.ts";
-import { rateLimit } from "../../shared/ratelimit.ts";
-import { uuid } from "../../shared/schemas.ts";
+import { type App, bearerAuth, createFunctionApp, jsonContent } from "../../shared/http/app.ts";
+import { type PageArgs, pageArgs, toPage } from "../../shared/data/keyset.ts";
+import { notFound } from "../../shared/http/problem.ts";
+import { rateLimit } from "../../shared/resilience/ratelimit.ts";
+import { uuid } from "../../shared/http/schemas.ts";
 import { recallConfig } from "./config.ts";
 import * as q from "./queries.ts";
 import type { MessageRow, ThreadRow } from "./queries.ts";

@@ -2,7 +2,7 @@ import { assert, assertEquals } from "../../scripts/testing/assert.ts";
 import { seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
 import { dbStatements, suite } from "../../scripts/testing/test_http.ts";
-import { settleBackground } from "../../shared/background.ts";
+import { settleBackground } from "../../shared/http/background.ts";
 import { createApp as createResolveApp } from "../recall-resolve/app.ts";
 import { createApp } from "./app.ts";
 

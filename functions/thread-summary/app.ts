@@ -7,9 +7,9 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Deps } from "../../shared/deps.ts";
-import { type App, bearerAuth, createFunctionApp } from "../../shared/http.ts";
-import { notFound } from "../../shared/problem.ts";
-import { uuid } from "../../shared/schemas.ts";
+import { type App, bearerAuth, createFunctionApp } from "../../shared/http/app.ts";
+import { notFound } from "../../shared/http/problem.ts";
+import { uuid } from "../../shared/http/schemas.ts";
 import { maxRepliesPage, Post, readThread, ReplyPage } from "../../shared/domain/threads.ts";
 import { threadSummaryConfig } from "./config.ts";
 import { ThreadSummaries } from "./summary.ts";

@@ -13,13 +13,13 @@
  * @module
  */
 import type OpenAI from "openai";
-import { runInBackground } from "../../shared/background.ts";
-import { Budget } from "../../shared/budget.ts";
-import type { TwoTierCache } from "../../shared/cache.ts";
+import { runInBackground } from "../../shared/http/background.ts";
+import { Budget } from "../../shared/http/budget.ts";
+import type { TwoTierCache } from "../../shared/resilience/cache.ts";
 import type { Deps } from "../../shared/deps.ts";
-import { metrics } from "../../shared/metrics.ts";
-import { chatJson } from "../../shared/openai.ts";
-import { callUpstream, upstreamFailure } from "../../shared/upstream.ts";
+import { metrics } from "../../shared/http/metrics.ts";
+import { chatJson } from "../../shared/providers/openai.ts";
+import { callUpstream, upstreamFailure } from "../../shared/resilience/upstream.ts";
 import type { ReplyT, Thread } from "../../shared/domain/threads.ts";
 import type { ThreadSummaryConfig } from "./config.ts";
 import * as q from "./queries.ts";

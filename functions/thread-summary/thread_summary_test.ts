@@ -3,8 +3,8 @@ import { startOpenAIFake } from "../../scripts/testing/fakes/openai.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
 import { dbStatements, suite } from "../../scripts/testing/test_http.ts";
-import { settleBackground } from "../../shared/background.ts";
-import { metrics } from "../../shared/metrics.ts";
+import { settleBackground } from "../../shared/http/background.ts";
+import { metrics } from "../../shared/http/metrics.ts";
 import { createApp } from "./app.ts";
 import { forgetSummary } from "./summary.ts";
 

@@ -9,8 +9,12 @@
  *
  * @module
  */
-import { CircuitBreaker, CircuitOpenError, RedisBreakerStore } from "../../shared/breaker.ts";
-import { RateLimiter } from "../../shared/ratelimit.ts";
+import {
+  CircuitBreaker,
+  CircuitOpenError,
+  RedisBreakerStore,
+} from "../../shared/resilience/breaker.ts";
+import { RateLimiter } from "../../shared/resilience/ratelimit.ts";
 import { deleteKeys, testRedis } from "../testing/test_redis.ts";
 
 const iterations = Number(Deno.args[0] ?? 2000);

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { settleBackground } from "../../shared/background.ts";
+import { settleBackground } from "../../shared/http/background.ts";
 import { createApp as createHealthApp } from "../../functions/health/app.ts";
 import { createApp as createPostsApp } from "../../functions/posts/app.ts";
 import { createApp as createProfilesApp } from "../../functions/profiles/app.ts";

@@ -11,10 +11,10 @@
  * @module
  */
 import { parse } from "smol-toml";
-import { bearerToken } from "../../shared/auth.ts";
+import { bearerToken } from "../../shared/auth/auth.ts";
 import type { Deps } from "../../shared/deps.ts";
-import type { App } from "../../shared/http.ts";
-import { problemBody, ProblemError, toProblem } from "../../shared/problem.ts";
+import type { App } from "../../shared/http/app.ts";
+import { problemBody, ProblemError, toProblem } from "../../shared/http/problem.ts";
 import { createApp as events } from "../../functions/events/app.ts";
 import { createApp as feed } from "../../functions/feed/app.ts";
 import { createApp as health } from "../../functions/health/app.ts";
@@ -144,7 +144,7 @@ export async function createGateway(
     // The client's address as each trusted proxy passes it on, so every `CLIENT_IP_HEADER`
     // reads the socket's peer: `cf-connecting-ip` replaced (Cloudflare, hosted Supabase),
     // `x-real-ip` replaced (nginx), and the peer appended to `x-forwarded-for` after whatever
-    // the client sent there (Kong). shared/client_ip.ts reads the configured one.
+    // the client sent there (Kong). shared/http/client_ip.ts reads the configured one.
     headers.delete("cf-connecting-ip");
     headers.delete("x-real-ip");
     if (info && "hostname" in info.remoteAddr) {

@@ -21,7 +21,7 @@ import type { Redis } from "@upstash/redis";
 import { loadConfig } from "../../shared/config.ts";
 import { createDeps } from "../../shared/deps.ts";
 import { type JobHandler, runWorkerPool } from "../../shared/jobs/pool.ts";
-import { missingRedisMessage } from "../../shared/redis.ts";
+import { missingRedisMessage } from "../../shared/data/redis.ts";
 import { jobsWorkerConfig } from "../../functions/jobs-worker/config.ts";
 import { jobHandlers } from "../../functions/jobs-worker/handlers/index.ts";
 import { useLocalStack } from "./stack.ts";

@@ -86,7 +86,7 @@ export function stripped(source: string, strings = false): string {
  */
 const envReaders: Record<string, string> = {
   // A child process of breaker_test.ts: its entry point, as index.ts is a function's.
-  "shared/testdata/breaker_child.ts": "builds its deps from its own environment",
+  "shared/resilience/testdata/breaker_child.ts": "builds its deps from its own environment",
   // Passes PATH, HOME and DENO_DIR on to the `npm run worker` process it starts.
   "functions/jobs-worker/jobs-worker_test.ts": "the environment of a child process",
 };
@@ -207,8 +207,8 @@ Deno.test("the environment and dynamic-import rules: what breaks them, what does
     ),
   );
   assert(
-    codeViolations("scripts/dev/gateway_test.ts", dynamic('"../../shared/db.ts"'))[0]
-      ?.includes("shared/db.ts"),
+    codeViolations("scripts/dev/gateway_test.ts", dynamic('"../../shared/data/db.ts"'))[0]
+      ?.includes("shared/data/db.ts"),
   );
   assert(
     codeViolations("functions/rate_limits_test.ts", dynamic("`./${slug}/app.ts`"))[0]
@@ -241,7 +241,7 @@ Deno.test("the checker sees every import form and names what breaks a rule", () 
   assert(sibling?.includes("a function imports another function"), String(sibling));
   const fromTest = violation("functions/feed/feed_test.ts", "functions/posts/app.ts");
   assert(fromTest?.includes("a function imports another function"), String(fromTest));
-  assert(violation("shared/db.ts", "scripts/testing/seed.ts")?.includes("imports scripts/"));
+  assert(violation("shared/data/db.ts", "scripts/testing/seed.ts")?.includes("imports scripts/"));
   assert(violation("functions/feed/app.ts", "loadtest/run.ts")?.includes("imports loadtest/"));
 
   assertEquals(violation("functions/feed/app.ts", "shared/domain/threads.ts"), null);

@@ -12,7 +12,7 @@ import { DEMO_USER_ID, seed } from "./seed.ts";
 import { functionTestEnv } from "./test_env.ts";
 import { suite } from "./test_http.ts";
 import { createGateway } from "../dev/gateway.ts";
-import { settleBackground } from "../../shared/background.ts";
+import { settleBackground } from "../../shared/http/background.ts";
 
 const it = suite("bad input", async () => {
   const env = await functionTestEnv({

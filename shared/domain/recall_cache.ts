@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { TwoTierCache } from "../cache.ts";
+import type { TwoTierCache } from "../resilience/cache.ts";
 
 /** The tag on everything cached about one recall thread (the thread and its messages). */
 export function recallThreadTag(threadId: string): string {

@@ -5,10 +5,10 @@
  *
  * @module
  */
-import type { AuthUser } from "../auth.ts";
-import type { Budget } from "../budget.ts";
-import type { Database } from "../db.ts";
-import { invalidParameter, notFound } from "../problem.ts";
+import type { AuthUser } from "../auth/auth.ts";
+import type { Budget } from "../http/budget.ts";
+import type { Database } from "../data/db.ts";
+import { invalidParameter, notFound } from "../http/problem.ts";
 import type { JobStatus } from "../jobs/queue.ts";
 
 /** Most personas per request. */

@@ -5,9 +5,9 @@
  * @module
  */
 import { z } from "@hono/zod-openapi";
-import { keyFormats } from "../cursor.ts";
-import type { Tx } from "../db.ts";
-import { type Keyset, pageArgs, toPage } from "../keyset.ts";
+import { keyFormats } from "../data/cursor.ts";
+import type { Tx } from "../data/db.ts";
+import { type Keyset, pageArgs, toPage } from "../data/keyset.ts";
 
 /** Replies per page (and the most a client may ask for). */
 export const maxRepliesPage = 100;

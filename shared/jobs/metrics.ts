@@ -6,8 +6,8 @@
  *
  * @module
  */
-import type { Database } from "../db.ts";
-import { metrics, type Sample } from "../metrics.ts";
+import type { Database } from "../data/db.ts";
+import { metrics, type Sample } from "../http/metrics.ts";
 
 metrics.describe("jobs_processed_total", "Job attempts finished, by job_type and outcome");
 metrics.describe("jobs_failed_total", "Job attempts that threw or timed out, by job_type");

@@ -7,9 +7,9 @@
  *
  * @module
  */
-import { Budget } from "../budget.ts";
-import { metrics } from "../metrics.ts";
-import { delay } from "../abort.ts";
+import { Budget } from "../http/budget.ts";
+import { metrics } from "../http/metrics.ts";
+import { delay } from "../resilience/abort.ts";
 import "./metrics.ts"; // describes the jobs_* series this pool records
 import {
   claimJobs,

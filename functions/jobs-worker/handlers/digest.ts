@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Database } from "../../../shared/db.ts";
+import type { Database } from "../../../shared/data/db.ts";
 import { type JobHandler, PermanentJobError } from "../../../shared/jobs/pool.ts";
 import type { Db } from "../../../shared/jobs/queue.ts";
 import * as q from "../queries.ts";

@@ -7,11 +7,11 @@
  *
  * @module
  */
-import type { Database } from "../../../shared/db.ts";
+import type { Database } from "../../../shared/data/db.ts";
 import type { ReplyPayload } from "../../../shared/domain/reply_jobs.ts";
 import { type JobHandler, PermanentJobError } from "../../../shared/jobs/pool.ts";
-import { chatJson, type OpenAIApis } from "../../../shared/openai.ts";
-import { callUpstream } from "../../../shared/upstream.ts";
+import { chatJson, type OpenAIApis } from "../../../shared/providers/openai.ts";
+import { callUpstream } from "../../../shared/resilience/upstream.ts";
 import * as q from "../queries.ts";
 
 const replySchema = {

@@ -1,0 +1,325 @@
+/**
+ * A two-tier read-through cache: a bounded LRU per isolate (entries and bytes) in front of
+ * Redis, with TTL, stale-while-revalidate (stale answers while exactly one refresh runs),
+ * invalidation by key and by tag that reaches every isolate, and request coalescing so a
+ * miss is computed once.
+ *
+ * Cross-isolate invalidation: every invalidation bumps a sequence number in Redis and logs
+ * what it invalidated; before reading, an isolate compares its last seen sequence (one small
+ * command, sent in the same pipeline as the request's other Redis work when issued in the
+ * same tick) and drops what the log names. So a write is visible to the next read anywhere.
+ *
+ * @module
+ */
+import type { Redis } from "@upstash/redis";
+import { runInBackground } from "../http/background.ts";
+import { type Clock, systemClock } from "./clock.ts";
+import { invalidateScript, logLength } from "./cache.lua.ts";
+import { type Coalescer, RedisCoalescer, SingleFlight } from "./coalesce.ts";
+import type { Sample } from "../http/metrics.ts";
+import { runScript } from "../data/redis_script.ts";
+import { timed } from "../http/timing.ts";
+
+/** How one value is cached. */
+export interface CacheOptions {
+  /** Fresh for this long. */
+  ttlS: number;
+  /** Then served stale (while one refresh runs) for this much longer. Default 0. */
+  staleS?: number;
+  /** Names under which the entry can be invalidated together, e.g. `profile:<id>`. */
+  tags?: string[];
+  /**
+   * `everywhere` (default): an invalidation reaches every isolate's local copy before its
+   * next read, at the cost of one small Redis command per read. `ttl`: the entry is never
+   * invalidated, only expires (shared feeds): local hits cost no round trip at all.
+   */
+  invalidation?: "everywhere" | "ttl";
+}
+
+interface Envelope<T = unknown> {
+  v: T;
+  /** fresh until, epoch ms */
+  f: number;
+  /** stale until, epoch ms */
+  s: number;
+  t?: string[];
+  /** 1 when the entry only expires (`invalidation: "ttl"`). */
+  o?: 1;
+}
+
+interface LocalEntry {
+  env: Envelope;
+  bytes: number;
+}
+
+/** Hit, miss and stale counts since the isolate started. */
+export interface CacheStats {
+  localHits: number;
+  redisHits: number;
+  misses: number;
+  stale: number;
+  refreshes: number;
+  coalesced: number;
+  invalidations: number;
+}
+
+/** The two-tier cache. One per isolate: `deps.cache` (shared/deps.ts). */
+export class TwoTierCache {
+  readonly stats: CacheStats = {
+    localHits: 0,
+    redisHits: 0,
+    misses: 0,
+    stale: 0,
+    refreshes: 0,
+    coalesced: 0,
+    invalidations: 0,
+  };
+  readonly #local = new Map<string, LocalEntry>();
+  #bytes = 0;
+  #seenSeq: number | null = null;
+  readonly #flights = new SingleFlight();
+  #coalescerMade: Coalescer | undefined;
+  readonly #redis: Redis;
+  readonly #prefix: string;
+  readonly #clock: Clock;
+  readonly #maxEntries: number;
+  readonly #maxBytes: number;
+  readonly #disabled: boolean;
+
+  constructor(
+    options: {
+      redis: Redis;
+      /** Key prefix, e.g. `rockout:cache:`. */
+      prefix: string;
+      maxEntries?: number;
+      maxBytes?: number;
+      clock?: Clock;
+      disabled?: boolean;
+    },
+  ) {
+    this.#redis = options.redis;
+    this.#prefix = options.prefix;
+    this.#maxEntries = options.maxEntries ?? 2000;
+    this.#maxBytes = options.maxBytes ?? 16 * 1024 * 1024;
+    this.#clock = options.clock ?? systemClock;
+    this.#disabled = options.disabled ?? false;
+  }
+
+  /** Misses are computed once across isolates too: the first computes, the others wait. */
+  get #coalescer(): Coalescer {
+    return this.#coalescerMade ??= new RedisCoalescer(this.#redis, `${this.#prefix}co:`);
+  }
+
+  /**
+   * The value for `key`: from this isolate, else Redis, else `load()` (once per key at a time
+   * in this isolate), stored in both tiers. Stale values are served while one refresh runs.
+   */
+  async get<T>(key: string, options: CacheOptions, load: () => Promise<T>): Promise<T> {
+    if (this.#disabled) return await load();
+    let local = this.#localGet(key);
+    if (!local?.o) {
+      await this.sync();
+      local = this.#localGet(key);
+    }
+    const now = this.#clock();
+    if (local && local.f > now) {
+      this.stats.localHits++;
+      return local.v as T;
+    }
+    if (local && local.s > now) {
+      this.stats.stale++;
+      this.#refreshInBackground(key, options, load);
+      return local.v as T;
+    }
+    const stored = await timed("redis", this.#redis.get<Envelope<T>>(this.#valueKey(key)))
+      .catch(() => null);
+    if (stored && stored.f > now) {
+      this.stats.redisHits++;
+      this.#localSet(key, stored);
+      return stored.v;
+    }
+    if (stored && stored.s > now) {
+      this.stats.stale++;
+      this.#localSet(key, stored);
+      this.#refreshInBackground(key, options, load);
+      return stored.v;
+    }
+    return await this.#load(key, options, load, "misses");
+  }
+
+  /** Drops `key` from every tier of every isolate. */
+  async invalidate(key: string): Promise<void> {
+    this.#drop(key);
+    this.stats.invalidations++;
+    await runScript(this.#redis, invalidateScript, [
+      this.#valueKey(key),
+      this.#seqKey,
+      this.#logKey,
+    ], ["key", key]);
+  }
+
+  /** Drops every entry stored with `tag`, in every tier of every isolate. */
+  async invalidateTag(tag: string): Promise<void> {
+    for (const [key, entry] of this.#local) if (entry.env.t?.includes(tag)) this.#drop(key);
+    this.stats.invalidations++;
+    const members = await timed("redis", this.#redis.smembers(this.#tagKey(tag)));
+    await runScript(
+      this.#redis,
+      invalidateScript,
+      [...members.map((k) => this.#valueKey(k)), this.#tagKey(tag), this.#seqKey, this.#logKey],
+      ["tag", tag],
+    );
+  }
+
+  /**
+   * Applies invalidations made elsewhere since this isolate last looked: one GET of the
+   * sequence when nothing changed, one LRANGE more when something did.
+   */
+  async sync(): Promise<void> {
+    if (this.#local.size === 0 && this.#seenSeq !== null) return;
+    try {
+      await this.#sync(this.#redis);
+    } catch {
+      // Can't tell what was invalidated: serve nothing from this isolate until we can.
+      this.#clearLocal();
+      this.#seenSeq = null;
+    }
+  }
+
+  async #sync(redis: Redis): Promise<void> {
+    const seq = Number(await timed("redis", redis.get<number>(this.#seqKey)) ?? 0);
+    const seen = this.#seenSeq;
+    if (seen === null || seq === seen) {
+      this.#seenSeq = Math.max(seq, seen ?? 0);
+      return;
+    }
+    if (seq < seen || seq - seen > logLength) {
+      this.#clearLocal(); // the log no longer covers the gap (or Redis was reset)
+    } else {
+      const entries = await timed(
+        "redis",
+        redis.lrange<string>(this.#logKey, 0, seq - seen - 1),
+      );
+      for (const line of entries) {
+        const [n, kind, name] = String(line).split("\t");
+        if (Number(n) <= seen) continue;
+        if (kind === "key") this.#drop(name);
+        else for (const [key, e] of this.#local) if (e.env.t?.includes(name)) this.#drop(key);
+      }
+    }
+    this.#seenSeq = Math.max(seq, this.#seenSeq ?? 0);
+  }
+
+  /** Loads once per key in this isolate; failures are shared with waiters, never cached. */
+  #load<T>(
+    key: string,
+    options: CacheOptions,
+    load: () => Promise<T>,
+    count: "misses" | "refreshes",
+  ): Promise<T> {
+    const { promise, shared } = this.#flights.run(key, async () => {
+      this.stats[count]++;
+      const value = await this.#coalescer.run(`load:${key}`, load);
+      const now = this.#clock();
+      const env: Envelope<T> = {
+        v: value,
+        f: now + options.ttlS * 1000,
+        s: now + (options.ttlS + (options.staleS ?? 0)) * 1000,
+        ...(options.tags?.length ? { t: options.tags } : {}),
+        ...(options.invalidation === "ttl" ? { o: 1 as const } : {}),
+      };
+      this.#localSet(key, env);
+      await this.#store(key, env).catch(() => {});
+      return value;
+    });
+    if (shared) this.stats.coalesced++;
+    return promise;
+  }
+
+  #store(key: string, env: Envelope): Promise<unknown> {
+    const redis = this.#redis;
+    const px = Math.max(1, env.s - this.#clock());
+    const writes: Promise<unknown>[] = [redis.set(this.#valueKey(key), env, { px })];
+    for (const tag of env.t ?? []) {
+      writes.push(
+        redis.sadd(this.#tagKey(tag), key),
+        redis.pexpire(this.#tagKey(tag), px + 60_000),
+      );
+    }
+    return timed("redis", Promise.all(writes));
+  }
+
+  #refreshInBackground<T>(key: string, options: CacheOptions, load: () => Promise<T>): void {
+    if (this.#flights.has(key)) return; // exactly one refresh at a time
+    runInBackground(`cache refresh ${key}`, this.#load(key, options, load, "refreshes"));
+  }
+
+  #localGet(key: string): Envelope | undefined {
+    const entry = this.#local.get(key);
+    if (!entry) return undefined;
+    if (entry.env.s <= this.#clock()) {
+      this.#drop(key);
+      return undefined;
+    }
+    this.#local.delete(key); // re-insert: Map order is the LRU order
+    this.#local.set(key, entry);
+    return entry.env;
+  }
+
+  #localSet(key: string, env: Envelope): void {
+    this.#drop(key);
+    const bytes = JSON.stringify(env.v)?.length ?? 0;
+    if (bytes > this.#maxBytes / 4) return; // one value must not flush the whole tier
+    this.#local.set(key, { env, bytes });
+    this.#bytes += bytes;
+    while (this.#local.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
+      this.#drop(this.#local.keys().next().value!);
+    }
+  }
+
+  #drop(key: string): void {
+    const entry = this.#local.get(key);
+    if (!entry) return;
+    this.#local.delete(key);
+    this.#bytes -= entry.bytes;
+  }
+
+  #clearLocal(): void {
+    this.#local.clear();
+    this.#bytes = 0;
+  }
+
+  /** Entries and bytes held in this isolate. */
+  get localSize(): { entries: number; bytes: number } {
+    return { entries: this.#local.size, bytes: this.#bytes };
+  }
+
+  /** Shorthand for `get(key, { ttlS, invalidation: "ttl" }, load)`: expires, never invalidated. */
+  cached<T>(key: string, ttlS: number, load: () => Promise<T>): Promise<T> {
+    return this.get(key, { ttlS, invalidation: "ttl" }, load);
+  }
+
+  /** Metric samples of this cache's counts. */
+  samples(): Sample[] {
+    return Object.entries(this.stats).map(([event, value]) => ({
+      name: "cache_events_total",
+      labels: { event },
+      value,
+      type: "counter" as const,
+      help: "Two-tier cache hits (local, redis), misses, stale answers, refreshes, coalesced loads",
+    }));
+  }
+
+  #valueKey(key: string) {
+    return `${this.#prefix}v:${key}`;
+  }
+  #tagKey(tag: string) {
+    return `${this.#prefix}t:${tag}`;
+  }
+  get #seqKey() {
+    return `${this.#prefix}inv:seq`;
+  }
+  get #logKey() {
+    return `${this.#prefix}inv:log`;
+  }
+}

@@ -1,0 +1,548 @@
+/**
+ * Sliding-window rate limits: `@upstash/ratelimit` in Redis, the same approximation in
+ * memory for the embedded default. A policy may hold several windows (10/minute and
+ * 100/hour); all of a request's windows go out in one tick, so the client's auto-pipelining
+ * sends them as one HTTP request. Answers carry the IETF draft-11 headers; a 429 says when a
+ * request will really pass. When Redis cannot decide in time, the isolate's own limiter of the
+ * same policy decides (fail-open policies) or the request is refused (fail-closed ones), and
+ * Redis is told afterwards: "fail open" never means unlimited.
+ *
+ * @module
+ */
+import { Ratelimit } from "@upstash/ratelimit";
+import type { Redis } from "@upstash/redis";
+import type { Context, MiddlewareHandler } from "hono";
+import { type Clock, systemClock } from "./clock.ts";
+import { metrics } from "../http/metrics.ts";
+import { ProblemError } from "../http/problem.ts";
+import { timed } from "../http/timing.ts";
+
+/** One window of a policy. */
+export interface RateWindow {
+  limit: number;
+  windowS: number;
+}
+
+/** A named limit. */
+export interface RateLimitPolicy {
+  /** Shown in headers and problems, e.g. `feed`. */
+  name: string;
+  windows: RateWindow[];
+  /**
+   * When Redis can't answer: decide in the isolate with the same windows (cheap requests) or
+   * refuse (503, for routes whose cost forbids even a per-isolate allowance: LLM calls).
+   */
+  failOpen: boolean;
+  /**
+   * How long Redis may take to decide, in event-loop time (see {@link loopDeadline}), before
+   * `failOpen` applies (default `RATE_LIMIT_DECISION_MS`).
+   */
+  decisionMs?: number;
+}
+
+/** What one window decided. */
+export interface WindowDecision {
+  success: boolean;
+  remaining: number;
+  /** Epoch ms at which a refused request would pass (now when allowed). */
+  retryAt: number;
+  /** Epoch ms at which the current window ends. */
+  reset: number;
+}
+
+/** What a policy decided for one request. */
+export interface RateLimitDecision {
+  success: boolean;
+  windows: (WindowDecision & RateWindow)[];
+  /** Epoch ms at which a refused request would pass. */
+  retryAt: number;
+  /**
+   * True when Redis could not decide in time: the isolate's limiter decided (`windows` are its
+   * counts), or, with no windows, the fail-closed policy refused.
+   */
+  degraded: boolean;
+}
+
+/**
+ * When the weighted two-window count `floor(previous × (1 − elapsed)) + current` first drops
+ * below `limit` (the formula @upstash/ratelimit's slidingWindow uses), as epoch ms. Without it
+ * Retry-After could only say "next window", which is often far too late or too early.
+ */
+export function slidingWindowRetryAt(
+  o: { limit: number; windowMs: number; now: number; current: number; previous: number },
+): number {
+  const start = Math.floor(o.now / o.windowMs) * o.windowMs;
+  if (o.current < o.limit) {
+    if (o.previous === 0) return o.now;
+    // floor(x) < k ⇔ x < k for integer k: (1 - p) × previous < limit - current
+    const p = 1 - (o.limit - o.current) / o.previous;
+    return Math.max(o.now, Math.floor(start + p * o.windowMs) + 1);
+  }
+  // Wait for the next window, where today's count becomes the weighted previous one.
+  return start + o.windowMs + Math.floor((1 - o.limit / o.current) * o.windowMs) + 1;
+}
+
+/** A sliding-window counter store. */
+export interface WindowStore {
+  /** Checks and counts one request; `rate: -1` refunds one. */
+  limit(identifier: string, rate?: number): Promise<WindowDecision>;
+  /** When this isolate already knows `identifier` is refused: until when (epoch ms). */
+  blockedUntil?(identifier: string): number | undefined;
+}
+
+/** Redis through `@upstash/ratelimit`, with an exact retry time on refusal. */
+export class RedisWindowStore implements WindowStore {
+  readonly #ratelimit: Ratelimit;
+  /** Per isolate: identifiers known to be exhausted are refused with no round trip. */
+  readonly #blocked = new Map<string, number>();
+
+  constructor(
+    readonly redis: Redis,
+    readonly prefix: string,
+    readonly window: RateWindow,
+  ) {
+    this.#ratelimit = new Ratelimit({
+      redis,
+      limiter: Ratelimit.slidingWindow(this.window.limit, `${this.window.windowS} s`),
+      prefix,
+      ephemeralCache: this.#blocked,
+      timeout: 0, // we decide on timeouts ourselves, per policy
+      analytics: false,
+    });
+  }
+
+  blockedUntil(identifier: string): number | undefined {
+    const until = this.#blocked.get(this.#key(identifier));
+    return until !== undefined && until > Date.now() ? until : undefined;
+  }
+
+  /** The library's key for `identifier` (its ephemeral cache uses it too). */
+  #key(identifier: string): string {
+    return `${this.prefix}:${identifier}`;
+  }
+
+  /**
+   * Counts `n` requests admitted without Redis in window `w` (a window index): a plain INCRBY
+   * on the library's bucket, since its script refuses to count past the limit. Windows that no
+   * longer weigh in are skipped.
+   */
+  async add(identifier: string, w: number, n: number): Promise<void> {
+    const windowMs = this.window.windowS * 1000;
+    if (w < Math.floor(Date.now() / windowMs) - 1) return;
+    const key = `${this.#key(identifier)}:${w}`;
+    await Promise.all([this.redis.incrby(key, n), this.redis.pexpire(key, windowMs * 2 + 1000)]);
+  }
+
+  async limit(identifier: string, rate = 1): Promise<WindowDecision> {
+    const res = await this.#ratelimit.limit(identifier, { rate });
+    if (res.success) {
+      return { success: true, remaining: res.remaining, retryAt: Date.now(), reset: res.reset };
+    }
+    if (res.reason === "cacheBlock") {
+      return { success: false, remaining: 0, retryAt: res.reset, reset: res.reset };
+    }
+    // Refused by Redis: read both windows' counts (only on this rare path) for the real time.
+    const windowMs = this.window.windowS * 1000;
+    const now = Date.now();
+    const current = Math.floor(now / windowMs);
+    const [cur, prev] = await this.redis.mget<(number | null)[]>(
+      `${this.#key(identifier)}:${current}`,
+      `${this.#key(identifier)}:${current - 1}`,
+    );
+    const retryAt = slidingWindowRetryAt({
+      limit: this.window.limit,
+      windowMs,
+      now,
+      current: Number(cur ?? 0),
+      previous: Number(prev ?? 0),
+    });
+    // The library blocked the key until the window ends; the sliding window frees it sooner.
+    this.#blocked.set(this.#key(identifier), retryAt);
+    return { success: false, remaining: 0, retryAt, reset: res.reset };
+  }
+}
+
+/**
+ * The same approximation in this process's memory: the store of the embedded default, and the
+ * isolate's own limiter when Redis cannot decide in time. One record per identifier (this and
+ * the previous window), at most `maxIdentifiers` of them: past that, records of windows that no
+ * longer count go first, then the oldest.
+ */
+export class MemoryWindowStore implements WindowStore {
+  readonly #records = new Map<string, { w: number; current: number; previous: number }>();
+
+  constructor(
+    readonly window: RateWindow,
+    readonly clock: Clock = systemClock,
+    readonly maxIdentifiers = 100_000,
+  ) {}
+
+  /** This and the previous window's counts for `identifier` at window index `w`. */
+  #record(identifier: string, w: number) {
+    let r = this.#records.get(identifier);
+    if (!r) {
+      r = { w, current: 0, previous: 0 };
+      if (this.#records.size >= this.maxIdentifiers) this.#sweep(w);
+      this.#records.set(identifier, r);
+    } else if (r.w !== w) {
+      r.previous = r.w === w - 1 ? r.current : 0;
+      r.current = 0;
+      r.w = w;
+    }
+    return r;
+  }
+
+  /** Identifiers held (at most `maxIdentifiers`). */
+  get size(): number {
+    return this.#records.size;
+  }
+
+  #sweep(w: number): void {
+    for (const [id, r] of this.#records) if (r.w < w - 1) this.#records.delete(id);
+    for (const id of this.#records.keys()) {
+      if (this.#records.size < this.maxIdentifiers) break;
+      this.#records.delete(id);
+    }
+  }
+
+  limit(identifier: string, rate = 1): Promise<WindowDecision> {
+    const now = this.clock();
+    const windowMs = this.window.windowS * 1000;
+    const w = Math.floor(now / windowMs);
+    const r = this.#record(identifier, w);
+    const weighted = Math.floor((1 - (now % windowMs) / windowMs) * r.previous);
+    const reset = (w + 1) * windowMs;
+    if (rate > 0 && weighted + r.current >= this.window.limit) {
+      const retryAt = slidingWindowRetryAt({
+        limit: this.window.limit,
+        windowMs,
+        now,
+        current: r.current,
+        previous: r.previous,
+      });
+      return Promise.resolve({ success: false, remaining: 0, retryAt, reset });
+    }
+    r.current = Math.max(0, r.current + rate);
+    const remaining = Math.max(0, this.window.limit - (r.current + weighted));
+    return Promise.resolve({ success: true, remaining, retryAt: now, reset });
+  }
+}
+
+/** How finely {@link loopDeadline} cuts its wait. */
+const loopStepMs = 10;
+
+/**
+ * Resolves after `ms` of time the event loop was free to spend on other work (a Redis round
+ * trip), or after `maxWallMs` of wall time. The wait is cut into short timer steps, and a step
+ * that fires late, because the loop was busy running other requests, is credited only its
+ * nominal length: a saturated CPU stretches the window instead of using it up, so a round trip
+ * that needs a few loop turns (write the request, read the answer, parse it) still gets them.
+ * Hand-written: timers measure wall time, and no library measures loop-available time.
+ */
+export function loopDeadline(
+  ms: number,
+  maxWallMs: number,
+): { done: Promise<void>; cancel(): void } {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  const start = performance.now();
+  let credited = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const arm = () => {
+    const wait = Math.max(1, Math.min(loopStepMs, ms - credited));
+    const armedAt = performance.now();
+    timer = setTimeout(() => {
+      const now = performance.now();
+      credited += Math.min(now - armedAt, wait);
+      if (credited >= ms - 0.5 || now - start >= maxWallMs) resolve();
+      else arm();
+    }, wait);
+  };
+  arm();
+  return { done: promise, cancel: () => clearTimeout(timer) };
+}
+
+/** Options of a {@link RateLimiter}. */
+export interface RateLimiterOptions {
+  /** Redis, which decides; `null`: this isolate's memory alone (unit tests of the algorithm). */
+  redis: Redis | null;
+  /** Key prefix, e.g. `rockout:rl`. */
+  prefix: string;
+  clock?: Clock;
+  /** Wall-clock bound on waiting for Redis (`REDIS_TIMEOUT_MS`; default 1000). */
+  maxWaitMs?: number;
+  /** Default decision window of policies that set none (`RATE_LIMIT_DECISION_MS`; default 50). */
+  decisionMs?: number;
+}
+
+/** At most this many locally admitted requests wait to be counted in Redis, per limiter. */
+const maxPending = 10_000;
+
+/**
+ * A policy bound to its stores. With Redis, Redis decides; when it cannot within the decision
+ * window (slow, down, or the loop too busy to hear it), a fail-open policy falls back to the
+ * isolate's own limiter of the same windows (degraded mode) and a fail-closed one refuses.
+ * The isolate's limiter counts every request this isolate admits, whoever decided, so one
+ * isolate never admits more than the limit, even while switching between the two; a request it
+ * admitted alone is counted in Redis when Redis answers (late, or after it comes back).
+ */
+export class RateLimiter {
+  readonly #stores: WindowStore[];
+  /** The isolate's own limiter: fail-open policies with Redis only. */
+  readonly #local: MemoryWindowStore[] | null;
+  /** Locally admitted requests Redis has not counted: `store\0window\0identifier` → count. */
+  readonly #pending = new Map<string, number>();
+  readonly #late = new Set<Promise<unknown>>();
+  #flushing = false;
+  #lastWarn = 0;
+  readonly #maxWaitMs: number;
+
+  readonly #decisionMs: number;
+
+  constructor(readonly policy: RateLimitPolicy, options: RateLimiterOptions) {
+    const { redis, prefix } = options;
+    const clock = options.clock ?? (() => Date.now());
+    this.#stores = policy.windows.map((w) =>
+      redis
+        ? new RedisWindowStore(redis, `${prefix}${policy.name}:${w.windowS}`, w)
+        : new MemoryWindowStore(w, clock)
+    );
+    this.#local = redis && policy.failOpen
+      ? policy.windows.map((w) => new MemoryWindowStore(w, clock))
+      : null;
+    this.#maxWaitMs = options.maxWaitMs ?? 1000;
+    this.#decisionMs = options.decisionMs ?? 50;
+  }
+
+  /** Locally admitted requests not yet counted in Redis (for tests and metrics). */
+  get pending(): number {
+    let n = 0;
+    for (const v of this.#pending.values()) n += v;
+    return n;
+  }
+
+  /** Checks and counts one request for `identifier` against every window. */
+  async check(identifier: string): Promise<RateLimitDecision> {
+    const { policy } = this;
+    const blocked = this.#stores.map((s) => s.blockedUntil?.(identifier));
+    if (blocked.some((b) => b !== undefined)) {
+      // Refused without a round trip: one window is known to be exhausted in this isolate.
+      metrics.inc("rate_limit_rejections_total", { policy: policy.name });
+      return {
+        success: false,
+        windows: policy.windows.map((w, i) => ({
+          ...w,
+          success: blocked[i] === undefined,
+          remaining: 0,
+          retryAt: blocked[i] ?? Date.now(),
+          reset: blocked[i] ?? Date.now(),
+        })),
+        retryAt: Math.max(...blocked.map((b) => b ?? 0)),
+        degraded: false,
+      };
+    }
+    if (!(this.#stores[0] instanceof RedisWindowStore)) {
+      const results = await Promise.all(this.#stores.map((s) => s.limit(identifier)));
+      return this.#settle(identifier, this.#stores, results, false);
+    }
+    this.#flushPending(); // queued before the check: the same pipeline, counted first
+    const checks = Promise.all(this.#stores.map((s) => s.limit(identifier)));
+    const deadline = loopDeadline(policy.decisionMs ?? this.#decisionMs, this.#maxWaitMs);
+    const results = await timed(
+      "redis",
+      Promise.race([checks.catch(() => null), deadline.done.then(() => null)]),
+    ).finally(deadline.cancel);
+    if (results) {
+      const local = this.#local;
+      if (local && results.every((r) => r.success)) {
+        // Keep the isolate's own count: what it admits must fit the limit in degraded mode too.
+        const own = await this.#admitLocally(identifier);
+        if (!own.every((r) => r.success)) {
+          // Redis forgot what this isolate admitted (a restart, a lost key): the tighter wins.
+          this.#stores.forEach((s) => s.limit(identifier, -1).catch(() => {}));
+          return this.#settle(identifier, local, own, false);
+        }
+      }
+      return this.#settle(identifier, this.#stores, results, false);
+    }
+    return await this.#degraded(identifier, checks);
+  }
+
+  /** Redis could not decide in time: the isolate's limiter decides, or the policy refuses. */
+  async #degraded(
+    identifier: string,
+    checks: Promise<WindowDecision[]>,
+  ): Promise<RateLimitDecision> {
+    const { policy } = this;
+    const local = this.#local;
+    const own = local ? await this.#admitLocally(identifier) : null;
+    const admitted = own?.every((r) => r.success) ?? false;
+    const windowsAt = this.policy.windows.map((w) => Math.floor(Date.now() / (w.windowS * 1000)));
+    // Reconcile when Redis answers: it must count what we admitted and forget what we refused.
+    this.#track(checks.then((late) =>
+      Promise.all(late.map(async (r, i) => {
+        const store = this.#stores[i] as RedisWindowStore;
+        if (admitted && !r.success) {
+          await store.add(identifier, windowsAt[i], 1)
+            .catch(() => this.#addPending(i, windowsAt[i], identifier));
+        }
+        if (!admitted && r.success) await store.limit(identifier, -1);
+      })), () => {
+      if (admitted) windowsAt.forEach((w, i) => this.#addPending(i, w, identifier));
+    }));
+    metrics.inc("rate_limit_store_failures_total", {
+      policy: policy.name,
+      decision: local ? "local" : "closed",
+    });
+    if (local && Date.now() - this.#lastWarn > 10_000) {
+      this.#lastWarn = Date.now(); // one line per policy per 10 s, not one per request
+      console.warn(
+        JSON.stringify({ msg: "rate limit decided in the isolate", policy: policy.name }),
+      );
+    }
+    if (!local || !own) {
+      return { success: false, windows: [], retryAt: Date.now() + 5000, degraded: true };
+    }
+    return this.#settle(identifier, local, own, true);
+  }
+
+  /** Checks and counts one request in the isolate's limiter; all windows or none. */
+  async #admitLocally(identifier: string): Promise<WindowDecision[]> {
+    const local = this.#local!;
+    const own = await Promise.all(local.map((s) => s.limit(identifier)));
+    if (!own.every((r) => r.success)) {
+      local.forEach((s, i) => own[i].success && s.limit(identifier, -1));
+    }
+    return own;
+  }
+
+  /** Builds the decision; a refused request must not use up the windows that let it through. */
+  #settle(
+    identifier: string,
+    stores: WindowStore[],
+    results: WindowDecision[],
+    degraded: boolean,
+  ): RateLimitDecision {
+    const success = results.every((r) => r.success);
+    if (!success) {
+      if (stores !== this.#local) {
+        stores.forEach((s, i) => results[i].success && s.limit(identifier, -1).catch(() => {}));
+      }
+      metrics.inc("rate_limit_rejections_total", { policy: this.policy.name });
+    }
+    return {
+      success,
+      windows: results.map((r, i) => ({ ...r, ...this.policy.windows[i] })),
+      retryAt: Math.max(...results.map((r) => r.retryAt)),
+      degraded,
+    };
+  }
+
+  /** Keeps `work` (a late reconciliation) until it settles, for {@link idle}. */
+  #track(work: Promise<unknown>): void {
+    const p = work.catch(() => {}).finally(() => this.#late.delete(p));
+    this.#late.add(p);
+  }
+
+  /** Resolves when every late Redis answer seen so far has been reconciled (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.#late.size) await Promise.all([...this.#late]);
+  }
+
+  #addPending(store: number, w: number, identifier: string): void {
+    const key = `${store}\0${w}\0${identifier}`;
+    if (!this.#pending.has(key) && this.#pending.size >= maxPending) {
+      metrics.inc("rate_limit_reconcile_dropped_total", { policy: this.policy.name });
+      return;
+    }
+    this.#pending.set(key, (this.#pending.get(key) ?? 0) + 1);
+  }
+
+  /** Counts in Redis what the isolate admitted while Redis could not answer. */
+  #flushPending(): void {
+    if (this.#pending.size === 0 || this.#flushing) return;
+    this.#flushing = true;
+    const batch = [...this.#pending];
+    this.#pending.clear();
+    this.#track(
+      Promise.all(batch.map(async ([key, n]) => {
+        const [store, w, identifier] = key.split("\0");
+        try {
+          await (this.#stores[Number(store)] as RedisWindowStore).add(identifier, Number(w), n);
+        } catch {
+          const k = key;
+          this.#pending.set(k, (this.#pending.get(k) ?? 0) + n);
+        }
+      })).finally(() => this.#flushing = false),
+    );
+  }
+}
+
+/** Sets `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-11). */
+function setHeaders(c: Context, policy: RateLimitPolicy, d: RateLimitDecision): void {
+  const label = (w: RateWindow) =>
+    policy.windows.length > 1 ? `${policy.name}-${w.windowS}s` : policy.name;
+  c.header(
+    "RateLimit-Policy",
+    policy.windows.map((w) => `"${label(w)}";q=${w.limit};w=${w.windowS}`).join(", "),
+  );
+  if (d.windows.length) {
+    const now = Date.now();
+    c.header(
+      "RateLimit",
+      d.windows.map((w) =>
+        `"${label(w)}";r=${w.remaining};t=${Math.max(0, Math.ceil((w.reset - now) / 1000))}`
+      ).join(", "),
+    );
+  }
+}
+
+/** Middleware enforcing `limiter` per `identify(c)` (user id, or client IP when anonymous). */
+export function rateLimit(
+  limiter: RateLimiter,
+  identify: (c: Context) => string,
+): MiddlewareHandler {
+  return async (c, next) => {
+    const { policy } = limiter;
+    const decision = await limiter.check(identify(c));
+    setHeaders(c, policy, decision);
+    if (!decision.success) {
+      const retryAfterS = Math.max(1, Math.ceil((decision.retryAt - Date.now()) / 1000));
+      if (decision.degraded && decision.windows.length === 0) {
+        throw new ProblemError(
+          503,
+          "unavailable",
+          `rate limit "${policy.name}" cannot be checked right now`,
+          {
+            headers: { "retry-after": String(retryAfterS) },
+            extensions: { policy: policy.name },
+          },
+        );
+      }
+      const tripped = decision.windows.filter((w) => !w.success)
+        .map((w) => `${w.limit} per ${w.windowS} s`).join(" and ");
+      throw new ProblemError(
+        429,
+        "rate_limited",
+        `rate limit "${policy.name}" exceeded: ${tripped}`,
+        {
+          headers: { "retry-after": String(retryAfterS) },
+          extensions: { policy: policy.name },
+        },
+      );
+    }
+    await next();
+  };
+}
+
+/**
+ * Middleware for routes anyone may read (no token needed), limited per client IP as
+ * `identify` tells it (`clientIp`) by `limiter` (`deps.anonReads`: `ANON_READ_RATE_LIMIT_PER_MIN`).
+ * Callers that present a token are counted the same way: a read that needs no identity is
+ * limited by where it comes from.
+ */
+export function anonymousReads(
+  limiter: RateLimiter,
+  identify: (c: Context) => string,
+): MiddlewareHandler {
+  return rateLimit(limiter, identify);
+}
