@@ -85,7 +85,7 @@ export function stripped(source: string, strings = false): string {
  * `Deno.env`, each with its reason.
  */
 const envReaders: Record<string, string> = {
-  // A child process of breaker_test.ts: its entry point, as index.ts is a function's.
+  // A child process of breaker_store_test.ts: its entry point, as index.ts is a function's.
   "shared/resilience/testdata/breaker_child.ts": "builds its deps from its own environment",
   // Passes PATH, HOME and DENO_DIR on to the `npm run worker` process it starts.
   "functions/jobs-worker/jobs-worker_test.ts": "the environment of a child process",

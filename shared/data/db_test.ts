@@ -6,7 +6,6 @@ import { functionTestEnv } from "../../scripts/testing/test_env.ts";
 import { suite } from "../../scripts/testing/test_http.ts";
 import { settleBackground } from "../http/background.ts";
 import { Budget } from "../http/budget.ts";
-import { PoolGate } from "./db.ts";
 import { createFunctionApp } from "../http/app.ts";
 
 const lockKey = 4242;
@@ -128,32 +127,6 @@ it("slow searches (time in the search lane) don't shrink the admission limit; sl
   await run("default", 5); // 8 slots: up to 340 ms per request, waiting included
   const afterOrdinary = admission.limiter.limit;
   assert(afterOrdinary < initial * 0.8, `ordinary: ${afterOrdinary}/${initial}`);
-});
-
-it("PoolGate: FIFO, a full lane lets others pass, an aborted wait leaves the queue", async () => {
-  const gate = new PoolGate(2, { search: 1 });
-  const s1 = await gate.acquire("search");
-  const order: string[] = [];
-  const s2 = gate.acquire("search").then((r) => (order.push("search"), r));
-  const d1 = await gate.acquire("default"); // passes the waiting search: its lane is full
-  assertEquals(gate.inUse, { total: 2, search: 1 });
-  const controller = new AbortController();
-  const abandoned = gate.acquire("default", controller.signal);
-  const d2 = gate.acquire("default").then((r) => (order.push("default"), r));
-  assertEquals(gate.waiting, 3);
-  controller.abort(new DOMException("budget", "TimeoutError"));
-  const err = await abandoned.catch((e) => e);
-  assertEquals(err.name, "TimeoutError");
-  assertEquals(gate.waiting, 2);
-  s1(); // frees a search slot: the search waiter is first in line and may use it
-  const r2 = await s2;
-  d1();
-  const r3 = await d2;
-  assertEquals(order, ["search", "default"]);
-  r2();
-  r3();
-  s1(); // idempotent
-  assertEquals(gate.inUse, { total: 0, search: 0 });
 });
 
 it("a wait for a pool connection is abandoned at the budget, and its statement never runs", async ({ env, db, holdLock, blockers, activeAppStatements }) => {

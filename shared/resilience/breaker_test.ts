@@ -6,8 +6,17 @@
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/resilience/breaker_test.ts`
  */
 import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.ts";
-import { startRedisServer } from "../../scripts/dev/local_services.ts";
-import { type TestRedis, testRedis, unusedPort } from "../../scripts/testing/test_redis.ts";
+import {
+  assertOpenError,
+  calls,
+  failure,
+  type Fixture,
+  MIN,
+  redisFixture,
+  stateOf,
+  success,
+  T0,
+} from "../../scripts/testing/test_breaker.ts";
 import { unitEnv } from "../../scripts/testing/unit_env.ts";
 import {
   type BreakerOptions,
@@ -16,32 +25,8 @@ import {
   type BreakerStore,
   CircuitBreaker,
   CircuitOpenError,
-  isBreakerFailure,
-  type Permit,
-  RedisBreakerStore,
 } from "./breaker.ts";
 import { createDeps } from "../deps.ts";
-
-/** A store for one test, and how many HTTP requests it has made. */
-interface Fixture {
-  store: BreakerStore;
-  requests(): number;
-  redis?: TestRedis;
-  close(): Promise<void>;
-}
-
-async function redisFixture(): Promise<Fixture> {
-  const t = await testRedis();
-  return {
-    store: new RedisBreakerStore(t.redis, `${t.prefix}breaker:`),
-    requests: () => t.bridge.stats.requests,
-    redis: t,
-    close: () => t.close(),
-  };
-}
-
-const T0 = 1_900_000_000_000;
-const MIN = 60_000;
 
 /** What each contract test gets. */
 interface Ctx {
@@ -49,30 +34,6 @@ interface Ctx {
   /** The test clock: set `ctx.now`. */
   now: number;
   make(options?: BreakerOptions): CircuitBreaker;
-}
-
-async function failure(b: CircuitBreaker): Promise<void> {
-  await b.record("failure", await b.acquire());
-}
-async function success(b: CircuitBreaker): Promise<void> {
-  await b.record("success", await b.acquire());
-}
-/** Runs one call per letter: F fails, S succeeds. */
-async function calls(b: CircuitBreaker, pattern: string): Promise<void> {
-  for (const c of pattern) await (c === "F" ? failure(b) : success(b));
-}
-async function stateOf(b: CircuitBreaker): Promise<string> {
-  return (await b.state()).state;
-}
-async function assertOpenError(p: Promise<unknown>, state = "open"): Promise<CircuitOpenError> {
-  try {
-    await p;
-  } catch (err) {
-    assert(err instanceof CircuitOpenError, `not a CircuitOpenError: ${err}`);
-    assertEquals(err.state, state);
-    return err;
-  }
-  throw new Error("expected a CircuitOpenError");
 }
 
 {
@@ -332,144 +293,8 @@ async function assertOpenError(p: Promise<unknown>, state = "open"): Promise<Cir
 }
 
 // ---------------------------------------------------------------------------------------------
-// Redis only: round trips, auto-pipelining, two processes
-// ---------------------------------------------------------------------------------------------
-
-Deno.test("redis: round trips per call in each state", async () => {
-  const t = await testRedis();
-  try {
-    let now = T0;
-    const b = new CircuitBreaker({
-      name: "rt",
-      store: new RedisBreakerStore(t.redis, `${t.prefix}breaker:`),
-      clock: () => now,
-    });
-    await success(b); // warms the scripts (first use: EVALSHA → NOSCRIPT → EVAL)
-    const count = async (work: () => Promise<unknown>) => {
-      const before = t.bridge.stats.requests;
-      await work();
-      return t.bridge.stats.requests - before;
-    };
-    let permit: Permit | undefined;
-    assertEquals(await count(async () => permit = await b.acquire()), 1, "closed acquire");
-    assertEquals(await count(() => b.record("success", permit!)), 1, "closed record");
-    // The closed acquire goes out in the caller's tick: it shares one request with a command
-    // issued next to it (e.g. the rate limit check).
-    assertEquals(
-      await count(() => Promise.all([b.acquire(), t.redis.incr(`${t.prefix}other`)])),
-      1,
-      "acquire + another command in one request",
-    );
-    await calls(b, "FFFFF");
-    assertEquals(await count(() => b.acquire().catch(() => {})), 0, "open acquire");
-    now += MIN;
-    assertEquals(await count(async () => permit = await b.acquire()), 1, "half-open acquire");
-    assertEquals(await count(() => b.acquire().catch(() => {})), 1, "half-open, no permit left");
-    assertEquals(await count(() => b.record("success", permit!)), 1, "half-open record");
-    assertEquals(await count(() => b.state()), 1, "state()");
-  } finally {
-    await t.close();
-  }
-});
-
-Deno.test("redis: a fresh server (no scripts loaded) costs EVALSHA → NOSCRIPT → EVAL once", async () => {
-  // A redis-server of our own: the shared one may have our scripts loaded already, and
-  // SCRIPT FLUSH there would touch other people's scripts.
-  const server = await startRedisServer(unusedPort());
-  const t = await testRedis(server.url);
-  try {
-    const b = new CircuitBreaker({
-      name: "cold",
-      store: new RedisBreakerStore(t.redis, `${t.prefix}breaker:`),
-    });
-    const count = async (work: () => Promise<unknown>) => {
-      const before = t.bridge.stats.requests;
-      await work();
-      return t.bridge.stats.requests - before;
-    };
-    assertEquals(await count(() => b.acquire()), 2, "cold acquire");
-    assertEquals(await count(() => b.acquire()), 1, "warm acquire");
-    const permit = await b.acquire();
-    assertEquals(await count(() => b.record("failure", permit)), 2, "cold record");
-    assertEquals((await b.state()).failures, 1, "the failure counted once");
-  } finally {
-    await t.close();
-    await server.stop();
-  }
-});
-
-Deno.test("redis: two processes share one breaker", async () => {
-  const t = await testRedis();
-  try {
-    const child = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        new URL("./testdata/breaker_child.ts", import.meta.url).pathname,
-        "x",
-        "5",
-      ],
-      env: {
-        DATABASE_URL: "postgres://unit-test@127.0.0.1:1/none",
-        SUPABASE_JWKS: '{"keys":[]}',
-        UPSTASH_REDIS_REST_URL: t.bridge.url,
-        UPSTASH_REDIS_REST_TOKEN: t.bridge.token,
-        REDIS_PREFIX: t.prefix,
-      },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(child.stdout);
-    assertEquals(child.code, 0, new TextDecoder().decode(child.stderr));
-    const lines = stdout.trim().split("\n").map((l) => JSON.parse(l));
-    assertEquals(lines[0], {
-      msg: "breaker transition",
-      breaker: "x",
-      from: "closed",
-      to: "open",
-      generation: 1,
-    });
-    assertEquals(lines.at(-2), {
-      same: true,
-      // deps declare the OpenAI APIs (and so their breakers) when they are built
-      listed: ["openai-chat", "openai-transcribe", "x", "acrcloud", "shazam"],
-    });
-    assertEquals(lines.at(-1).state, "open");
-
-    // This process: a fresh instance with nothing cached, same key as the child's factory used.
-    const b = new CircuitBreaker({
-      name: "x",
-      store: new RedisBreakerStore(t.redis, `${t.prefix}breaker:`),
-    });
-    assertEquals(b.cachedOpenUntil, 0);
-    const s = await b.state();
-    assertEquals([s.state, s.generation], ["open", 1]);
-    let called = false;
-    const err = await assertOpenError(b.run(() => Promise.resolve(called = true)));
-    assert(!called);
-    assert(err.retryAfterMs > 50_000 && err.retryAfterMs <= MIN, `retry after ${err.retryAfterMs}`);
-  } finally {
-    await t.close();
-  }
-});
-
-// ---------------------------------------------------------------------------------------------
 // Store independent
 // ---------------------------------------------------------------------------------------------
-
-Deno.test("isBreakerFailure", () => {
-  for (const s of [429, 500, 502, 503, 504]) assert(isBreakerFailure(s), String(s));
-  for (const s of [200, 204, 400, 401, 403, 404, 409, 413, 422]) {
-    assert(!isBreakerFailure(s), String(s));
-  }
-  assert(isBreakerFailure(new DOMException("t", "TimeoutError")));
-  assert(isBreakerFailure(new DOMException("a", "AbortError")));
-  assert(isBreakerFailure(new TypeError("fetch failed")));
-  assert(isBreakerFailure(Object.assign(new Error("rate"), { status: 429 })));
-  assert(!isBreakerFailure(Object.assign(new Error("bad request"), { status: 400 })));
-  assert(!isBreakerFailure(new Response(null, { status: 422 })));
-  assert(isBreakerFailure(new Response(null, { status: 500 })));
-});
 
 /** A store whose Redis is down. */
 const down: BreakerStore = {
@@ -491,26 +316,6 @@ Deno.test("a failing store lets calls through (failOpen) or rejects (failOpen: f
     assertEquals((err as Error).message, "Redis unavailable");
   }
   assert(!called);
-});
-
-Deno.test("settings: successesToClose defaults to maxProbes; nonsense is refused", () => {
-  // Never called: settings are checked when the breaker is made.
-  const store: BreakerStore = {
-    acquire: () => Promise.reject(new Error("not called")),
-    record: () => Promise.reject(new Error("not called")),
-    read: () => Promise.reject(new Error("not called")),
-  };
-  assertEquals(new CircuitBreaker({ name: "a", store, maxProbes: 3 }).settings.successesToClose, 3);
-  assertEquals(new CircuitBreaker({ name: "b", store }).settings.successesToClose, 1);
-  for (const bad of [{ maxProbes: 0 }, { failureRate: 0 }, { maxProbes: 1, successesToClose: 2 }]) {
-    let threw = false;
-    try {
-      new CircuitBreaker({ name: "c", store, ...bad });
-    } catch (err) {
-      threw = err instanceof RangeError;
-    }
-    assert(threw, JSON.stringify(bad));
-  }
 });
 
 Deno.test("breakers need Redis: deps without it are refused naming the variable; /health reports a store it can't read per breaker", async () => {

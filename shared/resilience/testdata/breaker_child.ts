@@ -1,9 +1,10 @@
 /**
- * A second process for breaker_test.ts: with the parent's bridge in UPSTASH_REDIS_REST_URL/TOKEN
- * and its key prefix in REDIS_PREFIX, records `count` (default 5) failures on breaker `name`
- * (default `x`) through the production registry (`deps.breakers`, deps built from this
- * process's environment as a function's index.ts builds them), then prints what the registry
- * and /health's listing give (`{same, listed}`) and last the breaker's state, as JSON lines.
+ * A second process for breaker_store_test.ts: with the parent's bridge in
+ * UPSTASH_REDIS_REST_URL/TOKEN and its key prefix in REDIS_PREFIX, records `count` (default 5)
+ * failures on breaker `name` (default `x`) through the production registry (`deps.breakers`,
+ * deps built from this process's environment as a function's index.ts builds them), then prints
+ * what the registry and /health's listing give (`{same, listed}`) and last the breaker's state,
+ * as JSON lines.
  *
  * Run: `deno run -A shared/resilience/testdata/breaker_child.ts x 5`
  *
