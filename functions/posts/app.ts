@@ -106,99 +106,124 @@ const ReplyJobs = z.object({
 /** The signed-in caller: every limit of this function is per user. */
 const userKey = (c: Context) => c.var.user!.id;
 
+/** What the routes work with, built once (at boot) in {@link createApp}. */
+interface Ctx {
+  deps: Deps;
+  limitPosts: MiddlewareHandler;
+  limitReplies: MiddlewareHandler;
+  limitLikes: MiddlewareHandler;
+  limitGenerate: MiddlewareHandler;
+}
+
 /**
  * The `posts` app on `deps`. Reads `posts`' settings at once (a bad value fails here, at
  * boot) and builds its per-user limits.
  */
 export function createApp(deps: Deps): App {
   const settings = postsConfig(deps.env);
-  const { auth, db } = deps;
   const perUser = (name: string, perMin: number, failOpen: boolean): MiddlewareHandler =>
     rateLimit(
       deps.rateLimiter({ name, windows: [{ limit: perMin, windowS: 60 }], failOpen }),
       userKey,
     );
-  // A cheap write: a moment unlimited beats refusing every post (or reply, or like).
-  const limitPosts = perUser("posts", settings.postsPerMin, true);
-  const limitReplies = perUser("replies", settings.repliesPerMin, true);
-  const limitLikes = perUser("likes", settings.likesPerMin, true);
-  // Each job ends in an LLM call: refuse rather than run unlimited.
-  const limitGenerate = perUser("generate-replies", settings.postsPerMin, false);
+  const ctx: Ctx = {
+    deps,
+    // A cheap write: a moment unlimited beats refusing every post (or reply, or like).
+    limitPosts: perUser("posts", settings.postsPerMin, true),
+    limitReplies: perUser("replies", settings.repliesPerMin, true),
+    limitLikes: perUser("likes", settings.likesPerMin, true),
+    // Each job ends in an LLM call: refuse rather than run unlimited.
+    limitGenerate: perUser("generate-replies", settings.postsPerMin, false),
+  };
 
   const app = createFunctionApp("posts", deps);
-
   // Static paths before `/{id}`.
-  const likes = createRoute({
-    method: "post",
-    path: "/likes",
-    summary: "Like and unlike many posts at once (idempotent)",
-    description: `At most ${maxLikeIds} ids in all; posts you cannot see are listed in not_found.`,
-    security: bearerAuth,
-    middleware: [auth.requireUser(), limitLikes] as const,
-    request: jsonBody(LikeBatch),
-    responses: { 200: jsonContent(LikeResult, "the counts after the change") },
-  });
+  registerLikes(app, ctx);
+  registerPosts(app, ctx);
+  registerReplies(app, ctx);
+  registerGenerateReplies(app, ctx);
+  return app;
+}
 
-  app.openapi(likes, async (c) => {
-    const batch = c.req.valid("json");
-    const like = [...new Set(batch.like)];
-    const unlike = [...new Set(batch.unlike)];
-    const rows = await db.asUser(
-      c.var.user,
-      (tx) => q.applyLikes(tx, like, unlike),
-      c.var.budget,
-    );
-    const byId = new Map(rows.map((r) => [r.id, r]));
-    const asked = [...like, ...unlike];
-    return c.json({
-      items: asked.filter((id) => byId.has(id)).map((id) => byId.get(id)!),
-      not_found: asked.filter((id) => !byId.has(id)),
-    }, 200);
-  });
+const likesRoute = createRoute({
+  method: "post",
+  path: "/likes",
+  summary: "Like and unlike many posts at once (idempotent)",
+  description: `At most ${maxLikeIds} ids in all; posts you cannot see are listed in not_found.`,
+  security: bearerAuth,
+  request: jsonBody(LikeBatch),
+  responses: { 200: jsonContent(LikeResult, "the counts after the change") },
+});
 
-  const create = createRoute({
-    method: "post",
-    path: "/",
-    summary: "Publish a post",
-    security: bearerAuth,
-    middleware: [auth.requireUser(), limitPosts] as const,
-    request: jsonBody(NewPost),
-    responses: { 201: jsonContent(Post, "the new post") },
-  });
-
-  app.openapi(create, async (c) => {
-    const input = c.req.valid("json");
-    const user = c.var.user!;
-    const [row] = await db.asUser(
-      user,
-      (tx) =>
-        q.insertPost(tx, {
-          authorId: user.id,
-          body: input.body,
-          mediaUrl: input.media_url ?? null,
-          thumbnailUrl: input.thumbnail_url ?? null,
-        }),
-      c.var.budget,
-    ).catch((err) => writeProblem(err, "profile"));
-    const post = toPost(row);
-    c.header("location", `/functions/v1/posts/${post.id}`);
-    return c.json(post, 201);
-  });
-
-  const one = createRoute({
-    method: "get",
-    path: "/{id}",
-    summary: "One post",
-    security: bearerAuth,
-    middleware: [auth.requireUser()] as const,
-    request: { params: IdParam },
-    responses: {
-      200: jsonContent(Post, "the post"),
-      404: { description: "no such post (for you)" },
+/** `POST /likes`: the whole batch in one round trip; the counts after it, in the order asked. */
+function registerLikes(app: App, { deps: { auth, db }, limitLikes }: Ctx): void {
+  app.openapi(
+    { ...likesRoute, middleware: [auth.requireUser(), limitLikes] as const },
+    async (c) => {
+      const batch = c.req.valid("json");
+      const like = [...new Set(batch.like)];
+      const unlike = [...new Set(batch.unlike)];
+      const rows = await db.asUser(
+        c.var.user,
+        (tx) => q.applyLikes(tx, like, unlike),
+        c.var.budget,
+      );
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      const asked = [...like, ...unlike];
+      return c.json({
+        items: asked.filter((id) => byId.has(id)).map((id) => byId.get(id)!),
+        not_found: asked.filter((id) => !byId.has(id)),
+      }, 200);
     },
-  });
+  );
+}
 
-  app.openapi(one, async (c) => {
+const publishRoute = createRoute({
+  method: "post",
+  path: "/",
+  summary: "Publish a post",
+  security: bearerAuth,
+  request: jsonBody(NewPost),
+  responses: { 201: jsonContent(Post, "the new post") },
+});
+
+const oneRoute = createRoute({
+  method: "get",
+  path: "/{id}",
+  summary: "One post",
+  security: bearerAuth,
+  request: { params: IdParam },
+  responses: {
+    200: jsonContent(Post, "the post"),
+    404: { description: "no such post (for you)" },
+  },
+});
+
+/** `POST /` (publish) and `GET /{id}` (one post, as the caller may see it). */
+function registerPosts(app: App, { deps: { auth, db }, limitPosts }: Ctx): void {
+  app.openapi(
+    { ...publishRoute, middleware: [auth.requireUser(), limitPosts] as const },
+    async (c) => {
+      const input = c.req.valid("json");
+      const user = c.var.user!;
+      const [row] = await db.asUser(
+        user,
+        (tx) =>
+          q.insertPost(tx, {
+            authorId: user.id,
+            body: input.body,
+            mediaUrl: input.media_url ?? null,
+            thumbnailUrl: input.thumbnail_url ?? null,
+          }),
+        c.var.budget,
+      ).catch((err) => writeProblem(err, "profile"));
+      const post = toPost(row);
+      c.header("location", `/functions/v1/posts/${post.id}`);
+      return c.json(post, 201);
+    },
+  );
+
+  app.openapi({ ...oneRoute, middleware: [auth.requireUser()] as const }, async (c) => {
     const { id } = c.req.valid("param");
     const [row] = await db.asUser(
       c.var.user,
@@ -208,22 +233,37 @@ export function createApp(deps: Deps): App {
     if (!row) throw notFound("post");
     return c.json(toPost(row), 200);
   });
+}
 
-  const replies = createRoute({
-    method: "get",
-    path: "/{id}/replies",
-    summary: "Replies to a post, oldest first",
-    description: `Keyset-paged, ${maxRepliesPage} a page.`,
-    security: bearerAuth,
-    middleware: [auth.requireUser()] as const,
-    request: { params: IdParam, query: PageQuery },
-    responses: {
-      200: jsonContent(ReplyPage, "a page"),
-      404: { description: "no such post (for you)" },
-    },
-  });
+const repliesRoute = createRoute({
+  method: "get",
+  path: "/{id}/replies",
+  summary: "Replies to a post, oldest first",
+  description: `Keyset-paged, ${maxRepliesPage} a page.`,
+  security: bearerAuth,
+  request: { params: IdParam, query: PageQuery },
+  responses: {
+    200: jsonContent(ReplyPage, "a page"),
+    404: { description: "no such post (for you)" },
+  },
+});
 
-  app.openapi(replies, async (c) => {
+const replyRoute = createRoute({
+  method: "post",
+  path: "/{id}/replies",
+  summary: "Reply to a post",
+  description: "The post's reply_count and replies_updated_at move in the same transaction.",
+  security: bearerAuth,
+  request: { params: IdParam, ...jsonBody(NewReply) },
+  responses: {
+    201: jsonContent(Reply, "the new reply"),
+    404: { description: "no such post (for you)" },
+  },
+});
+
+/** `GET /{id}/replies` (a page, oldest first) and `POST /{id}/replies` (reply). */
+function registerReplies(app: App, { deps: { auth, db }, limitReplies }: Ctx): void {
+  app.openapi({ ...repliesRoute, middleware: [auth.requireUser()] as const }, async (c) => {
     const { id } = c.req.valid("param");
     const { limit, cursor } = c.req.valid("query");
     const thread = await db.asUser(
@@ -235,61 +275,53 @@ export function createApp(deps: Deps): App {
     return c.json(thread.replies, 200);
   });
 
-  const reply = createRoute({
-    method: "post",
-    path: "/{id}/replies",
-    summary: "Reply to a post",
-    description: "The post's reply_count and replies_updated_at move in the same transaction.",
-    security: bearerAuth,
-    middleware: [auth.requireUser(), limitReplies] as const,
-    request: { params: IdParam, ...jsonBody(NewReply) },
-    responses: {
-      201: jsonContent(Reply, "the new reply"),
-      404: { description: "no such post (for you)" },
+  app.openapi(
+    { ...replyRoute, middleware: [auth.requireUser(), limitReplies] as const },
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const { body } = c.req.valid("json");
+      const user = c.var.user!;
+      const [row] = await db.asUser(
+        user,
+        (tx) => q.insertReply(tx, { postId: id, authorId: user.id, body }),
+        c.var.budget,
+      ).catch((err) => writeProblem(err, "post"));
+      if (!row) throw notFound("post");
+      return c.json({
+        id: row.id,
+        post_id: row.post_id,
+        author: row.author,
+        persona_id: row.persona_id,
+        body: row.body,
+        like_count: row.like_count,
+        created_at: new Date(row.created_at).toISOString(),
+      }, 201);
     },
-  });
+  );
+}
 
-  app.openapi(reply, async (c) => {
-    const { id } = c.req.valid("param");
-    const { body } = c.req.valid("json");
-    const user = c.var.user!;
-    const [row] = await db.asUser(
-      user,
-      (tx) => q.insertReply(tx, { postId: id, authorId: user.id, body }),
-      c.var.budget,
-    ).catch((err) => writeProblem(err, "post"));
-    if (!row) throw notFound("post");
-    return c.json({
-      id: row.id,
-      post_id: row.post_id,
-      author: row.author,
-      persona_id: row.persona_id,
-      body: row.body,
-      like_count: row.like_count,
-      created_at: new Date(row.created_at).toISOString(),
-    }, 201);
-  });
+const generateRoute = createRoute({
+  method: "post",
+  path: "/{id}/generate-replies",
+  summary: "Ask AI personas to reply to a post (queued; the jobs worker writes the replies)",
+  security: bearerAuth,
+  request: { params: IdParam, ...jsonBody(GenerateReplies) },
+  responses: {
+    202: jsonContent(ReplyJobs, "the jobs created, or already active, per persona"),
+  },
+});
 
-  const generate = createRoute({
-    method: "post",
-    path: "/{id}/generate-replies",
-    summary: "Ask AI personas to reply to a post (queued; the jobs worker writes the replies)",
-    security: bearerAuth,
-    middleware: [auth.requireUser(), limitGenerate] as const,
-    request: { params: IdParam, ...jsonBody(GenerateReplies) },
-    responses: {
-      202: jsonContent(ReplyJobs, "the jobs created, or already active, per persona"),
+/** `POST /{id}/generate-replies`: queues one job per persona (the jobs worker replies). */
+function registerGenerateReplies(app: App, { deps: { auth, db }, limitGenerate }: Ctx): void {
+  app.openapi(
+    { ...generateRoute, middleware: [auth.requireUser(), limitGenerate] as const },
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const { persona_ids } = c.req.valid("json");
+      return c.json(
+        await enqueueReplyJobs(db, c.var.user!, id, persona_ids, c.var.budget),
+        202,
+      );
     },
-  });
-
-  app.openapi(generate, async (c) => {
-    const { id } = c.req.valid("param");
-    const { persona_ids } = c.req.valid("json");
-    return c.json(
-      await enqueueReplyJobs(db, c.var.user!, id, persona_ids, c.var.budget),
-      202,
-    );
-  });
-
-  return app;
+  );
 }

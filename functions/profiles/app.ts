@@ -106,46 +106,65 @@ const IdParam = z.object({ id: Id });
 /** The signed-in caller: every limit of this function is per user. */
 const userKey = (c: Context) => c.var.user!.id;
 
+/** What the routes work with, built once (at boot) in {@link createApp}. */
+interface Ctx {
+  deps: Deps;
+  profiles: ProfileCache;
+  limitSearches: MiddlewareHandler;
+  limitFollows: MiddlewareHandler;
+  limitEdits: MiddlewareHandler;
+}
+
 /**
  * The `profiles` app on `deps`. Reads `profiles`' settings at once (a bad value fails here,
  * at boot), builds its per-user limits and the profile cache.
  */
 export function createApp(deps: Deps): App {
   const settings = profilesConfig(deps.env);
-  const { auth, db, search: searches } = deps;
   const perUser = (name: string, perMin: number): MiddlewareHandler =>
     rateLimit(
       deps.rateLimiter({ name, windows: [{ limit: perMin, windowS: 60 }], failOpen: true }),
       userKey,
     );
-  // All fail open: an indexed read (a cheap write) is better unlimited for a moment than refused.
-  const limitSearches = perUser("profile-search", settings.searchPerMin);
-  const limitFollows = perUser("follows", settings.followsPerMin);
-  const limitEdits = perUser("profile-edits", settings.editsPerMin);
-  const profiles = new ProfileCache({ cache: deps.cache, db, ttlS: settings.cacheTtlS });
+  const ctx: Ctx = {
+    deps,
+    // All fail open: an indexed read (a cheap write) is better unlimited for a moment than refused.
+    limitSearches: perUser("profile-search", settings.searchPerMin),
+    limitFollows: perUser("follows", settings.followsPerMin),
+    limitEdits: perUser("profile-edits", settings.editsPerMin),
+    profiles: new ProfileCache({ cache: deps.cache, db: deps.db, ttlS: settings.cacheTtlS }),
+  };
 
   const app = createFunctionApp("profiles", deps);
+  // Static paths before `/{id}`, which would otherwise take "search" and "me" for ids.
+  registerSearch(app, ctx);
+  registerEditMe(app, ctx);
+  registerProfileReads(app, ctx);
+  registerFollowPages(app, ctx);
+  registerFollows(app, ctx);
+  return app;
+}
 
-  // Static paths before `/:id`, which would otherwise take "search" and "me" for ids.
-  const search = createRoute({
-    method: "get",
-    path: "/search",
-    summary: "Profiles by name: word prefixes, typo tolerant",
-    security: bearerAuth,
-    middleware: [
-      auth.requireUser(),
-      limitSearches,
-      ...searches.concurrency(userKey),
-    ] as const,
-    request: { query: SearchQuery },
-    responses: {
-      200: jsonContent(SearchPage, "best matches first"),
-      429: { description: "too many searches in flight for this user" },
-      503: { description: "the search took longer than its statement timeout" },
-    },
-  });
+const searchRoute = createRoute({
+  method: "get",
+  path: "/search",
+  summary: "Profiles by name: word prefixes, typo tolerant",
+  security: bearerAuth,
+  request: { query: SearchQuery },
+  responses: {
+    200: jsonContent(SearchPage, "best matches first"),
+    429: { description: "too many searches in flight for this user" },
+    503: { description: "the search took longer than its statement timeout" },
+  },
+});
 
-  app.openapi(search, async (c) => {
+/** `GET /search`: per-user rate and in-flight limits, then the pool's search lane. */
+function registerSearch(app: App, { deps, limitSearches }: Ctx): void {
+  const { auth, db, search: searches } = deps;
+  app.openapi({
+    ...searchRoute,
+    middleware: [auth.requireUser(), limitSearches, ...searches.concurrency(userKey)] as const,
+  }, async (c) => {
     const { q, limit } = c.req.valid("query");
     const query = q.toLowerCase();
     const words = searchQueryWords(query, 4);
@@ -167,95 +186,114 @@ export function createApp(deps: Deps): App {
       next_cursor: null,
     }, 200);
   });
+}
 
-  const patchMe = createRoute({
-    method: "patch",
-    path: "/me",
-    summary: "Edit your profile",
-    security: bearerAuth,
-    middleware: [auth.requireUser(), limitEdits] as const,
-    request: {
-      body: { content: { "application/json": { schema: ProfilePatch } }, required: true },
-    },
-    responses: {
-      200: jsonContent(Profile, "the profile after the edit"),
-      409: { description: "username taken" },
-    },
-  });
+const patchMeRoute = createRoute({
+  method: "patch",
+  path: "/me",
+  summary: "Edit your profile",
+  security: bearerAuth,
+  request: {
+    body: { content: { "application/json": { schema: ProfilePatch } }, required: true },
+  },
+  responses: {
+    200: jsonContent(Profile, "the profile after the edit"),
+    409: { description: "username taken" },
+  },
+});
 
-  app.openapi(patchMe, async (c) => {
-    const changes = c.req.valid("json");
-    const user = c.var.user!;
-    const rows = await db.asUser(
-      user,
-      (tx) => queries.updateProfile(tx, user.id, changes),
-      c.var.budget,
-    ).catch((err) => {
-      if (err?.code === "23505") {
-        throw new ProblemError(409, "conflict", "username: already taken", {
-          extensions: { invalid_params: [{ name: "username", reason: "already taken" }] },
-        });
-      }
-      throw err;
+/** A unique violation on an edit: the username is someone else's. */
+function usernameProblem(err: unknown): never {
+  if ((err as { code?: string })?.code === "23505") {
+    throw new ProblemError(409, "conflict", "username: already taken", {
+      extensions: { invalid_params: [{ name: "username", reason: "already taken" }] },
     });
-    if (!rows.length) throw notFound("profile");
-    await profiles.invalidate(user.id); // committed above; now every isolate forgets the old one
-    return c.json(toProfile(rows[0]), 200);
-  });
+  }
+  throw err;
+}
 
-  const batch = createRoute({
-    method: "get",
-    path: "/",
-    summary: "Up to 100 profiles at once, in the order asked (unknown ids left out)",
-    security: bearerAuth,
-    middleware: [auth.requireUser()] as const,
-    request: { query: IdsQuery },
-    responses: { 200: jsonContent(ProfileList, "the profiles found") },
-  });
+/** `PATCH /me`: edits the caller's profile, then drops it from every isolate's cache. */
+function registerEditMe(app: App, { deps: { auth, db }, profiles, limitEdits }: Ctx): void {
+  app.openapi(
+    { ...patchMeRoute, middleware: [auth.requireUser(), limitEdits] as const },
+    async (c) => {
+      const changes = c.req.valid("json");
+      const user = c.var.user!;
+      const rows = await db.asUser(
+        user,
+        (tx) => queries.updateProfile(tx, user.id, changes),
+        c.var.budget,
+      ).catch(usernameProblem);
+      if (!rows.length) throw notFound("profile");
+      await profiles.invalidate(user.id); // committed above; now every isolate forgets the old one
+      return c.json(toProfile(rows[0]), 200);
+    },
+  );
+}
 
-  app.openapi(batch, async (c) => {
+const batchRoute = createRoute({
+  method: "get",
+  path: "/",
+  summary: "Up to 100 profiles at once, in the order asked (unknown ids left out)",
+  security: bearerAuth,
+  request: { query: IdsQuery },
+  responses: { 200: jsonContent(ProfileList, "the profiles found") },
+});
+
+const oneRoute = createRoute({
+  method: "get",
+  path: "/{id}",
+  summary: "One profile",
+  security: bearerAuth,
+  request: { params: IdParam },
+  responses: {
+    200: jsonContent(Profile, "the profile"),
+    404: { description: "no such profile" },
+  },
+});
+
+/** `GET /?ids=` and `GET /{id}`: profiles from the cache (misses read in one query). */
+function registerProfileReads(app: App, { deps: { auth }, profiles }: Ctx): void {
+  app.openapi({ ...batchRoute, middleware: [auth.requireUser()] as const }, async (c) => {
     const { ids } = c.req.valid("query");
     const items = await profiles.get(ids, c.var.budget);
     c.header("cache-control", "private, no-cache");
     return c.json({ items }, 200);
   });
 
-  const one = createRoute({
-    method: "get",
-    path: "/{id}",
-    summary: "One profile",
-    security: bearerAuth,
-    middleware: [auth.requireUser()] as const,
-    request: { params: IdParam },
-    responses: {
-      200: jsonContent(Profile, "the profile"),
-      404: { description: "no such profile" },
-    },
-  });
-
-  app.openapi(one, async (c) => {
+  app.openapi({ ...oneRoute, middleware: [auth.requireUser()] as const }, async (c) => {
     const { id } = c.req.valid("param");
     const [profile] = await profiles.get([id], c.var.budget);
     if (!profile) throw notFound("profile");
     c.header("cache-control", "private, no-cache");
     return c.json(profile, 200);
   });
+}
 
+const followPageRoute = (direction: "followers" | "following") =>
+  createRoute({
+    method: "get",
+    path: `/{id}/${direction}`,
+    summary: direction === "followers" ? "Who follows this profile" : "Whom this profile follows",
+    description: "Newest first, keyset-paged (100 a page).",
+    security: bearerAuth,
+    request: { params: IdParam, query: PageQuery },
+    responses: {
+      200: jsonContent(FollowPage, "a page"),
+      404: { description: "no such profile" },
+    },
+  });
+
+const followPageRoutes = {
+  followers: followPageRoute("followers"),
+  following: followPageRoute("following"),
+};
+
+/** `GET /{id}/followers` and `GET /{id}/following`: newest first, keyset-paged. */
+function registerFollowPages(app: App, { deps: { auth, db } }: Ctx): void {
   for (const direction of ["followers", "following"] as const) {
-    const route = createRoute({
-      method: "get",
-      path: `/{id}/${direction}`,
-      summary: direction === "followers" ? "Who follows this profile" : "Whom this profile follows",
-      description: "Newest first, keyset-paged (100 a page).",
-      security: bearerAuth,
-      middleware: [auth.requireUser()] as const,
-      request: { params: IdParam, query: PageQuery },
-      responses: {
-        200: jsonContent(FollowPage, "a page"),
-        404: { description: "no such profile" },
-      },
-    });
-    app.openapi(route, async (c) => {
+    const route = followPageRoutes[direction];
+    app.openapi({ ...route, middleware: [auth.requireUser()] as const }, async (c) => {
       const { id } = c.req.valid("param");
       const { limit, cursor } = c.req.valid("query");
       const p = pageArgs(followKeys[direction], limit, cursor);
@@ -278,41 +316,52 @@ export function createApp(deps: Deps): App {
       );
     });
   }
+}
 
-  for (const method of ["put", "delete"] as const) {
-    const route = createRoute({
-      method,
-      path: "/{id}/follow",
-      summary: method === "put" ? "Follow (idempotent)" : "Unfollow (idempotent)",
-      security: bearerAuth,
-      middleware: [auth.requireUser(), limitFollows] as const,
-      request: { params: IdParam },
-      responses: {
-        200: jsonContent(FollowState, "the state after the call"),
-        404: { description: "no such profile" },
-      },
-    });
-    app.openapi(route, async (c) => {
-      const { id } = c.req.valid("param");
-      const user = c.var.user!;
-      if (id === user.id) throw invalidParameter("id", "you cannot follow yourself");
-      const follow = method === "put";
-      const rows = await db.asUser(
-        user,
-        (tx) => queries.setFollow(tx, id, follow),
-        c.var.budget,
-      ).catch((err) => {
-        if (err?.code === "23503") {
-          throw new ProblemError(409, "conflict", "create your profile before following anyone");
-        }
-        throw err;
-      });
-      if (!rows.length) throw notFound("profile");
-      // Both profiles' counts changed: no isolate may keep serving the old ones.
-      await Promise.all([profiles.invalidate(id), profiles.invalidate(user.id)]);
-      return c.json({ id, following: follow, follower_count: rows[0].follower_count }, 200);
-    });
+const followRoute = (method: "put" | "delete") =>
+  createRoute({
+    method,
+    path: "/{id}/follow",
+    summary: method === "put" ? "Follow (idempotent)" : "Unfollow (idempotent)",
+    security: bearerAuth,
+    request: { params: IdParam },
+    responses: {
+      200: jsonContent(FollowState, "the state after the call"),
+      404: { description: "no such profile" },
+    },
+  });
+
+const followRoutes = { put: followRoute("put"), delete: followRoute("delete") };
+
+/** A foreign key violation on a follow: the caller has no profile yet. */
+function followerProblem(err: unknown): never {
+  if ((err as { code?: string })?.code === "23503") {
+    throw new ProblemError(409, "conflict", "create your profile before following anyone");
   }
+  throw err;
+}
 
-  return app;
+/** `PUT` and `DELETE /{id}/follow`: idempotent; both profiles' counts change. */
+function registerFollows(app: App, { deps: { auth, db }, profiles, limitFollows }: Ctx): void {
+  for (const method of ["put", "delete"] as const) {
+    const route = followRoutes[method];
+    app.openapi(
+      { ...route, middleware: [auth.requireUser(), limitFollows] as const },
+      async (c) => {
+        const { id } = c.req.valid("param");
+        const user = c.var.user!;
+        if (id === user.id) throw invalidParameter("id", "you cannot follow yourself");
+        const follow = method === "put";
+        const rows = await db.asUser(
+          user,
+          (tx) => queries.setFollow(tx, id, follow),
+          c.var.budget,
+        ).catch(followerProblem);
+        if (!rows.length) throw notFound("profile");
+        // Both profiles' counts changed: no isolate may keep serving the old ones.
+        await Promise.all([profiles.invalidate(id), profiles.invalidate(user.id)]);
+        return c.json({ id, following: follow, follower_count: rows[0].follower_count }, 200);
+      },
+    );
+  }
 }
