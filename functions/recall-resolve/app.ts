@@ -5,9 +5,9 @@
  *   → 200 {thread_id, message_id, candidates, providers, degraded}
  *
  * Order: authenticate; the body read under its limit (413 while it streams); 10/minute +
- * 100/hour per user (fail closed); validate, in the route's schemas only (input.ts: 415 for
- * another Content-Type, then 400/413/415 naming what is wrong); Idempotency-Key replay; the
- * thread must be the caller's (404);
+ * 100/hour per user (fail closed); validate, in the route's schemas (input.ts: 415 for
+ * another Content-Type, then 400/413/415 naming what is wrong, in the order of
+ * `checkInOrder`); Idempotency-Key replay; the thread must be the caller's (404);
  * the providers' answer, shared by everyone asking the same thing (kept a few minutes, and
  * computed once when asked concurrently), computed under the caller's concurrency slot
  * (5 per user); the question and the answer persisted in one statement; the `recall`
@@ -30,8 +30,8 @@ import { type RecallResolveConfig, recallResolveConfig } from "./config.ts";
 import { Idempotency } from "./idempotency.ts";
 import {
   bodyLimitFor,
+  checkInOrder,
   formRequest,
-  issueProblem,
   jsonRequest,
   ResolveForm,
   ResolveHeaders,
@@ -132,7 +132,8 @@ export function createApp(deps: Deps): App {
   app.openapi(
     route,
     async (c) => {
-      const { kind, idempotencyKey } = c.req.valid("header");
+      const { kind, idempotencyKey, keyProblem } = c.req.valid("header");
+      if (keyProblem) throw keyProblem; // answered in checkInOrder already; never taken here
       const request = kind === "json"
         ? await jsonRequest(c, c.req.valid("json"))
         : await formRequest(c, c.req.valid("form"));
@@ -156,13 +157,10 @@ export function createApp(deps: Deps): App {
       }
       return c.json(body, 200);
     },
-    // A check that carries its own answer (413, 415: input.ts) gives it; any other failure is
-    // the app's usual 400 naming the fields.
-    (result, c) => {
-      if (!result.success) {
-        const problem = issueProblem(result.error.issues);
-        if (problem) throw problem;
-      }
+    // The answers in their order, and a check's own answer (413, 415, "send text or
+    // audio"), from input.ts; any other failure is the app's usual 400 naming the fields.
+    async (result, c) => {
+      await checkInOrder(result, c);
       return app.defaultHook?.(result, c);
     },
   );

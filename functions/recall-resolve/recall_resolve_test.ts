@@ -570,6 +570,124 @@ it(
 );
 
 it(
+  "validation answers as before the checks moved into the schemas: which 400 wins, its detail, the documented form",
+  async ({ app, newUser, providerCalls }) => {
+    let u = await newUser();
+    let sent = 0;
+    const badKey = { "idempotency-key": "x".repeat(300) };
+    /** A POST with `headers` (no Content-Type: a FormData body sets its own). */
+    const post = async (headers: Record<string, string>, body?: BodyInit) => {
+      if (++sent % 5 === 0) u = await newUser(); // 10 resolves a minute each
+      return app.request("/recall-resolve", {
+        method: "POST",
+        headers: { authorization: `Bearer ${u.token}`, ...headers },
+        body,
+      });
+    };
+    const json = (body: string, headers: Record<string, string> = {}) =>
+      post({ "content-type": "application/json", ...headers }, body);
+    const fields = (entries: [string, string | File][], headers: Record<string, string> = {}) => {
+      const f = new FormData();
+      for (const [k, v] of entries) f.append(k, v);
+      return post(headers, f);
+    };
+    const audio = (type: string) =>
+      new File([new TextEncoder().encode("fLaC clip")], "clip", { type });
+    const invalid = async (res: Promise<Response>, params: [string, string][], detail?: string) => {
+      const { body } = await problem(res, 400, "invalid_parameter");
+      assertEquals(
+        body.invalid_params.map((p: { name: string; reason: string }) => [p.name, p.reason]),
+        params,
+      );
+      if (detail) assertEquals(body.detail, detail);
+    };
+    const keyReason = "must be 1–255 visible ASCII characters";
+    const calls = providerCalls();
+
+    // (a) Neither text nor audio: "send text or audio", in JSON and in a form, once every
+    // field is valid (a bad field is named alone first).
+    const neither: [string, string][] = [["text", "text or audio is required"]];
+    await invalid(json("{}"), neither, "send text or audio");
+    await invalid(fields([]), neither, "send text or audio");
+    await invalid(fields([["thread_id", "00000000-0000-4000-8000-00000000beef"]]), neither);
+    await invalid(json(`{"thread_id":"nope"}`), [["thread_id", "must be a uuid"]]);
+    await invalid(fields([["thread_id", "nope"]]), [["thread_id", "must be a uuid"]]);
+
+    // (b) A multipart body that cannot be parsed: our detail, never the parser's.
+    for (
+      const res of [
+        post({ "content-type": "multipart/form-data" }, "garbage"), // no boundary
+        post({ "content-type": "multipart/form-data" }, ""),
+        post({ "content-type": "multipart/form-data; boundary=xyz" }), // no body
+      ]
+    ) {
+      const { body } = await problem(res, 400, "malformed_body");
+      assertEquals(body.detail, "the multipart body cannot be parsed");
+    }
+
+    // (c) A bad Idempotency-Key and a bad JSON body: the body's 400 wins; the key comes
+    // before "send text or audio". In a form, the key comes before the body is parsed.
+    const { body: malformed } = await problem(json("{not json", badKey), 400, "malformed_body");
+    assertEquals(malformed.detail, "Malformed JSON in request body");
+    await invalid(json(`{"text":42}`, badKey), [[
+      "text",
+      "Invalid input: expected string, received number",
+    ]]);
+    await invalid(json(`{"thread_id":"nope"}`, badKey), [["thread_id", "must be a uuid"]]);
+    await invalid(json(`{"text":"ok"}`, badKey), [["Idempotency-Key", keyReason]]);
+    await invalid(json("{}", badKey), [["Idempotency-Key", keyReason]]);
+    await invalid(fields([["thread_id", "nope"]], badKey), [["Idempotency-Key", keyReason]]);
+    await invalid(
+      post({ "content-type": "multipart/form-data", ...badKey }, "garbage"),
+      [["Idempotency-Key", keyReason]],
+    );
+    await problem(json(`{"text":"ok"}`, { "content-type": "text/plain", ...badKey }), 415);
+
+    // (d) An unsupported audio type is a 415, with valid fields around it or a bad one
+    // after it in order; as before, a bad key or text field is answered first (a 400 naming
+    // it alone, never one mentioning the audio).
+    const flac = `audio type "audio/flac" is not supported; send webm, mp4/m4a, mpeg, wav or ogg`;
+    for (
+      const res of [
+        fields([["audio", audio("audio/flac")]]),
+        fields([["audio", audio("audio/flac")], ["text", "hum"], [
+          "thread_id",
+          "00000000-0000-4000-8000-00000000beef",
+        ]]),
+      ]
+    ) {
+      const { body } = await problem(res, 415, "unsupported_media_type");
+      assertEquals(body.detail, flac);
+    }
+    await invalid(fields([["audio", audio("audio/flac")]], badKey), [[
+      "Idempotency-Key",
+      keyReason,
+    ]]);
+    await invalid(
+      fields([["thread_id", "nope"], ["audio", audio("audio/flac")]]),
+      [["thread_id", "must be a uuid"]],
+      "thread_id: must be a uuid",
+    );
+    await invalid(
+      fields([["text", "y".repeat(2001)], ["audio", audio("audio/flac")]]),
+      [["text", "must be at most 2000 characters"]],
+    );
+
+    assertEquals(providerCalls(), calls);
+
+    // (e) The documented form: audio (required), thread_id, text.
+    const doc = await (await app.request("/recall-resolve/openapi.json")).json();
+    const multipart = doc.paths["/recall-resolve"].post.requestBody.content["multipart/form-data"];
+    assertEquals(multipart.schema.required, ["audio"]);
+    assertEquals(multipart.schema.properties, {
+      audio: { type: "string", format: "binary", description: "≤ 8 MB" },
+      thread_id: { type: "string", format: "uuid" },
+      text: { type: "string", maxLength: 2000 },
+    });
+  },
+);
+
+it(
   "audio over 8 MB is a 413 before it is read whole",
   async ({ app, newUser, resolveAudio, providerCalls }) => {
     const u = await newUser();
