@@ -335,6 +335,47 @@ it("without OpenAI, workers leave generate_reply jobs pending instead of killing
   await db`delete from jobs where id = ${id}`;
 });
 
+it("without Redis, a worker with OpenAI still runs generate_reply: the model's breaker fails open", async ({ env, fake, db, freshPost }) => {
+  const post = await freshPost();
+  const { id } = await enqueue(replyJob(post.id, personas[0]), db);
+  const before = fake.chatCalls();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", workerScript, "--concurrency", "1", "--poll-ms", "50"],
+    clearEnv: true, // no REDIS_URL / UPSTASH_* from this process
+    env: {
+      PATH: Deno.env.get("PATH") ?? "",
+      HOME: Deno.env.get("HOME") ?? "",
+      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
+      DATABASE_URL: env.db.url,
+      OPENAI_API_KEY: "test",
+      OPENAI_BASE_URL: fake.baseUrl,
+      LOG_REQUESTS: "false",
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output();
+  try {
+    await until("the job to be done", async () => {
+      const [row] = await db`select status from jobs where id = ${id}`;
+      return row.status === "done";
+    }, 30_000);
+  } finally {
+    child.kill("SIGTERM");
+  }
+  const out = await output;
+  const stderr = new TextDecoder().decode(out.stderr);
+  assertEquals(out.code, 0, stderr);
+  assert(fake.chatCalls() > before); // (and any job an earlier test left pending)
+  // The breaker's store (Redis) threw; the call was let through.
+  assertMatch(stderr, /breaker store failed; call let through.*openai-chat/);
+  const [{ n }] = await db`
+    select count(*)::int as n from replies where post_id = ${post.id} and persona_id = ${
+    personas[0]
+  }`;
+  assertEquals(n, 1);
+});
+
 it("digests: scheduled once per user per day, one notification each, idempotent", async ({ env, app, db, run }) => {
   const day = "2026-11-20";
   const [author] =

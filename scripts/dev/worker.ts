@@ -7,7 +7,8 @@
  *
  * With `npm start` running, it uses that stack's database, Redis and model (stand-in
  * included) from .local/stack.json; DATABASE_URL and the others, when set, win. It needs
- * no auth settings. One log line per job.
+ * no auth settings, nor Redis (without it, the model's circuit breaker lets every call
+ * through). One log line per job.
  *
  * SIGTERM / SIGINT: stop claiming, let running jobs finish for up to `--grace-ms`, then
  * abort what is still running and release those jobs (runnable again at once, attempt not
@@ -34,8 +35,11 @@ function flag(name: string, fallback: number): number {
 }
 
 /**
- * A Redis for a worker that calls no model: the jobs it runs then touch only the database,
- * and a command (a bug) fails naming the missing variable, as a function's boot would.
+ * The Redis of a worker run without one (no REDIS_URL / UPSTASH_*): every command fails
+ * naming the missing variable. The jobs touch the database and, for `generate_reply`, the
+ * model, whose circuit breaker is the only thing kept in Redis: a breaker fails open on a
+ * store that throws (shared/resilience/breaker.ts, `failOpen` defaults to true), so calls go
+ * through unguarded, with a warning each, as they did before deps were passed.
  */
 function noRedis(): Redis {
   const missing = () => {
@@ -61,8 +65,8 @@ const graceMs = flag("grace-ms", 10_000);
 // One connection per loop plus one for recovery, unless told otherwise.
 env.DB_POOL_MAX ||= String(concurrency + 1);
 const config = loadConfig(env);
-// Redis holds the model's circuit breaker: a worker that calls no model needs none.
-const deps = createDeps(env, !config.redis && !config.openai ? { redis: noRedis() } : {});
+// Redis holds the model's circuit breaker; without Redis the breaker fails open (noRedis).
+const deps = createDeps(env, config.redis ? {} : { redis: noRedis() });
 
 const workerId = `local-${Deno.hostname()}-${Deno.pid}`;
 const stop = new AbortController();
