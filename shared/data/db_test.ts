@@ -89,11 +89,12 @@ const it = suite("db", setup);
 
 it("slow searches (time in the search lane) don't shrink the admission limit; slow ordinary requests do", async ({ env }) => {
   // An isolate of its own, whose admission limit has seen no other request: the default
-  // admission settings with a floor of 8, and a pool of 8 with 5 for searches, so a batch of
-  // 10 takes two rounds of either lane (waiting included), not five.
+  // admission settings with a floor of 8, and a pool of 8 with a small search lane of 2, so
+  // a batch of 10 searches takes five rounds (up to 750 ms, far over the 100 ms target)
+  // and a batch of 10 ordinary requests two.
   const deps = env.withEnv({
     DB_POOL_MAX: "8",
-    DB_SEARCH_SLOTS: "5",
+    DB_SEARCH_SLOTS: "2",
     MIN_IN_FLIGHT: "8",
     MAX_IN_FLIGHT: "512",
     ADMISSION_TARGET_MS: "100",
@@ -119,9 +120,9 @@ it("slow searches (time in the search lane) don't shrink the admission limit; sl
     }
   };
   const initial = admission.limiter.limit;
-  await run("search", 4); // 5 search slots: up to 300 ms per request, waiting included
+  await run("search", 4); // 2 search slots: up to 750 ms per request, waiting included
   const afterSearches = admission.limiter.limit;
-  // Gradient2 moves on any change of latency: allow for noise, not for the lane's 150-300 ms
+  // Gradient2 moves on any change of latency: allow for noise, not for the lane's 150-750 ms
   assert(afterSearches >= initial * 0.9, `searches shrank the limit: ${afterSearches}/${initial}`);
   assertEquals(admission.inFlight, 0);
   await run("default", 5); // 8 slots: up to 340 ms per request, waiting included
