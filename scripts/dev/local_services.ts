@@ -15,12 +15,46 @@ export interface LocalService {
 /** The repository root. */
 export const repoRoot = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
-/** A TCP port nobody listens on right now. */
+/**
+ * A port for a server we start (Postgres, redis-server, a bridge, a stack): free now, and
+ * below the OS's ephemeral range, so that no outgoing connection nor `port: 0` listener (of
+ * this process, or of tests running alongside) is given it between this check and the
+ * server binding it, or while the server restarts. From 20000 up to the range's start (Linux:
+ * /proc/sys/net/ipv4/ip_local_port_range, 32768-60999 by default; elsewhere the IANA range,
+ * 49152-65535, as macOS uses), else above its end; when the range leaves no room for either,
+ * a port the OS picks (which may then race).
+ */
 export function freePort(): number {
+  const [low, high] = ephemeralPorts();
+  const [from, to] = low - minPort >= 1000 ? [minPort, low] : [high + 1, 65536];
+  for (let attempt = 0; to - from >= 1000 && attempt < 1000; attempt++) {
+    const port = from + Math.floor(Math.random() * (to - from));
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch {
+      // taken: try another
+    }
+  }
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
   return port;
+}
+
+/** Lowest port {@link freePort} hands out (well-known and registered services sit below). */
+const minPort = 20_000;
+
+/** The OS's ephemeral port range, [first, last]. */
+function ephemeralPorts(): [number, number] {
+  try {
+    const [low, high] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range")
+      .trim().split(/\s+/).map(Number);
+    if (Number.isInteger(low) && Number.isInteger(high) && low <= high) return [low, high];
+  } catch {
+    // not Linux (or not readable): the IANA range
+  }
+  return [49152, 65535];
 }
 
 /**

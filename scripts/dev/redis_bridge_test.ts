@@ -10,7 +10,8 @@ import nodeAssert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { Redis } from "@upstash/redis";
 import { Ratelimit } from "@upstash/ratelimit";
-import { testRedisUrl, unusedPort } from "../testing/test_redis.ts";
+import { testRedisUrl } from "../testing/test_redis.ts";
+import { freePort } from "./local_services.ts";
 import { type RedisBridge, startRedisBridge, stripUpstashFlags } from "./redis_bridge.ts";
 
 // Thin wrappers over node:assert (JSR's @std/assert is not reachable from this environment).
@@ -476,7 +477,7 @@ async function assertFastError(redis: Redis): Promise<void> {
 }
 
 Deno.test("Redis going away produces a fast error, not a hang; it recovers", async () => {
-  const port = unusedPort();
+  const port = freePort();
   let server = await spawnRedis(port);
   let bridge: RedisBridge | undefined;
   try {
@@ -517,7 +518,7 @@ Deno.test("Redis going away produces a fast error, not a hang; it recovers", asy
 });
 
 Deno.test("a Redis that stops answering (SIGSTOP) produces a fast error", async () => {
-  const port = unusedPort();
+  const port = freePort();
   const server = await spawnRedis(port);
   let bridge: RedisBridge | undefined;
   try {
@@ -576,7 +577,7 @@ Deno.test("close lets delayed requests through instead of waiting out the delay"
 });
 
 Deno.test("the standalone bridge reads BRIDGE_DELAY_MS", async () => {
-  const port = unusedPort();
+  const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("./redis_bridge.ts", import.meta.url).pathname],
     env: {

@@ -21,7 +21,7 @@ import { handleSummary, runScenario } from "../../loadtest/lib/runner.ts";
 import { scenario as smoke } from "../../loadtest/smoke.ts";
 import { startStack } from "../dev/stack.ts";
 import { buildTemplate, dropTemplate } from "./test_db.ts";
-import { deleteKeys, testRedis, unusedPort } from "./test_redis.ts";
+import { deleteKeys, testRedis } from "./test_redis.ts";
 import { isNoise, TestOutputFilter } from "./test_output.ts";
 import { TextLineStream } from "../dev/text_lines.ts";
 
@@ -57,7 +57,7 @@ async function smokeOnStack(
 ): Promise<SmokeReport> {
   const secretKey = `sb_secret_smoke_${crypto.randomUUID().replaceAll("-", "")}`;
   Deno.env.set("SMOKE_SECRET_KEY", secretKey);
-  const stack = await startStack(unusedPort(), {
+  const stack = await startStack(freePort(), {
     SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
     DATABASE_URL: databaseUrl,
     REDIS_URL: redisUrl,

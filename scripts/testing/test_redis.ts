@@ -54,21 +54,3 @@ export async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
     cursor = String(next);
   } while (cursor !== "0");
 }
-
-/**
- * A port for a server a test starts itself (a redis-server to stop and restart, the smoke's
- * stack): free now, and below the ephemeral range (Linux 32768-60999, macOS 49152-65535), so
- * that no outgoing connection nor `port: 0` listener of the tests running alongside is given
- * it before the server binds it, or while it restarts.
- */
-export function unusedPort(): number {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return port;
-    } catch {
-      // taken: try another
-    }
-  }
-}

@@ -6,9 +6,9 @@
  * Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 deno test -A shared/resilience/breaker_store_test.ts`
  */
 import { assert, assertEquals } from "../../scripts/testing/assert.ts";
-import { startRedisServer } from "../../scripts/dev/local_services.ts";
+import { freePort, startRedisServer } from "../../scripts/dev/local_services.ts";
 import { assertOpenError, calls, MIN, success, T0 } from "../../scripts/testing/test_breaker.ts";
-import { testRedis, unusedPort } from "../../scripts/testing/test_redis.ts";
+import { testRedis } from "../../scripts/testing/test_redis.ts";
 import { CircuitBreaker, type Permit, RedisBreakerStore } from "./breaker.ts";
 
 Deno.test("redis: round trips per call in each state", async () => {
@@ -51,7 +51,7 @@ Deno.test("redis: round trips per call in each state", async () => {
 Deno.test("redis: a fresh server (no scripts loaded) costs EVALSHA → NOSCRIPT → EVAL once", async () => {
   // A redis-server of our own: the shared one may have our scripts loaded already, and
   // SCRIPT FLUSH there would touch other people's scripts.
-  const server = await startRedisServer(unusedPort());
+  const server = await startRedisServer(freePort());
   const t = await testRedis(server.url);
   try {
     const b = new CircuitBreaker({

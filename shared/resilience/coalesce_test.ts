@@ -7,8 +7,8 @@
  */
 import { Redis } from "@upstash/redis";
 import { assert, assertEquals, assertRejects } from "../../scripts/testing/assert.ts";
-import { startRedisServer } from "../../scripts/dev/local_services.ts";
-import { type TestRedis, testRedis, unusedPort } from "../../scripts/testing/test_redis.ts";
+import { freePort, startRedisServer } from "../../scripts/dev/local_services.ts";
+import { type TestRedis, testRedis } from "../../scripts/testing/test_redis.ts";
 import {
   CoalescedFailure,
   type Coalescer,
@@ -326,7 +326,7 @@ Deno.test("redis: round trips — leader 2, follower 1 + one per poll", async ()
 });
 
 Deno.test("redis gone: every caller computes for itself, quickly", async () => {
-  const server = await startRedisServer(unusedPort());
+  const server = await startRedisServer(freePort());
   const fixture = await testRedis(server.url);
   const stats = newCoalesceStats();
   const co = new RedisCoalescer(fixture.redis, `${fixture.prefix}co:`, { stats });

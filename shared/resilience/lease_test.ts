@@ -7,8 +7,8 @@
  */
 import { Hono } from "hono";
 import { assert, assertEquals, assertRejects } from "../../scripts/testing/assert.ts";
-import { startRedisServer } from "../../scripts/dev/local_services.ts";
-import { type TestRedis, testRedis, unusedPort } from "../../scripts/testing/test_redis.ts";
+import { freePort, startRedisServer } from "../../scripts/dev/local_services.ts";
+import { type TestRedis, testRedis } from "../../scripts/testing/test_redis.ts";
 import {
   concurrencyLimit,
   type ConcurrencyPolicy,
@@ -303,7 +303,7 @@ Deno.test("redis: acquire and release cost one HTTP request each", async () => {
 });
 
 Deno.test("redis gone: decision within ~50 ms; fail-open lets through, fail-closed 503", async () => {
-  const server = await startRedisServer(unusedPort());
+  const server = await startRedisServer(freePort());
   const fixture = await testRedis(server.url);
   const store = new RedisLeaseStore(fixture.redis, fixture.prefix);
   try {

@@ -1,11 +1,11 @@
 import { Hono } from "hono";
 import { Redis } from "@upstash/redis";
 import { assert, assertEquals, assertMatch } from "../../scripts/testing/assert.ts";
-import { startRedisServer } from "../../scripts/dev/local_services.ts";
+import { freePort, startRedisServer } from "../../scripts/dev/local_services.ts";
 import { startRedisBridge } from "../../scripts/dev/redis_bridge.ts";
 import { saturate } from "../../scripts/testing/test_cpu.ts";
 import { suite } from "../../scripts/testing/test_http.ts";
-import { type TestRedis, testRedis, unusedPort } from "../../scripts/testing/test_redis.ts";
+import { type TestRedis, testRedis } from "../../scripts/testing/test_redis.ts";
 import { ProblemError, problemResponse } from "../http/problem.ts";
 import { rateLimit, RateLimiter, type RateLimitPolicy } from "./ratelimit.ts";
 import { slidingWindowRetryAt } from "./ratelimit_store.ts";
@@ -165,7 +165,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const server = await startRedisServer(unusedPort());
+    const server = await startRedisServer(freePort());
     const bridge = await startRedisBridge({ redisUrl: server.url, token: "t", port: 0 });
     const redis = new Redis({
       url: bridge.url,
@@ -298,7 +298,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: midMinute(async () => {
-    const port = unusedPort();
+    const port = freePort();
     let server = await startRedisServer(port);
     const bridge = await startRedisBridge({ redisUrl: server.url, token: "t", port: 0 });
     const redis = new Redis({
