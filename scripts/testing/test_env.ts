@@ -70,12 +70,26 @@ export async function functionTestEnv(
     return deps;
   };
   const deps = withEnv({});
+  /**
+   * Closes the deps' pools and deletes the prefix's keys; then, whatever failed, releases the
+   * bridge and the database. The first error is thrown once everything ran.
+   */
   const close = async () => {
-    await Promise.allSettled(made.map((d) => d.close()));
-    const redis = new Redis({ url: bridge.url, token: bridge.token, enableTelemetry: false });
-    await deleteKeys(redis, `${redisPrefix}*`);
-    await bridge.close();
-    await db[Symbol.asyncDispose]();
+    let failed: { error: unknown } | undefined;
+    const keep = (error: unknown) => void (failed ??= { error });
+    try {
+      for (const result of await Promise.allSettled(made.map((d) => d.close()))) {
+        if (result.status === "rejected") keep(result.reason);
+      }
+      const redis = new Redis({ url: bridge.url, token: bridge.token, enableTelemetry: false });
+      await deleteKeys(redis, `${redisPrefix}*`);
+    } catch (error) {
+      keep(error);
+    } finally {
+      await bridge.close().catch(keep);
+      await db[Symbol.asyncDispose]().catch(keep);
+    }
+    if (failed) throw failed.error;
   };
   return {
     db,
