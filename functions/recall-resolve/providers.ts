@@ -17,7 +17,7 @@
 import type { Budget } from "../../shared/http/budget.ts";
 import type { Database } from "../../shared/data/db.ts";
 import type { Deps } from "../../shared/deps.ts";
-import { chatJson, type OpenAIApis } from "../../shared/providers/openai.ts";
+import { chatJson, type OpenAIApis, withClient } from "../../shared/providers/openai.ts";
 import { type ACRCloudConfig, acrcloudIdentify } from "../../shared/providers/acrcloud.ts";
 import type { RecognizedSong } from "../../shared/providers/recognition.ts";
 import { type ShazamConfig, shazamDetect } from "../../shared/providers/shazam.ts";
@@ -196,16 +196,15 @@ export class Providers {
 
   /** The transcript of `audio` ("" when the model heard no words). */
   async transcribe(audio: Audio, budget: Budget): Promise<string> {
-    const client = (await this.#openai.client())!;
     const result = await callUpstream(
       this.#apis.transcribe,
-      (signal) =>
+      withClient(this.#openai, (client, signal) =>
         client.audio.transcriptions.create({
           file: new File([audio.bytes as Uint8Array<ArrayBuffer>], `recording.${audio.ext}`, {
             type: audio.type,
           }),
           model: this.#openai.models!.transcribe,
-        }, { signal }),
+        }, { signal })),
       { budget, idempotent: true },
     );
     return (result.text ?? "").trim();
@@ -213,10 +212,9 @@ export class Providers {
 
   /** Intent analysis with the small model (structured output). */
   async analyzeIntent(text: string, budget: Budget): Promise<Intent> {
-    const client = (await this.#openai.client())!;
     const { value } = await callUpstream(
       this.#apis.intent,
-      (signal) =>
+      withClient(this.#openai, (client, signal) =>
         chatJson<Intent>(client, {
           model: this.#openai.models!.small,
           system:
@@ -227,7 +225,7 @@ export class Providers {
           schemaName: "recall_intent",
           schema: intentSchema,
           maxTokens: 300,
-        }, signal),
+        }, signal)),
       { budget, idempotent: true },
     );
     return value;
@@ -239,21 +237,23 @@ export class Providers {
     intent: Intent | null,
     budget: Budget,
   ): Promise<Proposal[]> {
-    const client = (await this.#openai.client())!;
     const { value } = await callUpstream(
       this.#apis.candidates,
-      (signal) =>
-        chatJson<{ candidates: ModelCandidate[] }>(client, {
-          model: this.#openai.models!.large,
-          system:
-            "Identify the song the user is trying to recall. Answer up to 5 real songs, most " +
-            "likely first, each with a confidence between 0 and 1 and a one-sentence reason. " +
-            "Answer an empty list rather than inventing songs.",
-          user: JSON.stringify({ user_text: text, hints: intent }),
-          schemaName: "recall_candidates",
-          schema: candidatesSchema,
-          maxTokens: 800,
-        }, signal),
+      withClient(
+        this.#openai,
+        (client, signal) =>
+          chatJson<{ candidates: ModelCandidate[] }>(client, {
+            model: this.#openai.models!.large,
+            system:
+              "Identify the song the user is trying to recall. Answer up to 5 real songs, most " +
+              "likely first, each with a confidence between 0 and 1 and a one-sentence reason. " +
+              "Answer an empty list rather than inventing songs.",
+            user: JSON.stringify({ user_text: text, hints: intent }),
+            schemaName: "recall_candidates",
+            schema: candidatesSchema,
+            maxTokens: 800,
+          }, signal),
+      ),
       { budget },
     );
     return (value.candidates ?? []).slice(0, 5).map((c) => ({

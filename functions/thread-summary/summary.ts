@@ -12,13 +12,12 @@
  *
  * @module
  */
-import type OpenAI from "openai";
 import { runInBackground } from "../../shared/http/background.ts";
 import { Budget } from "../../shared/http/budget.ts";
 import type { TwoTierCache } from "../../shared/resilience/cache.ts";
 import type { Deps } from "../../shared/deps.ts";
 import { metrics } from "../../shared/http/metrics.ts";
-import { chatJson } from "../../shared/providers/openai.ts";
+import { chatJson, withClient } from "../../shared/providers/openai.ts";
 import { callUpstream, upstreamFailure } from "../../shared/resilience/upstream.ts";
 import type { ReplyT, Thread } from "../../shared/domain/threads.ts";
 import type { ThreadSummaryConfig } from "./config.ts";
@@ -151,9 +150,8 @@ export class ThreadSummaries {
     if (upToDate) return "current";
 
     const newestFirst = thread.replies;
-    const client = await openai.client();
-    const attempt = client
-      ? await this.#summarizeWithLlm(client, thread.post_body, newestFirst, thread.reply_count)
+    const attempt = openai.models
+      ? await this.#summarizeWithLlm(thread.post_body, newestFirst, thread.reply_count)
       : null;
     const failures = attempt?.ok ? 0 : (thread.llm_failures ?? 0) + (attempt ? 1 : 0);
     const retryAfterS = attempt && !attempt.ok
@@ -181,7 +179,6 @@ export class ThreadSummaries {
 
   /** One model call (`SUMMARY_LLM_TIMEOUT_MS`, through the breaker); never throws. */
   async #summarizeWithLlm(
-    client: OpenAI,
     postBody: string,
     newestFirst: SourceReply[],
     replyCount: number,
@@ -197,19 +194,23 @@ export class ThreadSummaries {
     ].join("\n");
     let reachedApi = false;
     try {
-      const { value, usage } = await callUpstream(openai.chat, (signal) => {
-        reachedApi = true;
-        return chatJson<{ summary: string }>(client, {
-          model,
-          system: "You summarize the replies to a post on a social music app in one to three " +
-            "sentences: the main opinions, where people agree and disagree. Neutral tone; no " +
-            "usernames unless they matter. Answer JSON {summary}.",
-          user,
-          schemaName: "thread_summary",
-          schema,
-          maxTokens: 300,
-        }, signal);
-      }, { budget: new Budget(this.#settings.llmTimeoutMs) });
+      const { value, usage } = await callUpstream(
+        openai.chat,
+        withClient(openai, (client, signal) => {
+          reachedApi = true;
+          return chatJson<{ summary: string }>(client, {
+            model,
+            system: "You summarize the replies to a post on a social music app in one to three " +
+              "sentences: the main opinions, where people agree and disagree. Neutral tone; no " +
+              "usernames unless they matter. Answer JSON {summary}.",
+            user,
+            schemaName: "thread_summary",
+            schema,
+            maxTokens: 300,
+          }, signal);
+        }),
+        { budget: new Budget(this.#settings.llmTimeoutMs) },
+      );
       const text = trim(String(value.summary ?? "").trim(), 2000);
       if (!text) throw new Error("empty summary");
       metrics.inc("llm_calls_total", { feature, model: usage.model, outcome: "ok" });

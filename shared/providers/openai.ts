@@ -7,6 +7,7 @@
  * @module
  */
 import type OpenAI from "openai";
+import { untilAborted } from "../resilience/abort.ts";
 import type { Breakers } from "../resilience/breaker.ts";
 import type { Config } from "../config.ts";
 import { type Upstream, upstream } from "../resilience/upstream.ts";
@@ -17,7 +18,8 @@ export interface OpenAIApis {
    * The SDK client, imported and made on first call: the SDK is the heaviest module we use,
    * and a request that never calls OpenAI (every cached read) should not pay for loading it
    * at cold start. null when `OPENAI_API_KEY` is not set: callers degrade (catalog only,
-   * extractive summaries).
+   * extractive summaries). A model call takes it through {@link withClient}, inside the
+   * call's timeout and budget.
    */
   client(): Promise<OpenAI | null>;
   /** Model names (`OPENAI_*_MODEL`), null when OpenAI is not configured. */
@@ -41,7 +43,10 @@ export function openaiApis(config: Config["openai"], breakers: Breakers): OpenAI
           maxRetries: 0,
           timeout: 60_000, // an outer bound only: each call passes its own AbortSignal
         })
-      );
+      ).catch((err) => {
+        made = undefined; // a load that failed is tried again by the next call
+        throw err;
+      });
     },
     models: config
       ? { small: config.smallModel, large: config.largeModel, transcribe: config.transcribeModel }
@@ -51,6 +56,25 @@ export function openaiApis(config: Config["openai"], breakers: Breakers): OpenAI
       timeoutMs: 10_000,
       breaker: breakers.get("openai-transcribe"),
     }),
+  };
+}
+
+/**
+ * The call `callUpstream` makes to OpenAI, given the SDK client: the client is loaded first
+ * (a dynamic import on the isolate's first model call), inside the call, so that load counts
+ * against the call's timeout and the request budget like the request after it. A load that
+ * outlasts them ends the call with the signal's reason, as a slow answer would (the import
+ * goes on, for the next call). Throws when OpenAI is not configured.
+ */
+export function withClient<T>(
+  openai: Pick<OpenAIApis, "client">,
+  call: (client: OpenAI, signal: AbortSignal) => Promise<T>,
+): (signal: AbortSignal) => Promise<T> {
+  return async (signal) => {
+    const client = await untilAborted(openai.client(), signal);
+    if (!client) throw new Error("OpenAI is not configured (OPENAI_API_KEY is not set)");
+    signal.throwIfAborted();
+    return call(client, signal);
   };
 }
 

@@ -4,6 +4,7 @@ import { type TestRedis, testRedis } from "../../scripts/testing/test_redis.ts";
 import { CircuitBreaker, CircuitOpenError, RedisBreakerStore } from "./breaker.ts";
 import { Budget } from "../http/budget.ts";
 import { callUpstream, upstream, upstreamFailure } from "./upstream.ts";
+import { type OpenAIApis, withClient } from "../providers/openai.ts";
 
 let now = 1_000_000;
 /** The breakers' Redis (bridge + key prefix), one per test. */
@@ -133,4 +134,38 @@ it("a failing provider opens the circuit: no more calls reach it; half-open reco
   assertEquals(await callUpstream(flaky, (s) => getJson(fake.url, s)), { answer: 42 });
   assertEquals((await flaky.breaker.state()).state, "closed");
   await fake.close();
+});
+
+it("OpenAI's client is loaded inside the call (withClient): a slow load ends at the timeout", async () => {
+  type Client = Awaited<ReturnType<OpenAIApis["client"]>>;
+  const fakeClient = { answer: 7 } as unknown as NonNullable<Client>;
+  const answer = (client: NonNullable<Client>) =>
+    Promise.resolve((client as unknown as { answer: number }).answer);
+  // A load that never ends: the call ends at its own timeout (200 ms), as a slow API would.
+  const stuck = { client: () => new Promise<Client>(() => {}) };
+  const start = performance.now();
+  const err = await callUpstream(
+    api("load-stuck", { timeoutMs: 200, attempts: 1 }),
+    withClient(stuck, answer),
+    { budget: new Budget(5000) },
+  ).catch((e) => e);
+  const elapsed = performance.now() - start;
+  assertEquals(upstreamFailure(err), "timeout");
+  assert(elapsed >= 150 && elapsed < 1000, `took ${elapsed} ms`);
+  // ... or at the request's budget when that is shorter.
+  const budgeted = await callUpstream(
+    api("load-budget", { timeoutMs: 5000, attempts: 1 }),
+    withClient(stuck, answer),
+    { budget: new Budget(150) },
+  ).catch((e) => e);
+  assertEquals(upstreamFailure(budgeted), "timeout");
+  // A load that ends: the call runs with the client.
+  const loaded = { client: () => Promise.resolve(fakeClient) };
+  assertEquals(await callUpstream(api("load-ok"), withClient(loaded, answer)), 7);
+  // Not configured: an error, not a call.
+  const none = { client: () => Promise.resolve(null) };
+  const missing = await callUpstream(api("load-none", { attempts: 1 }), withClient(none, answer))
+    .catch((e) => e);
+  assertEquals(upstreamFailure(missing), "error");
+  assert(String(missing).includes("not configured"), String(missing));
 });

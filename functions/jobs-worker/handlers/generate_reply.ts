@@ -10,7 +10,7 @@
 import type { Database } from "../../../shared/data/db.ts";
 import type { ReplyPayload } from "../../../shared/domain/reply_jobs.ts";
 import { type JobHandler, PermanentJobError } from "../../../shared/jobs/pool.ts";
-import { chatJson, type OpenAIApis } from "../../../shared/providers/openai.ts";
+import { chatJson, type OpenAIApis, withClient } from "../../../shared/providers/openai.ts";
 import { callUpstream } from "../../../shared/resilience/upstream.ts";
 import * as q from "../queries.ts";
 
@@ -58,11 +58,9 @@ export function generateReplyHandler(
     // worker lost after its insert): nothing to do, and no LLM call to pay for.
     if (!target || target.post_status !== "published" || target.replied) return;
 
-    const client = await openai.client();
-    if (!client) throw new PermanentJobError(notConfigured);
     const { value } = await callUpstream(
       openai.chat,
-      (signal) =>
+      withClient(openai, (client, signal) =>
         chatJson<{ reply: string }>(client, {
           model: models.small,
           system: `${target.style_prompt}\nYou are "${target.persona_name}" on RockOut, ` +
@@ -71,7 +69,7 @@ export function generateReplyHandler(
           schemaName: "persona_reply",
           schema: replySchema,
           maxTokens: 300,
-        }, signal),
+        }, signal)),
       { budget },
     );
     const body = typeof value?.reply === "string" ? value.reply.trim().slice(0, maxReplyChars) : "";
