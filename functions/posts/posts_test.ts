@@ -5,7 +5,7 @@ import { assertProblem, dbStatements, suite } from "../../scripts/testing/test_h
 import { createApp } from "./app.ts";
 
 // These tests fire up to 100 concurrent requests, some from one user, to prove counters and
-// coalescing; admission (per-user caps, the adaptive limit) is proved in shared/http_test.ts.
+// coalescing; admission (per-user caps, the adaptive limit) is proved in shared/http/app_test.ts.
 const admissionOff = { MIN_IN_FLIGHT: "512", MAX_IN_FLIGHT: "512", USER_MAX_IN_FLIGHT: "512" };
 
 const it = suite("posts", async () => {

@@ -6,7 +6,7 @@ import { settleBackground } from "../../shared/http/background.ts";
 import { createApp } from "./app.ts";
 
 // These tests fire up to 100 concurrent requests, some from one user, to prove counters and
-// coalescing; admission (per-user caps, the adaptive limit) is proved in shared/http_test.ts.
+// coalescing; admission (per-user caps, the adaptive limit) is proved in shared/http/app_test.ts.
 const admissionOff = { MIN_IN_FLIGHT: "512", MAX_IN_FLIGHT: "512", USER_MAX_IN_FLIGHT: "512" };
 
 interface Profile {

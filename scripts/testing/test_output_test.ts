@@ -167,7 +167,7 @@ ok | 3 passed (2 steps) | 0 failed | 1 ignored (40ms)
 });
 
 Deno.test("type-check progress on stderr is noise; errors are not", () => {
-  assertEquals(isNoise("Check file:///work/main/shared/http_test.ts"), true);
+  assertEquals(isNoise("Check file:///work/main/shared/http/app_test.ts"), true);
   assertEquals(isNoise("   0: <unknown>"), true);
   assertEquals(isNoise("error: Module not found"), false);
   assertEquals(isNoise("error: Test failed"), false);

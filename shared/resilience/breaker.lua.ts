@@ -1,6 +1,6 @@
 /**
- * The breaker's algorithm: each step of the state machine (shared/resilience/breaker.ts) is one atomic
- * Lua script over one hash per breaker, run with shared/redis_script.ts.
+ * The breaker's algorithm: each step of the state machine (shared/resilience/breaker.ts) is one
+ * atomic Lua script over one hash per breaker, run with shared/data/redis_script.ts.
  *
  * @module
  */

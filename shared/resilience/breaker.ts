@@ -20,9 +20,10 @@
  * `record()` ignores outcomes from an older one (a slow call that started before the breaker
  * opened says nothing about the API now).
  *
- * The state lives in {@link RedisBreakerStore} (shared/resilience/breaker_store.ts: one hash per API, each
- * step atomic in one Lua script of shared/resilience/breaker.lua.ts, the one implementation of the
- * machine). Settings, permits and outcome classification: shared/breaker_settings.ts.
+ * The state lives in {@link RedisBreakerStore} (shared/resilience/breaker_store.ts: one hash per
+ * API, each step atomic in one Lua script of shared/resilience/breaker.lua.ts, the one
+ * implementation of the machine). Settings, permits and outcome classification:
+ * shared/resilience/breaker_settings.ts.
  *
  * Retries and timeouts are not here: another module composes breaker + timeout + retry.
  *

@@ -1,5 +1,6 @@
 /**
- * The cache's cross-isolate invalidation (shared/resilience/cache.ts), run with shared/redis_script.ts.
+ * The cache's cross-isolate invalidation (shared/resilience/cache.ts), run with
+ * shared/data/redis_script.ts.
  *
  * @module
  */

@@ -1,6 +1,6 @@
 /**
- * The coalescer's cross-isolate protocol (shared/resilience/coalesce.ts): claim and finish, each one
- * atomic script run with shared/redis_script.ts.
+ * The coalescer's cross-isolate protocol (shared/resilience/coalesce.ts): claim and finish, each
+ * one atomic script run with shared/data/redis_script.ts.
  *
  * @module
  */

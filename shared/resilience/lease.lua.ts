@@ -1,5 +1,5 @@
 /**
- * The lease algorithm (shared/resilience/lease.ts), run with shared/redis_script.ts.
+ * The lease algorithm (shared/resilience/lease.ts), run with shared/data/redis_script.ts.
  *
  * @module
  */
