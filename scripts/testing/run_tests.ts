@@ -124,6 +124,55 @@ function testJobs(): number {
   return Math.max(2, Number(Deno.env.get("DENO_JOBS")) || 6);
 }
 
+/** What one `deno test` process did. */
+interface TestRun {
+  passed: number;
+  failed: number;
+  status: Deno.CommandStatus;
+}
+
+/** Runs `files` in one `deno test --parallel` (`jobs` at once), printing only failures. */
+async function runDenoTest(
+  files: string[],
+  jobs: number,
+  adminUrl: string,
+  template: string,
+  redisUrl: string,
+): Promise<TestRun> {
+  info(`[test] deno test --parallel (${jobs} at once) ${files.join(" ")}`);
+  const child = new Deno.Command(Deno.execPath(), {
+    // --parallel: test files share nothing but the servers (each has its own database and
+    // Redis prefix, and none writes the process environment). --no-check: CI type-checks
+    // first (.ci/run runs `npm run check`, then `npm test`), so it is done once, not twice.
+    args: ["test", "-A", "--parallel", "--no-check", ...files],
+    cwd: repoRoot,
+    env: {
+      TEST_ADMIN_DATABASE_URL: adminUrl,
+      TEST_TEMPLATE_DB: template,
+      TEST_REDIS_URL: redisUrl,
+      NO_COLOR: "1",
+      DENO_JOBS: String(jobs),
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const filter = new TestOutputFilter();
+  const lines = (stream: ReadableStream<Uint8Array>) =>
+    stream.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
+  const errors = (async () => {
+    for await (const line of lines(child.stderr)) {
+      if (verbose || !isNoise(line)) console.error(line);
+    }
+  })();
+  for await (const line of lines(child.stdout)) {
+    const shown = filter.push(line);
+    if (verbose) console.log(line);
+    else for (const l of shown) console.log(l);
+  }
+  await errors;
+  return { passed: filter.passed, failed: filter.failed, status: await child.status };
+}
+
 const env = Deno.env;
 const stops: (() => Promise<void>)[] = [];
 let exitCode = 1;
@@ -159,44 +208,30 @@ try {
       return Promise.resolve(false);
     });
   if (smoke) stops.push(() => smoke.then(() => {}));
-  const args = Deno.args.length ? Deno.args : await testFiles();
-  info(`[test] deno test --parallel (${testJobs()} at once) ${args.join(" ")}`);
-  const child = new Deno.Command(Deno.execPath(), {
-    // --parallel: test files share nothing but the servers (each has its own database and
-    // Redis prefix, and none writes the process environment). --no-check: CI type-checks
-    // first (.ci/run runs `npm run check`, then `npm test`), so it is done once, not twice.
-    args: ["test", "-A", "--parallel", "--no-check", ...args],
-    cwd: repoRoot,
-    env: {
-      TEST_ADMIN_DATABASE_URL: adminUrl,
-      TEST_TEMPLATE_DB: template,
-      TEST_REDIS_URL: redisUrl,
-      NO_COLOR: "1",
-      DENO_JOBS: String(testJobs()),
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const filter = new TestOutputFilter();
-  const lines = (stream: ReadableStream<Uint8Array>) =>
-    stream.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
-  const errors = (async () => {
-    for await (const line of lines(child.stderr)) {
-      if (verbose || !isNoise(line)) console.error(line);
-    }
-  })();
-  for await (const line of lines(child.stdout)) {
-    const shown = filter.push(line);
-    if (verbose) console.log(line);
-    else for (const l of shown) console.log(l);
-  }
-  await errors;
-  const status = await child.status;
-  // The closing line CI reads: steps and tests without steps, as the filter counted them (a
+  const files = Deno.args.length ? Deno.args : await testFiles();
+  // Two `deno test` processes, started together: `deno test --parallel` takes directories
+  // deepest first, so files directly under a top-level folder (supabase/, functions/: the
+  // migration plans, the cross-function limit floods, some of the slowest) would start only
+  // once everything else is done and run on alone. Their own lane starts them at once.
+  const shallow = files.filter((f) => f.split("/").length <= 2);
+  const lanes = Deno.args.length || !shallow.length ? [{ files, jobs: testJobs() }] : [
+    { files: shallow, jobs: 2 },
+    { files: files.filter((f) => !shallow.includes(f)), jobs: Math.max(2, testJobs() - 2) },
+  ];
+  const runs = lanes.map((lane) =>
+    runDenoTest(lane.files, lane.jobs, adminUrl!, template, redisUrl!)
+  );
+  const results = await Promise.all(runs);
+  // The closing line CI reads: steps and tests without steps, as the filters counted them (a
   // run that failed before any test, e.g. a module that doesn't load, counts as one failure).
-  let passed = filter.passed;
-  let failed = filter.failed || (status.success ? 0 : 1);
-  exitCode = status.code;
+  let passed = 0;
+  let failed = 0;
+  exitCode = 0;
+  for (const r of results) {
+    passed += r.passed;
+    failed += r.failed || (r.status.success ? 0 : 1);
+    exitCode ||= r.status.code;
+  }
   if (smoke) {
     if (await (await smoke)()) passed++;
     else {
