@@ -3,6 +3,7 @@
  * (.local/stack.json), the worker needs only a database, `npm run token` makes a user who
  * can post, the stand-in model's answers say so, and the misleading messages are gone.
  */
+import postgres from "postgres";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import { freePort, repoRoot, startEmbeddedPostgres } from "../dev/local_services.ts";
 import { STAND_IN_MARK, startOpenAIStandIn } from "../dev/openai_stand_in.ts";
@@ -320,7 +321,7 @@ it("embedded Postgres starts from a checkout the postgres user can't enter (as r
   reader.releaseLock();
   try {
     assert(first.url, JSON.stringify(first));
-    const [row] = await (await import("postgres")).default(first.url, { max: 1 })
+    const [row] = await postgres(first.url, { max: 1 })
       .begin((sql) => sql`select current_setting('data_directory') as dir, current_user as who`);
     if (Deno.uid() === 0) {
       assertMatch(row.dir, /^\/var\/lib\/rockout-edge\/[0-9a-f]{12}\/postgres$/);
