@@ -49,7 +49,7 @@ function unauthorized(detail: string): ProblemError {
 /** Claims every token must carry: one without `exp` would be valid forever. */
 const requiredClaims = ["exp", "role"];
 
-/** How many tokens each per-isolate verification cache keeps. */
+/** How many verified tokens the isolate's cache keeps. */
 const maxVerified = 10_000;
 
 function projectKeyRefused(): ProblemError {
@@ -103,25 +103,56 @@ async function sha256(text: string): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
 }
 
+/** A token whose signature and claims were checked, kept until its `exp`. */
+interface Verified {
+  payload: JWTPayload;
+  /** `exp`, in ms. */
+  expiresAt: number;
+  /** Who it names, once {@link Auth.identify} has asked (null: anonymous, an `anon` token). */
+  user?: AuthUser | null;
+}
+
+/** Options of an {@link Auth}. */
+export interface AuthOptions {
+  /** The clock that `exp` is checked against, cached or not (ms since the epoch). */
+  now?: () => number;
+}
+
 /**
  * Token verification of one isolate: its keys (made on first use, so a process that verifies
- * no token needs none) and its caches of verified tokens.
+ * no token needs none) and its one cache of verified tokens.
  */
 export class Auth {
   readonly #config: Pick<Config, "auth" | "publishableKeys" | "anonKey" | "secretKeys">;
+  readonly #now: () => number;
   #keySet:
     | { set: JWTVerifyGetKey | null; secret: Uint8Array | null }
     | undefined;
   #digests: Promise<Uint8Array[]> | undefined;
   /**
-   * Tokens verified recently in this isolate (null: a project key, i.e. anonymous). A client
-   * sends the same access token for up to an hour, and an ES256 signature check costs ~0.4 ms
-   * of CPU, the largest single cost of a cached read; a hit is still checked against `exp`.
+   * Tokens verified recently in this isolate, by the gateway's `verify_jwt`
+   * ({@link verifyJwtOnce}) and by the function ({@link identify}) alike: a client sends the
+   * same access token for up to an hour, and an ES256 signature check costs ~0.4 ms of CPU,
+   * the largest single cost of a cached read, so a token is checked once per isolate, not
+   * once per layer. A hit is still checked against `exp`; at most {@link maxVerified}
+   * entries, the oldest dropped first.
    */
-  readonly #verified = new Map<string, { user: AuthUser | null; expiresAt: number }>();
+  readonly #verified = new Map<string, Verified>();
+  /** Verifications under way, so concurrent first requests with one token check it once. */
+  readonly #pending = new Map<string, Promise<Verified>>();
+  #signatureChecks = 0;
 
-  constructor(config: Pick<Config, "auth" | "publishableKeys" | "anonKey" | "secretKeys">) {
+  constructor(
+    config: Pick<Config, "auth" | "publishableKeys" | "anonKey" | "secretKeys">,
+    options: AuthOptions = {},
+  ) {
     this.#config = config;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** How many tokens this isolate has verified with its keys (cache misses): for tests. */
+  get signatureChecks(): number {
+    return this.#signatureChecks;
   }
 
   /**
@@ -167,10 +198,12 @@ export class Auth {
     if (!useSecret && !this.#keys().set) {
       throw unauthorized(`tokens signed with ${header.alg} are not accepted`);
     }
+    this.#signatureChecks++;
     try {
       const options = {
         audience,
         requiredClaims,
+        currentDate: new Date(this.#now()),
         algorithms: useSecret ? ["HS256"] : ["ES256", "RS256"],
       };
       return useSecret
@@ -189,23 +222,38 @@ export class Auth {
     }
   }
 
-  /** Signatures checked recently by {@link verifyJwtOnce}, kept until the token's `exp`. */
-  readonly #checkedJwts = new Map<string, number>();
+  /**
+   * The payload of a token verified by {@link verifyJwt}, from the isolate's cache while the
+   * token's `exp` is ahead, else verified (once, however many callers wait on it) and cached.
+   */
+  async #verifiedOnce(token: string): Promise<Verified> {
+    const known = this.#verified.get(token);
+    if (known) {
+      if (known.expiresAt > this.#now()) return known;
+      this.#verified.delete(token);
+    }
+    const pending = this.#pending.get(token);
+    if (pending) return await pending;
+    const check = this.verifyJwt(token).then((payload) => {
+      const entry: Verified = { payload, expiresAt: payload.exp! * 1000 };
+      if (this.#verified.size >= maxVerified) {
+        this.#verified.delete(this.#verified.keys().next().value!);
+      }
+      this.#verified.set(token, entry);
+      return entry;
+    }).finally(() => this.#pending.delete(token));
+    this.#pending.set(token, check);
+    return await check;
+  }
 
   /**
    * {@link verifyJwt} at most once per token per isolate (until its `exp`): what the local
    * gateway's `verify_jwt` runs on every request. On Supabase that check happens in the
-   * platform's gateway, outside our CPU; uncached here it cost an ES256 check per request
-   * before admission could shed anything, so a flood cost as much to refuse as to serve.
+   * platform's gateway, outside our CPU; here it shares {@link identify}'s cache, so the
+   * gateway and the function behind it check a token's signature once between them.
    */
   async verifyJwtOnce(token: string): Promise<void> {
-    const expiresAt = this.#checkedJwts.get(token);
-    if (expiresAt !== undefined && expiresAt > Date.now()) return;
-    const payload = await this.verifyJwt(token);
-    if (this.#checkedJwts.size >= maxVerified) {
-      this.#checkedJwts.delete(this.#checkedJwts.keys().next().value!);
-    }
-    this.#checkedJwts.set(token, payload.exp! * 1000);
+    await this.#verifiedOnce(token);
   }
 
   /**
@@ -217,16 +265,13 @@ export class Auth {
    */
   async identify(token: string): Promise<AuthUser | null> {
     const known = this.#verified.get(token);
-    if (known && known.expiresAt > Date.now()) return known.user;
-    if (known) this.#verified.delete(token);
+    if (known?.user !== undefined && known.expiresAt > this.#now()) return known.user;
     if (this.#isProjectKey(token)) return null;
-    const payload = await this.verifyJwt(token);
-    const user = payload.role === "anon" ? null : toUser(payload);
-    if (this.#verified.size >= maxVerified) {
-      this.#verified.delete(this.#verified.keys().next().value!);
-    }
-    this.#verified.set(token, { user, expiresAt: payload.exp! * 1000 });
-    return user;
+    const entry = await this.#verifiedOnce(token);
+    if (entry.user !== undefined) return entry.user;
+    // A verified token that names no user (a service_role token, say) stays cached as
+    // verified for verify_jwt, and is refused here each time (no signature check).
+    return entry.user = entry.payload.role === "anon" ? null : toUser(entry.payload);
   }
 
   /** Verifies a user access token (`aud: authenticated`, `sub` a user id, `role`, `exp`). */

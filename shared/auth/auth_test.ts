@@ -113,3 +113,65 @@ Deno.test("a token's sub in capitals names the same (canonical, lowercase) user"
   const token = await keys.mint(userId.toUpperCase());
   assertEquals((await call("/user", `Bearer ${token}`)).body.user, userId);
 });
+
+Deno.test("one signature check per token per isolate: verify_jwt and the function share it", async () => {
+  let now = Date.now();
+  const clocked = new Auth(loadConfig({ ...unitEnv, SUPABASE_JWKS: JSON.stringify(keys.jwks) }), {
+    now: () => now,
+  });
+  const token = await keys.mint(userId, { ttlS: 60 });
+  // The gateway's verify_jwt, then the function's identify (admission) and requireUser.
+  await clocked.verifyJwtOnce(token);
+  assertEquals(clocked.signatureChecks, 1);
+  assertEquals((await clocked.identify(token))?.id, userId);
+  assertEquals((await clocked.verifyAccessToken(token)).id, userId);
+  for (let i = 0; i < 5; i++) {
+    await clocked.verifyJwtOnce(token);
+    await clocked.identify(token);
+  }
+  assertEquals(clocked.signatureChecks, 1);
+  // Concurrent first requests with one token wait on one check.
+  const other = await keys.mint("00000000-0000-4000-8000-0000000000a2", { ttlS: 60 });
+  await Promise.all([
+    clocked.verifyJwtOnce(other),
+    clocked.identify(other),
+    clocked.identify(other),
+  ]);
+  assertEquals(clocked.signatureChecks, 2);
+  // The other order: identify first, then verify_jwt finds it verified.
+  const third = await keys.mint("00000000-0000-4000-8000-0000000000a3", { ttlS: 60 });
+  await clocked.identify(third);
+  await clocked.verifyJwtOnce(third);
+  assertEquals(clocked.signatureChecks, 3);
+
+  // Past its exp the cached entry is not trusted: verified again, and refused as expired.
+  now += 61_000;
+  for (const check of [() => clocked.verifyJwtOnce(token), () => clocked.identify(token)]) {
+    const before = clocked.signatureChecks;
+    const refused = await check().then(() => null, (err) => toProblem(err));
+    assertEquals(refused?.status, 401);
+    assertMatch(refused!.detail!, /expired/);
+    assertEquals(clocked.signatureChecks, before + 1);
+  }
+});
+
+Deno.test("a verified token that names no user: verify_jwt passes it, identify refuses it, one check", async () => {
+  const clocked = new Auth(loadConfig({ ...unitEnv, SUPABASE_JWKS: JSON.stringify(keys.jwks) }));
+  const service = await keys.mint(userId, { claims: { role: "service_role" } });
+  await clocked.verifyJwtOnce(service);
+  for (let i = 0; i < 2; i++) {
+    const refused = await clocked.identify(service).then(() => null, (err) => toProblem(err));
+    assertEquals(refused?.status, 401);
+  }
+  await clocked.verifyJwtOnce(service);
+  assertEquals(clocked.signatureChecks, 1);
+  // A bad signature is never cached as verified.
+  const forged = service.slice(0, -4) + (service.endsWith("AAAA") ? "BBBB" : "AAAA");
+  for (let i = 0; i < 2; i++) {
+    assertEquals(
+      await clocked.verifyJwtOnce(forged).then(() => 200, (e) => toProblem(e).status),
+      401,
+    );
+  }
+  assertEquals(clocked.signatureChecks, 3);
+});
