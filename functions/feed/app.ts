@@ -3,13 +3,17 @@
  * coalesced, with the caller's likes laid over it) and `following` (newest posts of the
  * people the caller follows: cached per user). One SQL statement per page either way.
  *
+ * ETags are built from what a page is made of, not by hashing its body: the cache entry's
+ * version (a digest of its rows, computed once per entry by the cache), the page's cache key
+ * (kind, limit, cursor; the user for `following`), and for `for-you` the caller's likes laid
+ * over it. So `If-None-Match` answers 304 without building or serializing the page.
+ *
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import { etag } from "hono/etag";
 import type { AuthUser } from "../../shared/auth/auth.ts";
 import type { Budget } from "../../shared/http/budget.ts";
-import type { TwoTierCache } from "../../shared/resilience/cache.ts";
+import { contentVersion, type TwoTierCache } from "../../shared/resilience/cache.ts";
 import { keyFormats } from "../../shared/data/cursor.ts";
 import type { Database } from "../../shared/data/db.ts";
 import type { Deps } from "../../shared/deps.ts";
@@ -52,6 +56,18 @@ const forYouKeys = { tag: "for-you", key: keyFormats.float8 };
 const followingKeys = { tag: "following", key: keyFormats.timestamptz };
 type Page = z.infer<typeof FeedPage>;
 
+/**
+ * The shape of a page built from rows (`toItem`, `toPage`): part of every ETag. Bump it when
+ * the same rows and likes would make a different body.
+ */
+const pageFormat = 1;
+
+/** A page, or what it would be built from, and its ETag. */
+interface Built {
+  etag: string;
+  build: () => Page;
+}
+
 /** Where pages are read from, and how long they are cached. */
 interface Source {
   db: Database;
@@ -69,6 +85,7 @@ export function createApp(deps: Deps): App {
     failOpen: true, // a cheap read: better served unlimited for a moment than refused
   });
   const app = createFunctionApp("feed", deps);
+  const tagPrefix = `${pageFormat}\n${deps.config.version}\n`;
 
   const route = createRoute({
     method: "get",
@@ -78,7 +95,6 @@ export function createApp(deps: Deps): App {
     middleware: [
       deps.auth.requireUser(),
       rateLimit(limiter, (c) => c.var.user!.id),
-      etag(),
     ] as const,
     request: { query: FeedQuery },
     responses: {
@@ -93,8 +109,11 @@ export function createApp(deps: Deps): App {
     const page = kind === "for-you"
       ? await forYouPage(source, user, limit, cursor, c.var.budget)
       : await followingPage(source, user, limit, cursor, c.var.budget);
+    const etag = `"${contentVersion(tagPrefix + page.etag)}"`;
     c.header("cache-control", "private, no-cache");
-    return c.json(page, 200);
+    c.header("etag", etag);
+    if (matches(c.req.header("if-none-match"), etag)) return c.body(null, 304);
+    return c.json(page.build(), 200);
   });
 
   return app;
@@ -107,20 +126,28 @@ async function forYouPage(
   limit: number,
   cursor: string | undefined,
   budget: Budget,
-): Promise<Page> {
+): Promise<Built> {
   const p = pageArgs(forYouKeys, limit, cursor);
   // The same for everyone; served stale for one more TTL while a single refresh runs, so the
   // page never expires under everyone's feet at once.
   const ttlS = settings.forYouTtlS;
-  const rows = await cache.get(
-    `feed:for-you:${limit}:${cursor ?? ""}`,
+  const key = `feed:for-you:${limit}:${cursor ?? ""}`;
+  const { value: rows, version } = await cache.getVersioned(
+    key,
     { ttlS, staleS: ttlS, invalidation: "ttl" },
     () => db.asUser(null, (tx) => q.forYou(tx, p), budget),
   );
-  const ids = pageRows(p, rows).map((r) => r.id);
+  const shown = pageRows(p, rows);
+  const ids = shown.map((r) => r.id);
   const liked = ids.length ? await db.asUser(user, (tx) => q.likedPostIds(tx, ids), budget) : [];
   const likedIds = new Set(liked.map((r) => r.id));
-  return toPage(forYouKeys, p, rows, (row) => toItem(row, likedIds.has(row.id)));
+  // The overlay, exactly: which of the shown rows the caller likes, by position.
+  let overlay = "";
+  for (const row of shown) overlay += likedIds.has(row.id) ? "1" : "0";
+  return {
+    etag: `${key}\n${version}\n${overlay}`,
+    build: () => toPage(forYouKeys, p, rows, (row) => toItem(row, likedIds.has(row.id))),
+  };
 }
 
 /** Posts of followed users, newest first, per-user cache. */
@@ -130,14 +157,33 @@ async function followingPage(
   limit: number,
   cursor: string | undefined,
   budget: Budget,
-): Promise<Page> {
+): Promise<Built> {
   const p = pageArgs(followingKeys, limit, cursor);
-  const rows = await cache.cached(
-    `feed:following:${user.id}:${limit}:${cursor ?? ""}`,
-    settings.followingTtlS,
+  const key = `feed:following:${user.id}:${limit}:${cursor ?? ""}`;
+  const { value: rows, version } = await cache.getVersioned(
+    key,
+    { ttlS: settings.followingTtlS, invalidation: "ttl" },
     () => db.asUser(user, (tx) => q.following(tx, p), budget),
   );
-  return toPage(followingKeys, p, rows, (row) => toItem(row, row.liked_by_me === true));
+  // The caller's likes are in the rows (and so in the version): the entry is the caller's own.
+  return {
+    etag: `${key}\n${version}`,
+    build: () => toPage(followingKeys, p, rows, (row) => toItem(row, row.liked_by_me === true)),
+  };
+}
+
+/**
+ * Whether an `If-None-Match` header names `etag` (weak comparison, RFC 9110 13.1.2: `W/`
+ * ignored), or is `*`.
+ */
+function matches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  if (header.trim() === "*") return true;
+  for (const tag of header.split(",")) {
+    const t = tag.trim();
+    if ((t.startsWith("W/") ? t.slice(2) : t) === etag) return true;
+  }
+  return false;
 }
 
 function toItem(row: FeedRow, liked: boolean): z.infer<typeof FeedItem> {

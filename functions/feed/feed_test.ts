@@ -3,6 +3,7 @@ import { createDevKeys } from "../../scripts/dev/dev_auth.ts";
 import { DEMO_USER_ID, seed } from "../../scripts/testing/seed.ts";
 import { functionTestEnv } from "../../scripts/testing/test_env.ts";
 import { dbStatements, suite } from "../../scripts/testing/test_http.ts";
+import { deleteKeys } from "../../scripts/testing/test_redis.ts";
 import { createApp } from "./app.ts";
 
 // These tests fire up to 100 concurrent requests, some from one user, to prove counters and
@@ -130,6 +131,91 @@ it("ETag on every page, If-None-Match answers 304", async (f) => {
   assert(tag, "no etag");
   const again = await get(f, "?kind=following&limit=5", f.demoToken, { "if-none-match": tag });
   assertEquals(again.status, 304);
+});
+
+/** The ETag of a page, and its body (which the ETag must follow). */
+async function tagOf(f: Fixture, query: string, token = f.demoToken) {
+  const res = await get(f, query, token);
+  assertEquals(res.status, 200);
+  const etag = res.headers.get("etag");
+  assert(etag, "no etag");
+  return { etag, page: await res.json() as Page };
+}
+
+it("the same page twice: the same ETag, and 304 with no body on If-None-Match", async (f) => {
+  for (const query of ["?kind=for-you&limit=9", "?kind=following&limit=9"]) {
+    const one = await tagOf(f, query);
+    const two = await tagOf(f, query);
+    assertEquals(two.etag, one.etag, query);
+    assertEquals(two.page, one.page);
+    for (const inm of [one.etag, `W/${one.etag}`, `"nope", ${one.etag}`, "*"]) {
+      const res = await get(f, query, f.demoToken, { "if-none-match": inm });
+      assertEquals(res.status, 304, `${query} ${inm}`);
+      assertEquals(await res.text(), "");
+      assertEquals(res.headers.get("etag"), one.etag);
+      assertEquals(res.headers.get("cache-control"), "private, no-cache");
+    }
+    const other = await get(f, query, f.demoToken, { "if-none-match": `"nope"` });
+    assertEquals(other.status, 200);
+    await other.body?.cancel();
+  }
+});
+
+it("the caller liking a post on the for-you page changes the ETag (and back)", async (f) => {
+  const query = "?kind=for-you&limit=10";
+  const before = await tagOf(f, query);
+  const target = before.page.items.find((i) => !i.liked_by_me);
+  assert(target, "every post liked");
+  await f.env.db.sql`insert into likes (user_id, post_id) values (${DEMO_USER_ID}, ${target.id})`;
+  const res = await get(f, query, f.demoToken, { "if-none-match": before.etag });
+  assertEquals(res.status, 200); // not 304: the overlay changed, though the cached rows did not
+  const after: Page = await res.json();
+  assert(res.headers.get("etag") !== before.etag);
+  assertEquals(after.items.find((i) => i.id === target.id)?.liked_by_me, true);
+  // Another user's page (their own overlay) is not this one's.
+  const [{ id: otherId }] = await f.env.db.sql`
+    select id from profiles where id <> ${DEMO_USER_ID} order by id limit 1`;
+  const other = await tagOf(f, query, await f.env.keys.mint(otherId));
+  const otherLikes = other.page.items.map((i) => i.liked_by_me).join();
+  const demoLikes = after.items.map((i) => i.liked_by_me).join();
+  if (otherLikes !== demoLikes) assert(other.etag !== res.headers.get("etag"));
+  await f.env.db.sql`delete from likes where user_id = ${DEMO_USER_ID} and post_id = ${target.id}`;
+  assertEquals((await tagOf(f, query)).etag, before.etag); // the same page again, the same tag
+});
+
+it("another cursor or limit, or the other kind: another ETag", async (f) => {
+  const first = await tagOf(f, "?kind=for-you&limit=5");
+  const tags = [
+    first.etag,
+    (await tagOf(f, "?kind=for-you&limit=6")).etag,
+    (await tagOf(f, `?kind=for-you&limit=5&cursor=${first.page.next_cursor}`)).etag,
+    (await tagOf(f, "?kind=following&limit=5")).etag,
+  ];
+  assertEquals(new Set(tags).size, tags.length, tags.join(" "));
+  const stale = await get(f, "?kind=for-you&limit=6", f.demoToken, { "if-none-match": first.etag });
+  assertEquals(stale.status, 200);
+  await stale.body?.cancel();
+});
+
+it("a refill keeps the ETag when its rows are the same, in any isolate, and changes it when they are not", async (f) => {
+  // Each page from a new isolate (deps) after the Redis copy is gone: a refill every time.
+  const refilled = async (headers: Record<string, string> = {}) => {
+    await deleteKeys(f.env.deps.redis, `${f.env.redisPrefix}*feed:following:*`);
+    const app = createApp(f.env.withEnv({}));
+    return await get({ ...f, app }, "?kind=following&limit=5", f.demoToken, headers);
+  };
+  const one = await refilled();
+  const tag = one.headers.get("etag")!;
+  await one.body?.cancel();
+  const two = await refilled({ "if-none-match": tag });
+  assertEquals(two.status, 304);
+  const [followee] = await f.env.db.sql`
+    select followee_id as id from follows where follower_id = ${DEMO_USER_ID} limit 1`;
+  await f.env.db.sql`insert into posts (author_id, body) values (${followee.id}, 'brand new')`;
+  const three = await refilled({ "if-none-match": tag });
+  assertEquals(three.status, 200);
+  assert(three.headers.get("etag") !== tag);
+  assertEquals((await three.json()).items[0].body, "brand new");
 });
 
 for (

@@ -50,6 +50,37 @@ interface Envelope<T = unknown> {
 interface LocalEntry {
   env: Envelope;
   bytes: number;
+  /** {@link contentVersion} of `env.v`. */
+  version: string;
+}
+
+/**
+ * A cached value and its version: a digest of the value's JSON, so the same in every isolate
+ * that holds it, and changed by any change of the value (an ETag can be built on it without
+ * hashing the response built from the value).
+ */
+export interface Versioned<T> {
+  value: T;
+  version: string;
+}
+
+/**
+ * A 64-bit digest (two 32-bit multiply-xor lanes, cyrb53's mixing) and the length of `json`:
+ * computed once per stored entry, not per read. Not cryptographic: an entry's versions are
+ * compared with each other, never with an adversary's choice.
+ */
+export function contentVersion(json: string | undefined): string {
+  const text = json ?? "";
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ ch, 2654435761);
+    h2 = Math.imul(h2 ^ ch, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return `${text.length.toString(36)}-${(h2 >>> 0).toString(36)}${(h1 >>> 0).toString(36)}`;
 }
 
 /** Hit, miss and stale counts since the isolate started. */
@@ -115,34 +146,48 @@ export class TwoTierCache {
    * in this isolate), stored in both tiers. Stale values are served while one refresh runs.
    */
   async get<T>(key: string, options: CacheOptions, load: () => Promise<T>): Promise<T> {
-    if (this.#disabled) return await load();
+    return (await this.getVersioned(key, options, load)).value;
+  }
+
+  /**
+   * {@link get}, with the version of the value returned: the version of exactly the value
+   * served, a stale one included (the refresh that replaces it brings its own).
+   */
+  async getVersioned<T>(
+    key: string,
+    options: CacheOptions,
+    load: () => Promise<T>,
+  ): Promise<Versioned<T>> {
+    if (this.#disabled) {
+      const value = await load();
+      return { value, version: contentVersion(JSON.stringify(value)) };
+    }
     let local = this.#localGet(key);
-    if (!local?.o) {
+    if (!local?.env.o) {
       await this.sync();
       local = this.#localGet(key);
     }
     const now = this.#clock();
-    if (local && local.f > now) {
+    if (local && local.env.f > now) {
       this.stats.localHits++;
-      return local.v as T;
+      return { value: local.env.v as T, version: local.version };
     }
-    if (local && local.s > now) {
+    if (local && local.env.s > now) {
       this.stats.stale++;
       this.#refreshInBackground(key, options, load);
-      return local.v as T;
+      return { value: local.env.v as T, version: local.version };
     }
     const stored = await timed("redis", this.#redis.get<Envelope<T>>(this.#valueKey(key)))
       .catch(() => null);
     if (stored && stored.f > now) {
       this.stats.redisHits++;
-      this.#localSet(key, stored);
-      return stored.v;
+      return { value: stored.v, version: this.#localSet(key, stored) };
     }
     if (stored && stored.s > now) {
       this.stats.stale++;
-      this.#localSet(key, stored);
+      const version = this.#localSet(key, stored);
       this.#refreshInBackground(key, options, load);
-      return stored.v;
+      return { value: stored.v, version };
     }
     return await this.#load(key, options, load, "misses");
   }
@@ -216,7 +261,7 @@ export class TwoTierCache {
     options: CacheOptions,
     load: () => Promise<T>,
     count: "misses" | "refreshes",
-  ): Promise<T> {
+  ): Promise<Versioned<T>> {
     const { promise, shared } = this.#flights.run(key, async () => {
       this.stats[count]++;
       const value = await this.#coalescer.run(`load:${key}`, load);
@@ -228,9 +273,9 @@ export class TwoTierCache {
         ...(options.tags?.length ? { t: options.tags } : {}),
         ...(options.invalidation === "ttl" ? { o: 1 as const } : {}),
       };
-      this.#localSet(key, env);
+      const version = this.#localSet(key, env);
       await this.#store(key, env).catch(() => {});
-      return value;
+      return { value, version };
     });
     if (shared) this.stats.coalesced++;
     return promise;
@@ -254,7 +299,7 @@ export class TwoTierCache {
     runInBackground(`cache refresh ${key}`, this.#load(key, options, load, "refreshes"));
   }
 
-  #localGet(key: string): Envelope | undefined {
+  #localGet(key: string): LocalEntry | undefined {
     const entry = this.#local.get(key);
     if (!entry) return undefined;
     if (entry.env.s <= this.#clock()) {
@@ -263,18 +308,22 @@ export class TwoTierCache {
     }
     this.#local.delete(key); // re-insert: Map order is the LRU order
     this.#local.set(key, entry);
-    return entry.env;
+    return entry;
   }
 
-  #localSet(key: string, env: Envelope): void {
+  /** Keeps `env` in this isolate (unless too large); returns its version. */
+  #localSet(key: string, env: Envelope): string {
     this.#drop(key);
-    const bytes = JSON.stringify(env.v)?.length ?? 0;
-    if (bytes > this.#maxBytes / 4) return; // one value must not flush the whole tier
-    this.#local.set(key, { env, bytes });
+    const json = JSON.stringify(env.v);
+    const version = contentVersion(json);
+    const bytes = json?.length ?? 0;
+    if (bytes > this.#maxBytes / 4) return version; // one value must not flush the whole tier
+    this.#local.set(key, { env, bytes, version });
     this.#bytes += bytes;
     while (this.#local.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
       this.#drop(this.#local.keys().next().value!);
     }
+    return version;
   }
 
   #drop(key: string): void {
