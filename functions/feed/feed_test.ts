@@ -302,6 +302,23 @@ it("OpenAPI document", async (f) => {
   assert(doc.paths["/feed"], JSON.stringify(Object.keys(doc.paths)));
 });
 
+it("the OpenAPI document is generated at the first request for it, once", async (f) => {
+  const app = createApp(f.env.withEnv({})); // another isolate: nothing generated yet
+  const generate = app.getOpenAPI31Document;
+  let calls = 0;
+  app.getOpenAPI31Document = (...args) => {
+    calls++;
+    return generate(...args);
+  };
+  const first = await app.request("/feed/openapi.json");
+  assertEquals(first.status, 200);
+  assertEquals(first.headers.get("content-type"), "application/json");
+  const body = await first.text();
+  assert(JSON.parse(body).paths["/feed"]); // routes added after createFunctionApp are in it
+  assertEquals(await (await app.request("/feed/openapi.json")).text(), body);
+  assertEquals(calls, 1);
+});
+
 it("rate limit headers on an allowed response", async (f) => {
   const res = await get(f, "?limit=2");
   assertMatch(res.headers.get("ratelimit-policy") ?? "", /^"feed";q=100000;w=60$/);

@@ -209,11 +209,17 @@ export function createFunctionApp(slug: string, deps: Deps, options: AppOptions 
       new ProblemError(404, "not_found", `no route for ${c.req.method} ${c.req.path}`),
     );
   });
-  // Anyone may read it: limited per IP.
+  // Anyone may read it: limited per IP. Generated from the routes registered on `app` at the
+  // first request (the function adds its routes after this call), then served as that same
+  // string: `doc31` would generate it again on every request.
   app.use("/openapi.json", anonymousReads(deps.anonReads, deps.clientIp));
-  app.doc31("/openapi.json", {
-    openapi: "3.1.0",
-    info: { title: options.title ?? `rockout-edge ${slug}`, version: config.version },
+  let document: string | undefined;
+  app.get("/openapi.json", (c) => {
+    document ??= JSON.stringify(app.getOpenAPI31Document({
+      openapi: "3.1.0",
+      info: { title: options.title ?? `rockout-edge ${slug}`, version: config.version },
+    }));
+    return c.body(document, 200, { "content-type": "application/json" });
   });
   return app;
 }
