@@ -83,6 +83,7 @@ export function createApp(deps: Deps): App {
     name: "feed",
     windows: [{ limit: settings.perMin, windowS: 60 }],
     failOpen: true, // a cheap read: better served unlimited for a moment than refused
+    leased: true, // tokens leased in blocks: a warm read costs no Redis command
   });
   const app = createFunctionApp("feed", deps);
   const tagPrefix = `${pageFormat}\n${deps.config.version}\n`;

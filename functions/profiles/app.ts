@@ -121,15 +121,15 @@ interface Ctx {
  */
 export function createApp(deps: Deps): App {
   const settings = profilesConfig(deps.env);
-  const perUser = (name: string, perMin: number): MiddlewareHandler =>
+  const perUser = (name: string, perMin: number, leased = false): MiddlewareHandler =>
     rateLimit(
-      deps.rateLimiter({ name, windows: [{ limit: perMin, windowS: 60 }], failOpen: true }),
+      deps.rateLimiter({ name, windows: [{ limit: perMin, windowS: 60 }], failOpen: true, leased }),
       userKey,
     );
   const ctx: Ctx = {
     deps,
     // All fail open: an indexed read (a cheap write) is better unlimited for a moment than refused.
-    limitSearches: perUser("profile-search", settings.searchPerMin),
+    limitSearches: perUser("profile-search", settings.searchPerMin, true), // reads: leased
     limitFollows: perUser("follows", settings.followsPerMin),
     limitEdits: perUser("profile-edits", settings.editsPerMin),
     profiles: new ProfileCache({ cache: deps.cache, db: deps.db, ttlS: settings.cacheTtlS }),

@@ -13,6 +13,7 @@ import type { Redis } from "@upstash/redis";
 import type { Context, MiddlewareHandler } from "hono";
 import type { Clock } from "./clock.ts";
 import { loopDeadline } from "./loop_deadline.ts";
+import { type PendingLease, TokenLeases } from "./ratelimit_lease.ts";
 import {
   MemoryWindowStore,
   type RateWindow,
@@ -39,6 +40,14 @@ export interface RateLimitPolicy {
    * `failOpen` applies (default `RATE_LIMIT_DECISION_MS`).
    */
   decisionMs?: number;
+  /**
+   * Spend blocks of tokens leased from Redis instead of asking it per request
+   * (ratelimit_lease.ts): a warm request costs no Redis command, one user on one isolate still
+   * gets exactly the limit, and across isolates never more (possibly less: tokens leased and not
+   * yet spent count as used). Fail-open policies only; off by default. Not for limits that must
+   * be exact per request across isolates (recall's, and every fail-closed one).
+   */
+  leased?: boolean;
 }
 
 /** What a policy decided for one request. */
@@ -90,10 +99,13 @@ export class RateLimiter {
   readonly #maxWaitMs: number;
 
   readonly #decisionMs: number;
+  readonly #clock: Clock;
+  /** Leased blocks of tokens: `leased` policies with Redis only. */
+  readonly #leases: TokenLeases | null = null;
 
   constructor(readonly policy: RateLimitPolicy, options: RateLimiterOptions) {
     const { redis, prefix } = options;
-    const clock = options.clock ?? (() => Date.now());
+    const clock = this.#clock = options.clock ?? (() => Date.now());
     this.#stores = policy.windows.map((w) =>
       redis
         ? new RedisWindowStore(redis, `${prefix}${policy.name}:${w.windowS}`, w)
@@ -104,6 +116,26 @@ export class RateLimiter {
       : null;
     this.#maxWaitMs = options.maxWaitMs ?? 1000;
     this.#decisionMs = options.decisionMs ?? 50;
+    if (policy.leased && !policy.failOpen) {
+      throw new RangeError(`rate limit "${policy.name}": a leased policy must fail open`);
+    }
+    if (policy.leased && redis) {
+      const labels = { policy: policy.name };
+      this.#leases = new TokenLeases({
+        redis,
+        prefixes: (this.#stores as RedisWindowStore[]).map((s) => s.prefix),
+        windows: policy.windows,
+        clock,
+        unpaid: (identifier, buckets, n, redisDown) => {
+          if (redisDown) buckets.forEach((b, i) => this.#addPending(i, b, identifier, n));
+          else this.#addNow(identifier, buckets, n);
+        },
+        observe: (outcome, tokens) => {
+          metrics.inc("rate_limit_leases_total", { ...labels, outcome });
+          if (tokens) metrics.inc("rate_limit_leased_tokens_total", labels, tokens);
+        },
+      });
+    }
   }
 
   /** Locally admitted requests not yet counted in Redis (for tests and metrics). */
@@ -115,6 +147,7 @@ export class RateLimiter {
 
   /** Checks and counts one request for `identifier` against every window. */
   async check(identifier: string): Promise<RateLimitDecision> {
+    if (this.#leases) return await this.#checkLeased(this.#leases, identifier);
     const { policy } = this;
     const blocked = this.#stores.map((s) => s.blockedUntil?.(identifier));
     if (blocked.some((b) => b !== undefined)) {
@@ -148,7 +181,7 @@ export class RateLimiter {
       const local = this.#local;
       if (local && results.every((r) => r.success)) {
         // Keep the isolate's own count: what it admits must fit the limit in degraded mode too.
-        const own = await this.#admitLocally(identifier);
+        const own = this.#admitLocally(identifier);
         if (!own.every((r) => r.success)) {
           // Redis forgot what this isolate admitted (a restart, a lost key): the tighter wins.
           this.#stores.forEach((s) => s.limit(identifier, -1).catch(() => {}));
@@ -157,17 +190,13 @@ export class RateLimiter {
       }
       return this.#settle(identifier, this.#stores, results, false);
     }
-    return await this.#degraded(identifier, checks);
+    return this.#degraded(identifier, checks);
   }
 
   /** Redis could not decide in time: the isolate's limiter decides, or the policy refuses. */
-  async #degraded(
-    identifier: string,
-    checks: Promise<WindowDecision[]>,
-  ): Promise<RateLimitDecision> {
-    const { policy } = this;
+  #degraded(identifier: string, checks: Promise<WindowDecision[]>): RateLimitDecision {
     const local = this.#local;
-    const own = local ? await this.#admitLocally(identifier) : null;
+    const own = local ? this.#admitLocally(identifier) : null;
     const admitted = own?.every((r) => r.success) ?? false;
     const windowsAt = this.policy.windows.map((w) => Math.floor(Date.now() / (w.windowS * 1000)));
     // Reconcile when Redis answers: it must count what we admitted and forget what we refused.
@@ -182,6 +211,16 @@ export class RateLimiter {
       })), () => {
       if (admitted) windowsAt.forEach((w, i) => this.#addPending(i, w, identifier));
     }));
+    this.#decidedWithoutRedis(local !== null);
+    if (!local || !own) {
+      return { success: false, windows: [], retryAt: Date.now() + 5000, degraded: true };
+    }
+    return this.#settle(identifier, local, own, true);
+  }
+
+  /** Metrics and a warning: Redis could not decide, the isolate did (or the policy refused). */
+  #decidedWithoutRedis(local: boolean): void {
+    const { policy } = this;
     metrics.inc("rate_limit_store_failures_total", {
       policy: policy.name,
       decision: local ? "local" : "closed",
@@ -192,18 +231,104 @@ export class RateLimiter {
         JSON.stringify({ msg: "rate limit decided in the isolate", policy: policy.name }),
       );
     }
-    if (!local || !own) {
-      return { success: false, windows: [], retryAt: Date.now() + 5000, degraded: true };
+  }
+
+  /**
+   * A leased policy: a token of the isolate's block if it holds one (no Redis at all), else a
+   * lease from Redis, shared by every request of the identifier waiting meanwhile. Redis still
+   * decides within the decision window, or the isolate's limiter does (degraded mode); the
+   * isolate's limiter counts every admission either way, as for other policies.
+   */
+  async #checkLeased(leases: TokenLeases, identifier: string): Promise<RateLimitDecision> {
+    const { policy } = this;
+    let deadline: ReturnType<typeof loopDeadline> | undefined;
+    try {
+      for (;;) {
+        const now = this.#clock();
+        const refused = leases.refused(identifier, now);
+        if (refused) {
+          metrics.inc("rate_limit_rejections_total", { policy: policy.name });
+          return {
+            success: false,
+            windows: refused.map((r, i) => ({ ...r, ...policy.windows[i] })),
+            retryAt: Math.max(...refused.map((r) => r.retryAt)),
+            degraded: false,
+          };
+        }
+        const block = leases.take(identifier, now);
+        if (block) {
+          const own = this.#admitLocally(identifier);
+          if (!own.every((r) => r.success)) {
+            // Redis forgot what this isolate admitted (a restart, a lost key): the tighter wins.
+            leases.giveBack(identifier);
+            return this.#settle(identifier, this.#local!, own, false);
+          }
+          return {
+            success: true,
+            windows: block.map((b, i) => ({
+              ...b,
+              remaining: Math.min(b.remaining, own[i].remaining),
+              ...policy.windows[i],
+            })),
+            retryAt: now,
+            degraded: false,
+          };
+        }
+        this.#flushPending(); // queued before the lease: the same pipeline, counted first
+        const { lease, sent } = leases.acquire(identifier, now);
+        deadline ??= loopDeadline(policy.decisionMs ?? this.#decisionMs, this.#maxWaitMs);
+        const waited = leases.wait(identifier, lease, deadline.done);
+        // The request that sent the lease has it timed by runScript; the others wait on it.
+        const outcome = sent ? await waited : await timed("redis", waited, 0);
+        if (outcome !== "ok") return this.#degradedLeased(leases, identifier, lease, outcome);
+      }
+    } finally {
+      deadline?.cancel();
     }
-    return this.#settle(identifier, local, own, true);
+  }
+
+  /**
+   * Redis did not answer a lease in time (`late`) or failed: the isolate's limiter decides. An
+   * admission made while the lease is still in flight is paid from its grant when it comes;
+   * otherwise Redis counts it later (at once, or when it is back).
+   */
+  #degradedLeased(
+    leases: TokenLeases,
+    identifier: string,
+    lease: PendingLease,
+    outcome: "late" | "failed",
+  ): RateLimitDecision {
+    const own = this.#admitLocally(identifier);
+    if (own.every((r) => r.success)) {
+      const now = this.#clock();
+      const buckets = this.policy.windows.map((w) => Math.floor(now / (w.windowS * 1000)));
+      if (outcome === "failed" || !leases.owe(lease, buckets)) {
+        if (lease.settled && outcome === "late") this.#addNow(identifier, buckets, 1);
+        else buckets.forEach((b, i) => this.#addPending(i, b, identifier));
+      } else {
+        this.#track(lease.done);
+      }
+    }
+    this.#decidedWithoutRedis(true);
+    return this.#settle(identifier, this.#local!, own, true);
+  }
+
+  /** Counts in Redis `n` admissions the isolate made alone, now (pending if Redis fails). */
+  #addNow(identifier: string, buckets: number[], n: number): void {
+    this.#track(
+      Promise.all(buckets.map((b, i) =>
+        (this.#stores[i] as RedisWindowStore).add(identifier, b, n)
+          .catch(() => this.#addPending(i, b, identifier, n))
+      )),
+    );
   }
 
   /** Checks and counts one request in the isolate's limiter; all windows or none. */
-  async #admitLocally(identifier: string): Promise<WindowDecision[]> {
+  #admitLocally(identifier: string): WindowDecision[] {
     const local = this.#local!;
-    const own = await Promise.all(local.map((s) => s.limit(identifier)));
+    const own = local.map((s) => s.decide(identifier));
     if (!own.every((r) => r.success)) {
-      local.forEach((s, i) => own[i].success && s.limit(identifier, -1));
+      local.forEach((s, i) => own[i].success && s.decide(identifier, -1));
     }
     return own;
   }
@@ -241,13 +366,13 @@ export class RateLimiter {
     while (this.#late.size) await Promise.all([...this.#late]);
   }
 
-  #addPending(store: number, w: number, identifier: string): void {
+  #addPending(store: number, w: number, identifier: string, n = 1): void {
     const key = `${store}\0${w}\0${identifier}`;
     if (!this.#pending.has(key) && this.#pending.size >= maxPending) {
       metrics.inc("rate_limit_reconcile_dropped_total", { policy: this.policy.name });
       return;
     }
-    this.#pending.set(key, (this.#pending.get(key) ?? 0) + 1);
+    this.#pending.set(key, (this.#pending.get(key) ?? 0) + n);
   }
 
   /** Counts in Redis what the isolate admitted while Redis could not answer. */

@@ -170,6 +170,11 @@ export class MemoryWindowStore implements WindowStore {
   }
 
   limit(identifier: string, rate = 1): Promise<WindowDecision> {
+    return Promise.resolve(this.decide(identifier, rate));
+  }
+
+  /** {@link limit}, synchronously (the isolate's limiter beside a leased block). */
+  decide(identifier: string, rate = 1): WindowDecision {
     const now = this.clock();
     const windowMs = this.window.windowS * 1000;
     const w = Math.floor(now / windowMs);
@@ -184,10 +189,10 @@ export class MemoryWindowStore implements WindowStore {
         current: r.current,
         previous: r.previous,
       });
-      return Promise.resolve({ success: false, remaining: 0, retryAt, reset });
+      return { success: false, remaining: 0, retryAt, reset };
     }
     r.current = Math.max(0, r.current + rate);
     const remaining = Math.max(0, this.window.limit - (r.current + weighted));
-    return Promise.resolve({ success: true, remaining, retryAt: now, reset });
+    return { success: true, remaining, retryAt: now, reset };
   }
 }
