@@ -4,12 +4,20 @@
  * one indexed query + one Redis GET), our endpoints, and the naive "before" feed (a new
  * connection per request, N+1 profile lookups). For each case: the highest rate held with
  * p95 under its target and no errors, p50/p95/p99 at a common rate, database statements,
- * Redis HTTP requests and provider calls per request, and ratios to the floor and to
- * "before". Writes bench/results.json and bench/results.md.
+ * Redis HTTP requests (counted by the bridge), Redis commands (`INFO commandstats`, a script's
+ * inner calls included, as Upstash bills them), CPU ms of the serving process(es)
+ * (/proc/<pid>/stat utime + stime; see costs.ts) and provider calls per request, and ratios to
+ * the floor and to "before". Writes bench/results.json and bench/results.md.
+ *
+ * Redis: a redis-server of its own (from PATH, no persistence), so that `INFO commandstats`,
+ * which is server-wide, counts only this benchmark's commands; BENCH_OWN_REDIS=false (or no
+ * redis-server on PATH) uses REDIS_URL instead, where other clients' commands add noise (an
+ * idle baseline measured before the cases is subtracted, which helps only against steady noise).
  *
  * Env: DATABASE_URL (admin URL of a server to create the bench database on), REDIS_URL,
- * BENCH_USERS (10000), BENCH_POSTS (200000), BENCH_FOLLOWS (50 per user), BENCH_SONGS (20000),
- * BENCH_STEP_S (8), BENCH_COMMON_RATE (100), BENCH_CASES (comma list to run a subset).
+ * BENCH_OWN_REDIS (true), BENCH_USERS (10000), BENCH_POSTS (200000), BENCH_FOLLOWS (50 per
+ * user), BENCH_SONGS (20000), BENCH_STEP_S (8), BENCH_COMMON_RATE (100), BENCH_IDLE_S (5: the
+ * idle baseline), BENCH_CASES (comma list of case-name prefixes to run a subset).
  *
  * @module
  */
@@ -20,16 +28,20 @@ import { Registry } from "../../loadtest/lib/stats.ts";
 import { auth, type LoadUser, seededUsers } from "../../loadtest/lib/users.ts";
 import { bootstrap, createDatabase, databaseUrl, dropDatabase, migrate } from "../dev/db.ts";
 import { startOpenAIFake } from "../testing/fakes/openai.ts";
-import { freePort, repoRoot } from "../dev/local_services.ts";
+import { freePort, repoRoot, startRedisServer } from "../dev/local_services.ts";
 import { seed } from "../testing/seed.ts";
 import { type ServerProcess, spawnServer, startStack } from "../dev/stack.ts";
+import { CommandCounter, commandDelta, cpuMs, servingPids, totalCalls } from "./costs.ts";
 
 const env = (name: string, fallback: number) => Number(Deno.env.get(name) ?? fallback);
 const stepS = env("BENCH_STEP_S", 8);
 const commonRate = env("BENCH_COMMON_RATE", 100);
 const rates = [25, 50, 100, 200, 300, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3000, 4000];
 const adminUrl = Deno.env.get("DATABASE_URL") ?? "postgres://postgres@127.0.0.1:5432/postgres";
-const redisUrl = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379";
+const sharedRedisUrl = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379";
+const ownRedis = Deno.env.get("BENCH_OWN_REDIS") !== "false";
+const idleS = env("BENCH_IDLE_S", 5);
+const round = (x: number) => Math.round(x * 100) / 100;
 const only = Deno.env.get("BENCH_CASES")?.split(",");
 
 /** One benchmark case: a request, where it goes, and its latency target. */
@@ -53,7 +65,25 @@ interface Measured {
   dropped: number;
   dbStatements: number;
   redisRequests: number;
+  /** Redis commands per request (INFO commandstats, INFO excluded, idle baseline subtracted). */
+  redisCommands?: number;
+  /** The same per command name (e.g. evalsha, get, incrby), per request. */
+  redisCommandsByName?: Record<string, number>;
+  /** CPU ms per request of the serving process(es); null where /proc is missing. */
+  cpuMs?: number | null;
   providerCalls: number;
+}
+
+/** What the servers and Redis do with no load (the idle baseline). */
+interface Idle {
+  seconds: number;
+  /** Redis commands/s (INFO excluded) with every server up and no load. */
+  redisCommandsPerS: number;
+  redisCommandsByName: Record<string, number>;
+  /** CPU ms/s of each server's serving process(es) with no load. */
+  cpuMsPerS: Record<string, number | null>;
+  /** Which Redis was counted: "own" (a redis-server of this run) or "shared" (REDIS_URL). */
+  redis: "own" | "shared";
 }
 
 if (Deno.args[0] === "--report") {
@@ -94,7 +124,26 @@ try {
     .map((r) => r.id);
   await admin.end();
 
-  // --- infrastructure we count: the Redis bridge and the fake model ----------------------
+  // --- infrastructure we count: Redis, the Redis bridge and the fake model ---------------
+  // Redis of its own: INFO commandstats is server-wide, so on a shared Redis the commands of
+  // anything else running on this machine would be counted as ours.
+  let redisUrl = sharedRedisUrl;
+  let redisKind: Idle["redis"] = "shared";
+  if (ownRedis) {
+    try {
+      const server = await startRedisServer(freePort());
+      cleanups.push(() => server.stop());
+      redisUrl = server.url;
+      redisKind = "own";
+    } catch (err) {
+      log(
+        `no redis-server of its own (${(err as Error).message}): counting on ${redisUrl}, ` +
+          "where other clients' commands add noise",
+      );
+    }
+  }
+  const commands = new CommandCounter(redisUrl);
+  cleanups.push(() => commands.close());
   // The bridge runs in its own process (as Upstash is a service of its own); we read its count.
   const bridgeToken = crypto.randomUUID();
   const bridgeProcess = await spawnServer(`${repoRoot}/scripts/dev/redis_bridge.ts`, freePort(), {
@@ -223,20 +272,87 @@ try {
         c.get(`/functions/v1/profiles?ids=${ids100(i % 10).join(",")}`, { headers: auth(user(i)) }),
     },
     {
+      // The everyday app as the `mixed` load scenario has it (one request per iteration, in
+      // turn): the cost model of the README's monthly estimate.
+      name: "mixed (feed, notifications, events, thread-summary)",
+      server: () => stack,
+      targetMs: 50,
+      request: (c, i) => {
+        const h = { headers: auth(user(i)) };
+        switch (i % 4) {
+          case 0:
+            return c.get("/functions/v1/feed?limit=20", h);
+          case 1:
+            return c.get("/functions/v1/notifications?limit=20", h);
+          case 2:
+            return c.post("/functions/v1/events", {
+              events: [
+                { name: "screen.view", properties: { screen: "feed" } },
+                { name: "post.impression", properties: { position: i } },
+              ],
+            }, h);
+          default:
+            return c.get(`/functions/v1/thread-summary/${postIds[i % 20]}`, h);
+        }
+      },
+    },
+    {
       name: "before: feed, new connection + N+1",
       server: () => before,
       targetMs: 50,
+      knownStatements: 21, // the page, then one profile per post (20)
       request: (c) => c.get("/feed"),
     },
   ];
   const cases = allCases.filter((c) => !only || only.some((o) => c.name.startsWith(o)));
 
+  // --- idle baseline: what Redis and each server do with no load -------------------------
+  const serverNames = new Map<ServerProcess, string>([
+    [floor, "floor"],
+    [stack, "stack"],
+    [noCache, "stack (caches disabled)"],
+    [before, "before"],
+  ]);
+  const servers = new Map(
+    cases.map((c) => [serverNames.get(c.server()) ?? c.name, c.server()]),
+  );
+  const pidsOf = (server: ServerProcess) => servingPids(server.pid);
+  const idle: Idle = await (async () => {
+    const cpuBefore = new Map<string, number | null>();
+    for (const [name, server] of servers) cpuBefore.set(name, await cpuMs(pidsOf(server)));
+    const callsBefore = await commands.snapshot();
+    const start = performance.now();
+    await new Promise((r) => setTimeout(r, idleS * 1000));
+    const seconds = (performance.now() - start) / 1000;
+    const delta = commandDelta(callsBefore, await commands.snapshot());
+    const cpuMsPerS: Record<string, number | null> = {};
+    for (const [name, server] of servers) {
+      const after = await cpuMs(pidsOf(server));
+      const before = cpuBefore.get(name);
+      cpuMsPerS[name] = after === null || before == null ? null : round((after - before) / seconds);
+    }
+    return {
+      seconds: round(seconds),
+      redisCommandsPerS: round(totalCalls(delta) / seconds),
+      redisCommandsByName: Object.fromEntries(
+        Object.entries(delta).map(([k, v]) => [k, round(v / seconds)]),
+      ),
+      cpuMsPerS,
+      redis: redisKind,
+    };
+  })();
+  log(`idle baseline: ${JSON.stringify(idle)}`);
+
   /** Runs `kase` at `rate` for `seconds`; the numbers of that run. */
   const measure = async (kase: Case, rate: number, seconds: number): Promise<Measured> => {
     const metrics = new Registry();
     const client = new LoadClient(kase.server().url, metrics);
+    const pids = pidsOf(kase.server());
     const redisBefore = await redisRequests();
     const providerBefore = openai.chatCalls() + openai.transcriptionCalls();
+    const callsBefore = await commands.snapshot();
+    const cpuBefore = await cpuMs(pids);
+    const start = performance.now();
     let dbStatements = 0;
     await runSchedule(
       { executor: "constant-arrival-rate", rate, durationS: seconds, maxVUs: Math.max(50, rate) },
@@ -249,10 +365,15 @@ try {
       metrics,
       () => metrics.counter("exceptions").add(),
     );
+    const cpuAfter = await cpuMs(pids);
+    const calls = commandDelta(callsBefore, await commands.snapshot());
+    const elapsedS = (performance.now() - start) / 1000;
     const s = metrics.summaries();
     const n = s.http_reqs?.count ?? 0;
     const d = s.http_req_duration ?? {};
-    const round = (x: number) => Math.round(x * 100) / 100;
+    // The commands Redis ran with no load in this step's time are not this case's.
+    const idleCalls = idle.redisCommandsPerS * elapsedS;
+    const perRequest = (x: number) => n ? round(Math.max(0, x) / n) : 0;
     return {
       rate,
       p50: round(d.med ?? 0),
@@ -262,6 +383,14 @@ try {
       dropped: s.dropped_iterations?.count ?? 0,
       dbStatements: dbStatements ? round(dbStatements / n) : kase.knownStatements ?? 0,
       redisRequests: n ? round(((await redisRequests()) - redisBefore) / n) : 0,
+      redisCommands: perRequest(totalCalls(calls) - idleCalls),
+      redisCommandsByName: Object.fromEntries(
+        Object.entries(calls).map(([k, v]) => [
+          k,
+          perRequest(v - (idle.redisCommandsByName[k] ?? 0) * elapsedS),
+        ]).filter(([, v]) => (v as number) > 0),
+      ),
+      cpuMs: cpuBefore === null || cpuAfter === null ? null : perRequest(cpuAfter - cpuBefore),
       providerCalls: n
         ? round((openai.chatCalls() + openai.transcriptionCalls() - providerBefore) / n)
         : 0,
@@ -314,6 +443,8 @@ try {
     seeded,
     commonRate,
     stepS,
+    // A subset run's idle baseline covers its own servers: keep the others' from before.
+    idle: { ...idle, cpuMsPerS: { ...previous.idle?.cpuMsPerS, ...idle.cpuMsPerS } },
     cases: { ...previous.cases, ...report },
   };
   await Deno.mkdir(`${repoRoot}/bench`, { recursive: true });
@@ -333,7 +464,8 @@ function toMarkdown(r: {
   machine: Record<string, unknown>;
   seeded: unknown;
   commonRate: number;
-  cases: Record<string, { maxRate: number; common: Measured }>;
+  idle?: Idle;
+  cases: Record<string, { maxRate: number; atMax?: Measured | null; common: Measured }>;
 }): string {
   const floor = r.cases["floor"];
   const before = Object.entries(r.cases).find(([n]) => n.startsWith("before"))?.[1];
@@ -344,15 +476,63 @@ function toMarkdown(r: {
     } on ${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB, ${r.machine.os}, Deno ${r.machine.deno}, ${r.machine.postgres}; server, Redis, Postgres and load generator on the same machine.`,
     `Data: ${JSON.stringify(r.seeded)}.`,
     "",
-    `| case | max rate held (p95 < target, no errors) | p50 / p95 / p99 at ${r.commonRate}/s | DB statements / req | Redis HTTP / req | provider calls / req | max rate vs floor | max rate vs before |`,
-    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    `| case | max rate held (p95 < target, no errors) | p50 / p95 / p99 at ${r.commonRate}/s | CPU ms / req | Redis commands / req | Redis HTTP / req | DB statements / req | provider calls / req | max rate vs floor | max rate vs before |`,
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ];
+  const dash = (x: number | null | undefined) => x ?? "–";
+  // Per-request costs from the common-rate step; where that step had errors (e.g. recall, whose
+  // capacity is below it), from the highest rate held instead, marked with its rate.
+  const costStep = (c: { atMax?: Measured | null; common: Measured }) =>
+    c.common.errors > 0 && c.atMax ? c.atMax : c.common;
+  let marked = false;
   for (const [name, c] of Object.entries(r.cases)) {
     const m = c.common;
+    const k = costStep(c);
+    const at = k === m ? "" : ` (at ${k.rate}/s)`;
+    if (at) marked = true;
+    const cost = (x: number | null | undefined) => `${dash(x)}${x == null ? "" : at}`;
     lines.push(
-      `| ${name} | ${c.maxRate}/s | ${m.p50} / ${m.p95} / ${m.p99} ms | ${m.dbStatements} | ${m.redisRequests} | ${m.providerCalls} | ${
+      `| ${name} | ${c.maxRate}/s | ${m.p50} / ${m.p95} / ${m.p99} ms | ${cost(k.cpuMs)} | ${
+        cost(k.redisCommands)
+      } | ${cost(k.redisRequests)} | ${cost(k.dbStatements)} | ${cost(k.providerCalls)} | ${
         ratio(c.maxRate, floor?.maxRate)
       } | ${ratio(c.maxRate, before?.maxRate)} |`,
+    );
+  }
+  const byName = Object.entries(r.cases)
+    .filter(([, c]) => costStep(c).redisCommandsByName)
+    .map(([name, c]) => {
+      const parts = Object.entries(costStep(c).redisCommandsByName!)
+        .sort(([, a], [, b]) => b - a)
+        .map(([cmd, n]) => `${cmd} ${n}`);
+      return `${name}: ${parts.length ? parts.join(", ") : "none"}`;
+    });
+  lines.push(
+    "",
+    `Per request at ${r.commonRate}/s${
+      marked ? " (where that step had errors, at the highest rate held, as marked)" : ""
+    }. CPU ms: user + system time of the serving process(es) ` +
+      "(/proc/<pid>/stat utime + stime; the stack is one process, gateway and functions " +
+      "in-process, plus any `WORKERS` children; not the bridge, Redis or Postgres). Redis " +
+      "commands: `INFO commandstats` before and after each step (INFO excluded), which counts " +
+      "the commands a script runs as Upstash bills them; Redis HTTP: requests the Upstash REST " +
+      "bridge received.",
+  );
+  if (r.idle) {
+    const cpu = Object.entries(r.idle.cpuMsPerS).map(([n, v]) => `${n} ${dash(v)}`).join(", ");
+    lines.push(
+      "",
+      `Idle baseline (${r.idle.seconds} s, no load, subtracted from Redis commands): Redis ` +
+        `(${r.idle.redis === "own" ? "a redis-server of this run" : "shared REDIS_URL"}) ` +
+        `${r.idle.redisCommandsPerS} commands/s; serving processes' CPU ms/s: ${cpu}.`,
+    );
+  }
+  if (byName.length) {
+    lines.push(
+      "",
+      "Redis commands per request by name:",
+      "",
+      ...byName.map((l) => `- ${l}`),
     );
   }
   return lines.join("\n") + "\n";
