@@ -36,3 +36,32 @@ export function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefine
   });
   return Promise.race([work, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }
+
+/**
+ * `attempt`'s value if it arrives within `ms`, else null (a decision window: the caller then
+ * fails open or closed). A value that arrives after null was returned goes to `onLate`, so a
+ * lock or lease won too late can be handed back at once.
+ */
+export async function withinMs<T>(
+  attempt: Promise<T>,
+  ms: number,
+  onLate: (value: T) => void,
+): Promise<T | null> {
+  let timedOut = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<null>((resolve) => {
+    timer = setTimeout(() => {
+      timedOut = true;
+      resolve(null);
+    }, ms);
+  });
+  const settled = attempt.then((value) => {
+    if (timedOut) onLate(value);
+    return value;
+  });
+  try {
+    return await Promise.race([settled, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

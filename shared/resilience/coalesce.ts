@@ -15,7 +15,7 @@ import { type Claim, claimScript, finishScript } from "./coalesce.lua.ts";
 import { ProblemError } from "../http/problem.ts";
 import { metrics } from "../http/metrics.ts";
 import { runScript } from "../data/redis_script.ts";
-import { untilAborted } from "./abort.ts";
+import { untilAborted, withinMs } from "./abort.ts";
 
 /** Tuning of one coalesced call; every field has a default. */
 export interface CoalesceOptions {
@@ -239,29 +239,16 @@ export class RedisCoalescer implements Coalescer {
 
   /** One claim round trip, or null when Redis fails or is slower than `decisionMs`. */
   async #tryClaim(keys: string[], token: string, o: typeof defaults): Promise<Claim | null> {
-    let timedOut = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<null>((resolve) => {
-      timer = setTimeout(() => {
-        timedOut = true;
-        resolve(null);
-      }, o.decisionMs);
-    });
     const attempt = this.#track(
       runScript(this.#redis, claimScript, keys, [token, o.lockTtlMs]),
-    ).then((claim) => {
-      // A lock won after we gave up would make the others wait for nothing: hand it back.
-      if (timedOut && claim[0] === "lead") this.#release(keys[0], token);
-      return claim;
-    }, (err) => {
+    ).catch((err) => {
       console.warn(JSON.stringify({ msg: "coalesce claim failed", error: String(err) }));
       return null;
     });
-    try {
-      return await Promise.race([attempt, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+    // A lock won after we gave up would make the others wait for nothing: hand it back.
+    return await withinMs(attempt, o.decisionMs, (claim) => {
+      if (claim?.[0] === "lead") this.#release(keys[0], token);
+    });
   }
 
   async #lead<T>(

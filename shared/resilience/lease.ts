@@ -20,7 +20,7 @@ import { ProblemError } from "../http/problem.ts";
 import { metrics } from "../http/metrics.ts";
 import { runScript } from "../data/redis_script.ts";
 import { timed } from "../http/timing.ts";
-import { untilAborted } from "./abort.ts";
+import { untilAborted, withinMs } from "./abort.ts";
 
 /** How many leases a key allows and how long one lives. */
 export interface LeaseOptions {
@@ -157,26 +157,12 @@ export async function acquireWithin(
   options: LeaseOptions,
   decisionMs: number,
 ): Promise<LeaseResult | null> {
-  let timedOut = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<null>((resolve) => {
-    timer = setTimeout(() => {
-      timedOut = true;
-      resolve(null);
-    }, decisionMs);
+  const attempt = store.acquire(key, options).catch(() => null);
+  return await withinMs(attempt, decisionMs, (late) => {
+    if (!late?.ok) return;
+    leaseStats.lateReleased++;
+    late.lease.release().catch(() => {});
   });
-  const attempt = store.acquire(key, options).then((result) => {
-    if (timedOut && result.ok) {
-      leaseStats.lateReleased++;
-      return result.lease.release().then(() => null);
-    }
-    return result;
-  }, () => null);
-  try {
-    return await Promise.race([attempt, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**
