@@ -17,7 +17,12 @@
  * Env: DATABASE_URL (admin URL of a server to create the bench database on), REDIS_URL,
  * BENCH_OWN_REDIS (true), BENCH_USERS (10000), BENCH_POSTS (200000), BENCH_FOLLOWS (50 per
  * user), BENCH_SONGS (20000), BENCH_STEP_S (8), BENCH_COMMON_RATE (100), BENCH_IDLE_S (5: the
- * idle baseline), BENCH_CASES (comma list of case-name prefixes to run a subset).
+ * idle baseline), BENCH_CASES (comma list of case-name prefixes to run a subset; `cold` is the
+ * cold-start measurement), COLD_RUNS (15).
+ *
+ * Cold start (cold_start.ts, first, while the stacks are idle): each function spawned as
+ * `deno run -A functions/<slug>/index.ts` on this database and bridge, time to its first real
+ * answer beside a bare `Deno.serve` hello world spawned the same way.
  *
  * @module
  */
@@ -32,6 +37,13 @@ import { freePort, repoRoot, startRedisServer } from "../dev/local_services.ts";
 import { seed } from "../testing/seed.ts";
 import { type ServerProcess, spawnServer, startStack } from "../dev/stack.ts";
 import { CommandCounter, commandDelta, cpuMs, servingPids, totalCalls } from "./costs.ts";
+import {
+  coldModelAnswer,
+  type ColdRow,
+  coldStartEnv,
+  coldStartMarkdown,
+  measureColdStart,
+} from "./cold_start.ts";
 
 const env = (name: string, fallback: number) => Number(Deno.env.get(name) ?? fallback);
 const stepS = env("BENCH_STEP_S", 8);
@@ -43,6 +55,8 @@ const ownRedis = Deno.env.get("BENCH_OWN_REDIS") !== "false";
 const idleS = env("BENCH_IDLE_S", 5);
 const round = (x: number) => Math.round(x * 100) / 100;
 const only = Deno.env.get("BENCH_CASES")?.split(",");
+const coldName = "cold start";
+const runCold = !only || only.some((o) => coldName.startsWith(o));
 
 /** One benchmark case: a request, where it goes, and its latency target. */
 interface Case {
@@ -306,6 +320,25 @@ try {
   ];
   const cases = allCases.filter((c) => !only || only.some((o) => c.name.startsWith(o)));
 
+  // --- cold start: first, while the stacks are idle ---------------------------------------
+  let coldStart: ColdRow[] | undefined;
+  if (runCold) {
+    // A model of its own that answers at once: the bench's answers after 300 ms.
+    const model = startOpenAIFake({ chat: coldModelAnswer });
+    try {
+      const cold = await coldStartEnv({
+        databaseUrl: dbUrl,
+        upstash: bridge,
+        openaiBaseUrl: model.baseUrl,
+        redisPrefix: `${prefix}cold:`,
+      });
+      coldStart = await measureColdStart({ ...cold, runs: env("COLD_RUNS", 15), log });
+      log(`cold start:\n${coldStartMarkdown(coldStart)}`);
+    } finally {
+      await model.close();
+    }
+  }
+
   // --- idle baseline: what Redis and each server do with no load -------------------------
   const serverNames = new Map<ServerProcess, string>([
     [floor, "floor"],
@@ -446,6 +479,7 @@ try {
     // A subset run's idle baseline covers its own servers: keep the others' from before.
     idle: { ...idle, cpuMsPerS: { ...previous.idle?.cpuMsPerS, ...idle.cpuMsPerS } },
     cases: { ...previous.cases, ...report },
+    coldStart: coldStart ?? previous.coldStart,
   };
   await Deno.mkdir(`${repoRoot}/bench`, { recursive: true });
   await Deno.writeTextFile(
@@ -466,6 +500,7 @@ function toMarkdown(r: {
   commonRate: number;
   idle?: Idle;
   cases: Record<string, { maxRate: number; atMax?: Measured | null; common: Measured }>;
+  coldStart?: ColdRow[];
 }): string {
   const floor = r.cases["floor"];
   const before = Object.entries(r.cases).find(([n]) => n.startsWith("before"))?.[1];
@@ -535,5 +570,6 @@ function toMarkdown(r: {
       ...byName.map((l) => `- ${l}`),
     );
   }
+  if (r.coldStart?.length) lines.push("", coldStartMarkdown(r.coldStart).trimEnd());
   return lines.join("\n") + "\n";
 }
