@@ -18,7 +18,8 @@
  * same measurement on the bench's seeded database). Alone it makes a small migrated, seeded
  * database on DATABASE_URL's server, a Redis REST bridge process on REDIS_URL and a fake
  * model. Env: COLD_RUNS (15), COLD_TARGETS (comma list of names to run a subset; the hello
- * world always runs).
+ * world always runs), COLD_BASELINE (another checkout, e.g. `git worktree add /tmp/base <commit>`:
+ * its functions run too, in the same rounds, for a before/after side by side).
  *
  * @module
  */
@@ -32,6 +33,8 @@ export interface ColdTarget {
   name: string;
   /** Script path, relative to the repository root. */
   script: string;
+  /** The checkout it runs from (cwd and script); this one when absent. */
+  root?: string;
   /** The first request, against `base` (e.g. http://127.0.0.1:1234); `run` makes it unique. */
   request(base: string, run: number): Request;
   /** Expected status of its answer (200). */
@@ -54,6 +57,8 @@ export interface ColdRow {
   listenMs: Spread;
   /** Spawn → the first request's whole answer read. */
   answerMs: Spread;
+  /** Listening → that answer read: the first request alone. */
+  requestMs: Spread;
   /**
    * CPU time (user + system, all threads) the process spent up to its first answer: less
    * sensitive than wall time to other work on the machine; null where /proc is missing.
@@ -75,6 +80,11 @@ export interface ColdStartOptions {
   runs: number;
   /** Names of the functions to run (all when absent); the hello world always runs. */
   only?: string[];
+  /**
+   * Another checkout (e.g. a worktree of the commit before a change): each function also runs
+   * from there, as "<name> @ baseline", in the same rounds.
+   */
+  baselineRoot?: string;
   log?: (msg: string) => void;
 }
 
@@ -146,9 +156,10 @@ async function coldRun(
 ): Promise<{ listenMs: number; answerMs: number; cpuMs: number | null }> {
   const port = freePort();
   const start = performance.now();
+  const root = target.root ?? repoRoot;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${repoRoot}/${target.script}`],
-    cwd: repoRoot,
+    args: ["run", "-A", `${root}/${target.script}`],
+    cwd: root,
     env: { ...env, PORT: String(port) },
     stdin: "null",
     stdout: "null",
@@ -195,13 +206,21 @@ async function coldRun(
  */
 export async function measureColdStart(options: ColdStartOptions): Promise<ColdRow[]> {
   const log = options.log ?? (() => {});
-  const targets = coldTargets(options.token, options.userId).filter((t) =>
+  const chosen = coldTargets(options.token, options.userId).filter((t) =>
     t.name === hello || !options.only || options.only.includes(t.name)
   );
+  const targets = options.baselineRoot
+    ? chosen.flatMap((t) =>
+      t.name === hello
+        ? [t]
+        : [{ ...t, name: `${t.name} @ baseline`, root: options.baselineRoot }, t]
+    )
+    : chosen;
   const times = new Map(
     targets.map((t) => [t.name, {
       listen: [] as number[],
       answer: [] as number[],
+      request: [] as number[],
       cpu: [] as (number | null)[],
     }]),
   );
@@ -212,19 +231,21 @@ export async function measureColdStart(options: ColdStartOptions): Promise<ColdR
       const series = times.get(target.name)!;
       series.listen.push(measured.listenMs);
       series.answer.push(measured.answerMs);
+      series.request.push(measured.answerMs - measured.listenMs);
       series.cpu.push(measured.cpuMs);
     }
     if (round) log(`cold start: round ${round}/${options.runs}`);
   }
   const floor = spread(times.get(hello)!.answer).median;
   return targets.map((t) => {
-    const { listen, answer, cpu } = times.get(t.name)!;
+    const { listen, answer, request, cpu } = times.get(t.name)!;
     const answerMs = spread(answer);
     return {
       name: t.name,
       runs: answer.length,
       listenMs: spread(listen),
       answerMs,
+      requestMs: spread(request),
       cpuMs: cpu.every((x) => x !== null) ? spread(cpu as number[]) : null,
       overFloorMs: t.name === hello ? 0 : Math.round((answerMs.median - floor) * 10) / 10,
     };
@@ -234,10 +255,10 @@ export async function measureColdStart(options: ColdStartOptions): Promise<ColdR
 /** The markdown table of `rows`. */
 export function coldStartMarkdown(rows: ColdRow[]): string {
   const lines = [
-    "| cold start | spawn → listening, median / p90 | spawn → first answer, median / p90 | first answer over the bare Deno.serve (median) | CPU ms to first answer, median / p90 |",
-    "| --- | --- | --- | --- | --- |",
+    "| cold start | spawn → listening, median / p90 | listening → first answer, median / p90 | spawn → first answer, median / p90 | first answer over the bare Deno.serve (median) | CPU ms to first answer, median / p90 |",
+    "| --- | --- | --- | --- | --- | --- |",
     ...rows.map((r) =>
-      `| ${r.name} | ${r.listenMs.median} / ${r.listenMs.p90} ms | ${r.answerMs.median} / ${r.answerMs.p90} ms | ${
+      `| ${r.name} | ${r.listenMs.median} / ${r.listenMs.p90} ms | ${r.requestMs.median} / ${r.requestMs.p90} ms | ${r.answerMs.median} / ${r.answerMs.p90} ms | ${
         r.name === hello ? "–" : `+${r.overFloorMs} ms`
       } | ${r.cpuMs ? `${r.cpuMs.median} / ${r.cpuMs.p90}` : "–"} |`
     ),
@@ -339,6 +360,7 @@ if (import.meta.main) {
       userId,
       runs: Number(Deno.env.get("COLD_RUNS") ?? 15),
       only: Deno.env.get("COLD_TARGETS")?.split(","),
+      baselineRoot: Deno.env.get("COLD_BASELINE"),
       log,
     });
     console.log(coldStartMarkdown(rows));
