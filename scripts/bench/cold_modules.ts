@@ -31,7 +31,7 @@ export const feedModules = [
   "jose",
   "./shared/config.ts",
   "./shared/deps.ts",
-  "./shared/http/openapi.ts",
+  "@hono/zod-openapi",
   "./shared/http/app.ts",
   "./functions/feed/app.ts",
 ];
