@@ -140,21 +140,29 @@ export async function createGateway(
       await deps.auth.verifyJwtOnce(token);
     }
     url.pathname = `/${fn.slug}${match![2] ?? ""}`;
-    const headers = new Headers(req.headers);
     // The client's address as each trusted proxy passes it on, so every `CLIENT_IP_HEADER`
     // reads the socket's peer: `cf-connecting-ip` replaced (Cloudflare, hosted Supabase),
     // `x-real-ip` replaced (nginx), and the peer appended to `x-forwarded-for` after whatever
     // the client sent there (Kong). shared/http/client_ip.ts reads the configured one.
-    headers.delete("cf-connecting-ip");
-    headers.delete("x-real-ip");
-    if (info && "hostname" in info.remoteAddr) {
-      const peer = info.remoteAddr.hostname;
-      headers.set("cf-connecting-ip", peer);
-      headers.set("x-real-ip", peer);
-      const sent = headers.get("x-forwarded-for");
-      headers.set("x-forwarded-for", sent ? `${sent}, ${peer}` : peer);
+    // Built as a list: `new Request` copies a `Headers` object once more (2-3x slower).
+    const headers: [string, string][] = [];
+    const peer = info && "hostname" in info.remoteAddr ? info.remoteAddr.hostname : undefined;
+    let forwardedFor: string | undefined;
+    let hasRequestId = false;
+    for (const [name, value] of req.headers) {
+      if (name === "cf-connecting-ip" || name === "x-real-ip") continue;
+      if (name === "x-forwarded-for" && peer) {
+        forwardedFor = value;
+        continue;
+      }
+      if (name === "x-request-id") hasRequestId = true;
+      headers.push([name, value]);
     }
-    if (!headers.has("x-request-id")) headers.set("x-request-id", requestId);
+    if (peer) {
+      headers.push(["cf-connecting-ip", peer], ["x-real-ip", peer]);
+      headers.push(["x-forwarded-for", forwardedFor ? `${forwardedFor}, ${peer}` : peer]);
+    }
+    if (!hasRequestId) headers.push(["x-request-id", requestId]);
     return await fn.fetch(
       new Request(url, { method: req.method, headers, body: req.body, signal: req.signal }),
     );
