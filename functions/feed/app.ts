@@ -18,7 +18,7 @@ import { keyFormats } from "../../shared/data/cursor.ts";
 import type { Database } from "../../shared/data/db.ts";
 import type { Deps } from "../../shared/deps.ts";
 import { type App, bearerAuth, createFunctionApp } from "../../shared/http/app.ts";
-import { pageArgs, pageRows, toPage } from "../../shared/data/keyset.ts";
+import { type PageArgs, pageArgs, pageRows, toPage } from "../../shared/data/keyset.ts";
 import { rateLimit } from "../../shared/resilience/ratelimit.ts";
 import { type FeedConfig, feedConfig } from "./config.ts";
 import * as q from "./queries.ts";
@@ -54,7 +54,6 @@ const FeedQuery = z.object({
 
 const forYouKeys = { tag: "for-you", key: keyFormats.float8 };
 const followingKeys = { tag: "following", key: keyFormats.timestamptz };
-type Page = z.infer<typeof FeedPage>;
 
 /**
  * The shape of a page built from rows (`toItem`, `toPage`): part of every ETag. Bump it when
@@ -62,10 +61,49 @@ type Page = z.infer<typeof FeedPage>;
  */
 const pageFormat = 1;
 
-/** A page, or what it would be built from, and its ETag. */
+/** A page's ETag, and its JSON body (built only when the ETag doesn't match). */
 interface Built {
   etag: string;
-  build: () => Page;
+  body: () => string;
+}
+
+/**
+ * A cached page serialized once: each item's JSON up to its `liked_by_me` value (the last
+ * field), and the rest of the page. The caller's likes are the only per-request part, so a
+ * warm page is one string concatenation, not a page of objects built and stringified.
+ */
+interface Serialized {
+  items: string[];
+  tail: string;
+}
+
+/**
+ * Per cache entry (the cache hands out the same rows array while the entry lives) and page
+ * shape: entries and their JSON go together.
+ */
+const serializedPages = new WeakMap<readonly FeedRow[], Serialized>();
+
+function serialized(keys: typeof forYouKeys, p: PageArgs, rows: readonly FeedRow[]): Serialized {
+  let page = serializedPages.get(rows);
+  if (!page) {
+    const { items, next_cursor } = toPage(keys, p, rows, (row) => toItem(row, false));
+    page = {
+      // `liked_by_me` is the last field: cut its `false}` off, the caller's value goes there.
+      items: items.map((item) => JSON.stringify(item).slice(0, -"false}".length)),
+      tail: `],"next_cursor":${JSON.stringify(next_cursor)}}`,
+    };
+    serializedPages.set(rows, page);
+  }
+  return page;
+}
+
+/** The page's body with `liked(i)` as item i's `liked_by_me`. */
+function pageBody(page: Serialized, liked: (i: number) => boolean): string {
+  let body = '{"items":[';
+  for (let i = 0; i < page.items.length; i++) {
+    body += (i ? "," : "") + page.items[i] + (liked(i) ? "true}" : "false}");
+  }
+  return body + page.tail;
 }
 
 /** Where pages are read from, and how long they are cached. */
@@ -114,7 +152,7 @@ export function createApp(deps: Deps): App {
     c.header("cache-control", "private, no-cache");
     c.header("etag", etag);
     if (matches(c.req.header("if-none-match"), etag)) return c.body(null, 304);
-    return c.json(page.build(), 200);
+    return c.body(page.body(), 200, { "content-type": "application/json" });
   });
 
   return app;
@@ -147,7 +185,7 @@ async function forYouPage(
   for (const row of shown) overlay += likedIds.has(row.id) ? "1" : "0";
   return {
     etag: `${key}\n${version}\n${overlay}`,
-    build: () => toPage(forYouKeys, p, rows, (row) => toItem(row, likedIds.has(row.id))),
+    body: () => pageBody(serialized(forYouKeys, p, rows), (i) => likedIds.has(shown[i].id)),
   };
 }
 
@@ -169,7 +207,10 @@ async function followingPage(
   // The caller's likes are in the rows (and so in the version): the entry is the caller's own.
   return {
     etag: `${key}\n${version}`,
-    build: () => toPage(followingKeys, p, rows, (row) => toItem(row, row.liked_by_me === true)),
+    body: () => {
+      const shown = pageRows(p, rows);
+      return pageBody(serialized(followingKeys, p, rows), (i) => shown[i].liked_by_me === true);
+    },
   };
 }
 
