@@ -75,28 +75,30 @@ export class ProfileCache {
   }
 
   /**
-   * Profiles by id, in the order asked, unknown ids left out. Each profile is read through
-   * the cache; the misses of one call are loaded together by one statement.
+   * Profiles by id, in the order asked, unknown ids left out. Read through the cache together
+   * (one sync and one MGET for the lot, so a warm read costs one Redis command whatever the
+   * number of ids); the misses of one call are loaded together by one statement.
    */
   async get(ids: string[], budget?: Budget): Promise<Profile[]> {
     const batch = new MissBatch(ids.length, (missing) => this.#load(missing, budget));
-    const found = await Promise.all(ids.map(async (id) => {
-      let loadedHere = false;
+    const loadedHere = ids.map(() => false);
+    const reads = this.#cache.getMany(
+      ids.map(profileKey),
+      (_, i) => ({ ttlS: this.#ttlS, tags: [profileTag(ids[i])] }),
+      (_, i) => {
+        loadedHere[i] = true;
+        return batch.load(ids[i]);
+      },
+    );
+    const found = await Promise.all(reads.map(async (read, i) => {
       try {
-        return await this.#cache.get(
-          profileKey(id),
-          { ttlS: this.#ttlS, tags: [profileTag(id)] },
-          () => {
-            loadedHere = true;
-            return batch.load(id);
-          },
-        );
+        return await read;
       } catch (err) {
         // A miss: answered without the id (never cached, so a new profile shows up at once).
         if (err instanceof ProblemError && err.status === 404) return null;
         throw err;
       } finally {
-        if (!loadedHere) batch.settledElsewhere();
+        if (!loadedHere[i]) batch.settledElsewhere();
       }
     }));
     return found.filter((p): p is Profile => p !== null);

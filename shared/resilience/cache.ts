@@ -109,7 +109,7 @@ export class TwoTierCache {
   #bytes = 0;
   #seenSeq: number | null = null;
   readonly #flights = new SingleFlight();
-  #coalescerMade: Coalescer | undefined;
+  #coalescerMade: RedisCoalescer | undefined;
   readonly #redis: Redis;
   readonly #prefix: string;
   readonly #clock: Clock;
@@ -142,6 +142,14 @@ export class TwoTierCache {
   }
 
   /**
+   * Resolves once the Redis calls of this cache's coalescing have settled: a lock claimed too
+   * late to wait for is handed back after its load returned (tests count commands; shutdown).
+   */
+  async idle(): Promise<void> {
+    await this.#coalescerMade?.idle();
+  }
+
+  /**
    * The value for `key`: from this isolate, else Redis, else `load()` (once per key at a time
    * in this isolate), stored in both tiers. Stale values are served while one refresh runs.
    */
@@ -167,6 +175,69 @@ export class TwoTierCache {
       await this.sync();
       local = this.#localGet(key);
     }
+    const served = this.#fromLocal(key, options, load, local);
+    if (served) return served;
+    const stored = await timed("redis", this.#redis.get<Envelope<T>>(this.#valueKey(key)))
+      .catch(() => null);
+    return await this.#fromStored(key, options, load, stored);
+  }
+
+  /**
+   * {@link get} of many keys at once, one promise per key (in `keys`' order), each settling as
+   * `get` would: one sync for all of them (not one per key), local hits answered at once, and
+   * the rest read from Redis with one MGET; what Redis lacks is loaded key by key (`load`, with
+   * each key and its index), so a caller that batches its loads still does. A warm read of any
+   * number of keys costs one Redis command (none when every entry is `invalidation: "ttl"`).
+   */
+  getMany<T>(
+    keys: readonly string[],
+    options: (key: string, index: number) => CacheOptions,
+    load: (key: string, index: number) => Promise<T>,
+  ): Promise<T>[] {
+    if (this.#disabled) return keys.map((key, i) => load(key, i));
+    const reads = this.#getMany(keys, options, load);
+    return keys.map((_, i) => reads.then((all) => all[i]).then((r) => r.value));
+  }
+
+  async #getMany<T>(
+    keys: readonly string[],
+    options: (key: string, index: number) => CacheOptions,
+    load: (key: string, index: number) => Promise<T>,
+  ): Promise<Promise<Versioned<T>>[]> {
+    let locals = keys.map((key) => this.#localGet(key));
+    if (locals.some((local) => !local?.env.o)) {
+      await this.sync();
+      locals = keys.map((key) => this.#localGet(key));
+    }
+    // Served from this isolate now, right after the sync: no await between them, as in get().
+    const served = keys.map((key, i) =>
+      this.#fromLocal(key, options(key, i), () => load(key, i), locals[i])
+    );
+    const ask = keys.filter((_, i) => !served[i]);
+    const stored: Promise<(Envelope<T> | null)[]> = ask.length
+      ? timed(
+        "redis",
+        this.#redis.mget<(Envelope<T> | null)[]>(...ask.map((k) => this.#valueKey(k))),
+      )
+        .catch(() => [])
+      : Promise.resolve([]);
+    let asked = 0;
+    return keys.map((key, i) => {
+      if (served[i]) return Promise.resolve(served[i]);
+      const at = asked++;
+      return stored.then((found) =>
+        this.#fromStored(key, options(key, i), () => load(key, i), found[at] ?? null)
+      );
+    });
+  }
+
+  /** The local entry's value when it may be served (stale ones start a refresh). */
+  #fromLocal<T>(
+    key: string,
+    options: CacheOptions,
+    load: () => Promise<T>,
+    local: LocalEntry | undefined,
+  ): Versioned<T> | undefined {
     const now = this.#clock();
     if (local && local.env.f > now) {
       this.stats.localHits++;
@@ -177,8 +248,17 @@ export class TwoTierCache {
       this.#refreshInBackground(key, options, load);
       return { value: local.env.v as T, version: local.version };
     }
-    const stored = await timed("redis", this.#redis.get<Envelope<T>>(this.#valueKey(key)))
-      .catch(() => null);
+    return undefined;
+  }
+
+  /** Redis's entry (`stored`, null when absent or unreadable) if it may be served, else a load. */
+  async #fromStored<T>(
+    key: string,
+    options: CacheOptions,
+    load: () => Promise<T>,
+    stored: Envelope<T> | null,
+  ): Promise<Versioned<T>> {
+    const now = this.#clock();
     if (stored && stored.f > now) {
       this.stats.redisHits++;
       return { value: stored.v, version: this.#localSet(key, stored) };

@@ -1,6 +1,7 @@
-import { assert, assertEquals, assertRejects } from "../../scripts/testing/assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "../../scripts/testing/assert.ts";
 import { suite } from "../../scripts/testing/test_http.ts";
 import { type TestRedis, testRedis } from "../../scripts/testing/test_redis.ts";
+import { countedRedis } from "../../scripts/testing/counted_redis.ts";
 import { settleBackground } from "../http/background.ts";
 import { TwoTierCache } from "./cache.ts";
 
@@ -149,4 +150,119 @@ it("a local hit of a TTL-only entry costs no round trip; an invalidatable one co
   before = fixture.bridge.stats.requests;
   assertEquals(await a.get("everywhere", { ttlS: 30 }, () => Promise.resolve(0)), 2);
   assertEquals(fixture.bridge.stats.requests - before, 1);
+});
+
+it("getMany: each key as get() would answer it, in order; local hits, then one MGET, then loads", async (fixture) => {
+  const [a, b] = isolates(fixture);
+  const opts = () => ({ ttlS: 30 });
+  await a.get("m:1", opts(), () => Promise.resolve("one")); // in a's tier and Redis
+  await b.get("m:2", opts(), () => Promise.resolve("two")); // in Redis only, for a
+  const loads: [string, number][] = [];
+  const reads = a.getMany(["m:1", "m:2", "m:3", "m:bad"], opts, (key, i) => {
+    loads.push([key, i]);
+    return key === "m:bad" ? Promise.reject(new Error("no such")) : Promise.resolve("three");
+  });
+  const settled = await Promise.allSettled(reads);
+  assertEquals(
+    settled.slice(0, 3),
+    ["one", "two", "three"].map((value) => ({
+      status: "fulfilled" as const,
+      value,
+    })),
+  );
+  assertEquals(settled[3].status, "rejected");
+  assertMatch(String((settled[3] as PromiseRejectedResult).reason), /no such/);
+  assertEquals(loads, [["m:3", 2], ["m:bad", 3]]); // only what neither tier had
+  assertEquals(a.stats.redisHits, 1);
+  // Now all in a's tier (the failure never cached): no loads, no values from Redis.
+  const hits = a.stats.localHits;
+  assertEquals(
+    await Promise.all(a.getMany(["m:3", "m:1", "m:2"], opts, () => Promise.resolve("x"))),
+    ["three", "one", "two"],
+  );
+  assertEquals(a.stats.localHits, hits + 3);
+  assertEquals(
+    await a.getMany(["m:bad"], opts, () => Promise.resolve("found"))[0],
+    "found",
+  );
+});
+
+it("getMany: an invalidation anywhere reaches the next getMany; stale entries refresh once", async (fixture) => {
+  const [writer, reader] = isolates(fixture);
+  let name = "old";
+  const tagged = (key: string) => ({ ttlS: 300, tags: [`tag:${key}`] });
+  const load = (key: string) => Promise.resolve(`${name} ${key}`);
+  const keys = ["p:1", "p:2", "p:3"];
+  assertEquals(await Promise.all(reader.getMany(keys, tagged, load)), [
+    "old p:1",
+    "old p:2",
+    "old p:3",
+  ]);
+  name = "new";
+  await writer.invalidateTag("tag:p:2");
+  assertEquals(await Promise.all(reader.getMany(keys, tagged, load)), [
+    "old p:1",
+    "new p:2",
+    "old p:3",
+  ]);
+  await writer.invalidate("p:3");
+  assertEquals((await Promise.all(reader.getMany(keys, tagged, load)))[2], "new p:3");
+
+  const calls: string[] = [];
+  const counted = (key: string) => (calls.push(key), Promise.resolve(`v${calls.length}`));
+  const swr = () => ({ ttlS: 10, staleS: 60 });
+  await Promise.all(reader.getMany(["s:1"], swr, counted));
+  now += 20_000; // stale, not expired: served while exactly one refresh runs
+  const stale = await Promise.all(
+    Array.from({ length: 5 }, () => reader.getMany(["s:1"], swr, counted)[0]),
+  );
+  assertEquals(stale, Array(5).fill("v1"));
+  await settleBackground();
+  assertEquals(calls.length, 2);
+  assertEquals(await reader.getMany(["s:1"], swr, counted)[0], "v2");
+});
+
+Deno.test({
+  name: "cost: 100 keys, warm: getMany costs 1 Redis command and 1 HTTP request (get() per key: " +
+    "100 and 1); another isolate's first read 2 (GET + MGET); TTL-only entries 0",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using counted = await countedRedis();
+    const make = () => new TwoTierCache({ redis: counted.redis, prefix: "cost:" });
+    const [a, b] = [make(), make()];
+    const keys = Array.from({ length: 100 }, (_, i) => `k:${i}`);
+    const opts = (key: string) => ({ ttlS: 60, tags: [`tag:${key}`] });
+    const value = (key: string) => Promise.resolve({ key });
+    const once = async (read: () => Promise<unknown>) => (await read(), 1);
+    await Promise.all(a.getMany(keys, opts, value)); // cold: loaded and stored
+    await a.idle(); // a coalescing lock won late is handed back: not a read's cost
+    const perKey = await counted.cost(() =>
+      once(() => Promise.all(keys.map((k) => a.get(k, opts(k), () => value(k)))))
+    );
+    const many = await counted.cost(() => once(() => Promise.all(a.getMany(keys, opts, value))));
+    const otherIsolate = await counted.cost(() =>
+      once(() => Promise.all(b.getMany(keys, opts, value)))
+    );
+    const ttlOnly = () => ({ ttlS: 60, invalidation: "ttl" as const });
+    await Promise.all(a.getMany(keys.map((k) => `ttl:${k}`), ttlOnly, value));
+    await a.idle();
+    const warmTtl = await counted.cost(() =>
+      once(() => Promise.all(a.getMany(keys.map((k) => `ttl:${k}`), ttlOnly, value)))
+    );
+    console.log(
+      `[cost] 100 keys warm: get() per key ${perKey.commands} commands → getMany ` +
+        `${many.commands} (${JSON.stringify(many.calls)}), ${many.http} HTTP; another isolate ` +
+        `${otherIsolate.commands} (${
+          JSON.stringify(otherIsolate.calls)
+        }); TTL-only ${warmTtl.commands}`,
+    );
+    assertEquals(perKey.commands, 100);
+    assertEquals(many, { commands: 1, http: 1, calls: { get: 1 } });
+    assertEquals(otherIsolate.calls, { get: 1, mget: 1 });
+    assertEquals(otherIsolate.http, 2);
+    assertEquals(b.stats.redisHits, 100);
+    assertEquals(warmTtl.commands, 0);
+    assertEquals(warmTtl.http, 0);
+  },
 });
