@@ -124,10 +124,12 @@ export function createDeps(env: Env, overrides: DepsOverrides = {}): Deps {
     admission,
     bodyBudget,
     rateLimiter,
+    // Leased: a client polling /health costs no Redis command per read (fail-open, never more).
     anonReads: rateLimiter({
       name: "anon-read",
       windows: [{ limit: config.limits.anonReadPerMin, windowS: 60 }],
       failOpen: true,
+      leased: true,
     }),
     clientIp: (c) => clientIp(c, config.clientIpHeader),
     close: () => db.close(),

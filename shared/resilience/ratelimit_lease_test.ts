@@ -560,7 +560,13 @@ Deno.test({
       };
       for (const createApp of Object.values(functionApps)) createApp(deps);
       const leasedNames = policies.filter((p) => p.leased).map((p) => p.name).sort();
-      assertEquals(leasedNames, ["feed", "notifications", "profile-search"]);
+      assertEquals(leasedNames, [
+        "events",
+        "events-anon",
+        "feed",
+        "notifications",
+        "profile-search",
+      ]);
       for (const p of policies) {
         if (p.name.startsWith("recall") || !p.failOpen) assert(!p.leased, p.name);
       }
