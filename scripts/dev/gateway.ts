@@ -66,11 +66,12 @@ export function functionSlugs(): string[] {
 }
 
 /**
- * Builds the gateway's fetch handler: every app of {@link functionApps} from `options.deps`,
- * and the JWKS `options.jwks` served at `/auth/v1/.well-known/jwks.json`.
+ * Builds the gateway's fetch handler: every app of `options.apps` ({@link functionApps} by
+ * default) from `options.deps`, and the JWKS `options.jwks` served at
+ * `/auth/v1/.well-known/jwks.json`.
  */
 export async function createGateway(
-  options: { deps: Deps; jwks?: unknown },
+  options: { deps: Deps; jwks?: unknown; apps?: Record<string, (deps: Deps) => App> },
 ): Promise<
   { fetch: (req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response>; slugs: string[] }
 > {
@@ -79,7 +80,7 @@ export async function createGateway(
   };
   const mounted = new Map<string, Mounted>();
   const { deps } = options;
-  for (const [slug, createApp] of Object.entries(functionApps)) {
+  for (const [slug, createApp] of Object.entries(options.apps ?? functionApps)) {
     const app = createApp(deps);
     mounted.set(slug, {
       slug,

@@ -117,66 +117,7 @@ export function createFunctionApp(slug: string, deps: Deps, options: AppOptions 
     },
   }).basePath(`/${slug}`) as unknown as App;
 
-  app.use(contextStorage());
-  app.use(requestId());
-  app.use(accessLog(slug, config.logRequests));
-  // CORS first: every answer below, 408/413/503 included, carries its headers.
-  app.use(
-    cors({
-      origin: config.corsOrigins,
-      allowHeaders: [
-        "authorization",
-        "x-client-info",
-        "apikey",
-        "content-type",
-        "if-none-match",
-        "idempotency-key",
-      ],
-      allowMethods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-      exposeHeaders: [
-        "x-request-id",
-        "server-timing",
-        "etag",
-        "retry-after",
-        "ratelimit",
-        "ratelimit-policy",
-      ],
-      maxAge: 86400,
-    }),
-  );
-  app.use(timing({ totalDescription: "total", crossOrigin: true }));
-  app.use(usageTiming());
-  // Before a byte of the body is read: shed on overload (503), the caller's own in-flight cap
-  // (429, held until answered: one client has at most its cap of bodies in flight), a user
-  // for apps whose bodies need one (401). Then the body (415, 413, the isolate's body budget
-  // 503, deadlines 408), and only then a work slot: a slow upload holds none.
-  if (options.shed !== false) {
-    app.use(admitCaller(deps.admission, { identify: (c) => identify(deps, c) }));
-  }
-  if (!options.anonymousBodies) app.use(bodiesNeedUser(deps));
-  app.use(
-    bodyGuard({
-      maxBytes: options.maxBodyBytes ?? config.maxBodyBytes,
-      ...config.body,
-      budget: deps.bodyBudget,
-    }),
-  );
-  if (options.shed !== false) {
-    app.use(admit(deps.admission, {
-      excludedMs: (c) => {
-        // Left out of the latency samples: time waiting on paid APIs (not our capacity), and
-        // time in the pool's search lane (its wait and its statements). That lane is bounded
-        // on its own (a quarter of the pool, 300 ms statements, 100 ms wait, 2 per user), so
-        // slow searches can't hold more than it; fed to the gradient, their 100-400 ms would
-        // shrink the limit to its floor and shed every reader (bench_starvation). The wait
-        // for a default-lane connection stays in: queueing for the shared pool is exactly
-        // the overload the limit must see. Nor does lane time hold a slot (outsideAdmission).
-        const usage = c.get("usage");
-        return usage ? usage.upstream.ms + usage.searchLane.ms : 0;
-      },
-    }));
-  }
-  app.use(withBudget(options.budgetMs ?? config.requestBudgetMs));
+  for (const [, middleware] of functionMiddleware(slug, deps, options)) app.use(middleware);
 
   app.onError((err, c) => {
     const problem = toProblem(err);
@@ -222,6 +163,89 @@ export function createFunctionApp(slug: string, deps: Deps, options: AppOptions 
     return c.body(document, 200, { "content-type": "application/json" });
   });
   return app;
+}
+
+/**
+ * Every function's middleware, in order, by name: what {@link createFunctionApp} applies to
+ * all routes (scripts/bench/middleware.ts measures them one by one from this list).
+ */
+export function functionMiddleware(
+  slug: string,
+  deps: Deps,
+  options: AppOptions = {},
+): [name: string, middleware: MiddlewareHandler][] {
+  const { config } = deps;
+  const chain: [string, MiddlewareHandler][] = [
+    ["contextStorage", contextStorage()],
+    ["requestId", requestId()],
+    ["accessLog", accessLog(slug, config.logRequests)],
+    // CORS first: every answer below, 408/413/503 included, carries its headers.
+    [
+      "cors",
+      cors({
+        origin: config.corsOrigins,
+        allowHeaders: [
+          "authorization",
+          "x-client-info",
+          "apikey",
+          "content-type",
+          "if-none-match",
+          "idempotency-key",
+        ],
+        allowMethods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        exposeHeaders: [
+          "x-request-id",
+          "server-timing",
+          "etag",
+          "retry-after",
+          "ratelimit",
+          "ratelimit-policy",
+        ],
+        maxAge: 86400,
+      }),
+    ],
+    ["timing", timing({ totalDescription: "total", crossOrigin: true })],
+    ["usageTiming", usageTiming()],
+  ];
+  // Before a byte of the body is read: shed on overload (503), the caller's own in-flight cap
+  // (429, held until answered: one client has at most its cap of bodies in flight), a user
+  // for apps whose bodies need one (401). Then the body (415, 413, the isolate's body budget
+  // 503, deadlines 408), and only then a work slot: a slow upload holds none.
+  if (options.shed !== false) {
+    chain.push([
+      "admitCaller",
+      admitCaller(deps.admission, { identify: (c) => identify(deps, c) }),
+    ]);
+  }
+  if (!options.anonymousBodies) chain.push(["bodiesNeedUser", bodiesNeedUser(deps)]);
+  chain.push([
+    "bodyGuard",
+    bodyGuard({
+      maxBytes: options.maxBodyBytes ?? config.maxBodyBytes,
+      ...config.body,
+      budget: deps.bodyBudget,
+    }),
+  ]);
+  if (options.shed !== false) {
+    chain.push([
+      "admit",
+      admit(deps.admission, {
+        excludedMs: (c) => {
+          // Left out of the latency samples: time waiting on paid APIs (not our capacity), and
+          // time in the pool's search lane (its wait and its statements). That lane is bounded
+          // on its own (a quarter of the pool, 300 ms statements, 100 ms wait, 2 per user), so
+          // slow searches can't hold more than it; fed to the gradient, their 100-400 ms would
+          // shrink the limit to its floor and shed every reader (bench_starvation). The wait
+          // for a default-lane connection stays in: queueing for the shared pool is exactly
+          // the overload the limit must see. Nor does lane time hold a slot (outsideAdmission).
+          const usage = c.get("usage");
+          return usage ? usage.upstream.ms + usage.searchLane.ms : 0;
+        },
+      }),
+    ]);
+  }
+  chain.push(["budget", withBudget(options.budgetMs ?? config.requestBudgetMs)]);
+  return chain;
 }
 
 /**
