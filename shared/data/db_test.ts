@@ -333,3 +333,65 @@ it("a search waits at most maxWaitMs for its lane, then 503 with Retry-After; no
     await Promise.all(searches);
   }
 });
+
+it("a one-statement write that finishes while the isolate is busy past the deadline never commits", async ({ env, db }) => {
+  const tag = crypto.randomUUID();
+  // The insert ends on the server at ~150 ms; its answer is read only after a 400 ms stall
+  // of the event loop (a loaded isolate), by when the 300 ms budget is spent.
+  setTimeout(() => {
+    const until = performance.now() + 400;
+    while (performance.now() < until) { /* the isolate is busy */ }
+  }, 50);
+  const err = await db.asUser(
+    null,
+    (tx) => tx`insert into public.db_test_marks (tag) select ${tag} from pg_sleep(0.15)`,
+    new Budget(300),
+  ).catch((e) => e);
+  assertEquals((err as Error)?.name, "TimeoutError", String(err));
+  const rows = await env.db.sql`select 1 from public.db_test_marks where tag = ${tag}`;
+  assertEquals(rows.length, 0, "a write the client was told failed landed");
+  assertEquals(db.gate.inUse.total, 0);
+});
+
+it("a statement error that the work catches fails the transaction: nothing commits, asUser rejects", async ({ env, db }) => {
+  const tag = crypto.randomUUID();
+  const err = await db.asUser(null, async (tx) => {
+    await tx`insert into public.db_test_marks (tag) values (${tag})`;
+    try {
+      await tx`select 1/0`;
+    } catch { /* swallowed, e.g. "ignore a duplicate" */ }
+    return "stored";
+  }).catch((e) => e);
+  assert(err instanceof Error, `must reject, got ${JSON.stringify(err)}`);
+  const rows = await env.db.sql`select 1 from public.db_test_marks where tag = ${tag}`;
+  assertEquals(rows.length, 0);
+  assertEquals(db.gate.inUse.total, 0);
+});
+
+for (const statements of [1, 2]) {
+  it(`a connection lost during a ${statements}-statement transaction: it rejects, the slot is freed, the isolate lives on`, async ({ env, db }) => {
+    const marker = `lost-${statements}-${crypto.randomUUID().slice(0, 8)}`;
+    const running = db.asUser(null, async (tx) => {
+      if (statements === 2) await tx`select 1`;
+      return await tx`select pg_sleep(5), ${marker}::text as m`;
+    }, new Budget(10_000)).catch((e) => e);
+    // Ends the backend (as a failover or a pooler restart would) once it runs the statement.
+    await eventually(
+      async () => {
+        const [row] = await env.db.sql`select count(pg_terminate_backend(pid))::int as n
+        from pg_stat_activity where state = 'active' and pid <> pg_backend_pid()
+          and query like ${"%" + "pg_sleep(5)%"} and datname = current_database()`;
+        return row.n > 0;
+      },
+      3000,
+      "the statement runs",
+    );
+    const err = await running;
+    assert(err instanceof Error, `must reject, got ${JSON.stringify(err)}`);
+    assertEquals(db.gate.inUse.total, 0);
+    for (let i = 0; i < 4; i++) {
+      const [row] = await db.asUser(null, (tx) => tx`select ${i}::int as i`, new Budget(3000));
+      assertEquals(row.i, i);
+    }
+  });
+}

@@ -228,7 +228,7 @@ function transaction<T>(
     }
   };
   signal?.addEventListener("abort", onAbort, { once: true });
-  return pipelined(db, async (tx, finish) => {
+  return pipelined(db, async (tx) => {
     if (expired()) throw reason();
     const setup = tx`/* as-user */ select set_config('role', ${role}, true),
       set_config('request.jwt.claims', ${claims}, true),
@@ -237,23 +237,12 @@ function transaction<T>(
     const guarded = counting(tx, (q) => issued.add(q), () => {
       if (expired()) throw reason();
     });
-    const started = (() => {
-      try {
-        return work(guarded);
-      } catch (err) {
-        return Promise.reject(err);
-      }
-    })();
-    // A `work` that answered with one statement (a PendingQuery) has issued everything it
-    // will: COMMIT goes out behind it, in the same write. Should the statement fail (a
-    // cancel included), Postgres ends the transaction with ROLLBACK all the same.
-    if (isStatement(started)) {
-      (started as unknown as { execute(): unknown }).execute(); // lazy until executed
-      finish();
-    }
     // allSettled: the transaction must not end while a statement of `work` is still pending
     // on this connection.
-    const [setupDone, workDone] = await Promise.allSettled([setup, started]);
+    const [setupDone, workDone] = await Promise.allSettled([
+      setup,
+      (async () => await work(guarded))(),
+    ]);
     await Promise.allSettled(cancels);
     if (setupDone.status === "rejected") throw setupDone.reason;
     if (workDone.status === "rejected") throw workDone.reason;
@@ -263,51 +252,59 @@ function transaction<T>(
   }).finally(() => signal?.removeEventListener("abort", onAbort));
 }
 
-/** Whether `x` is a postgres.js statement (lazy, thenable, with `execute`). */
-function isStatement(x: unknown): boolean {
-  return typeof x === "object" && x !== null && "execute" in x && "then" in x;
-}
-
 /**
- * One transaction on a reserved connection, in as few round trips as the work allows:
- * BEGIN goes out with the first statements of `run` (postgres.js writes what is issued in one
- * tick together), and COMMIT with the last one when `run` calls `finish` after issuing it.
- * So a one-statement transaction is one write and one round trip, where `sql.begin` takes
- * three (BEGIN, the statements, COMMIT: it awaits each). Each round trip on loopback costs
- * CPU on both sides, which is most of what a cached read spends in the database.
+ * One transaction on a reserved connection: BEGIN goes out with the first statements of `run`
+ * (postgres.js writes what is issued in one tick together), where `sql.begin` awaited BEGIN
+ * before sending anything else: one round trip less per transaction. COMMIT is sent once
+ * `run` has returned (and checked its deadline), ROLLBACK when it throws.
  *
- * When `run` throws, ROLLBACK is sent (unless COMMIT already was: Postgres then answers
- * ROLLBACK to it, the transaction having failed). When `run` returns without `finish`,
- * COMMIT is sent and awaited. The connection goes back to the pool after either.
+ * Written by hand rather than with `sql.begin` also for what `begin` gets wrong:
+ * - a connection lost mid-transaction: `begin` writes its ROLLBACK to the closed socket,
+ *   which throws inside a `setImmediate` and ends the process (porsager/postgres#1208,
+ *   #1154); here nothing more is written to it, and it is not released (postgres.js has
+ *   already moved it to its closed connections);
+ * - a statement error that `run` caught: Postgres answers the COMMIT of a failed transaction
+ *   with ROLLBACK, and that is an error here, as it was with `begin`, never a success.
  */
-async function pipelined<T>(
-  db: PoolHandle,
-  run: (tx: Tx, finish: () => void) => Promise<T>,
-): Promise<T> {
+async function pipelined<T>(db: PoolHandle, run: (tx: Tx) => Promise<T>): Promise<T> {
   const conn = await db.sql.reserve();
   const tx = conn as unknown as Tx;
-  let end: Promise<unknown> | undefined;
-  const finish = () => {
-    end ??= tx`commit`.execute();
-  };
+  let lost = false;
   try {
     const begin = tx`begin`.execute();
     let value: T;
     try {
-      value = await run(tx, finish);
+      value = await run(tx);
       await begin;
     } catch (err) {
-      await begin.catch(() => {});
-      if (end) await end.catch(() => {});
-      else await tx`rollback`.execute().catch(() => {});
+      const beginError = await begin.then(() => null, (e) => e);
+      lost = connectionLost(err) || connectionLost(beginError);
+      if (!lost) await tx`rollback`.execute().catch(() => {});
       throw err;
     }
-    finish();
-    await end;
+    let committed: postgres.RowList<postgres.Row[]>;
+    try {
+      committed = await tx`commit`.execute();
+    } catch (err) {
+      lost = connectionLost(err);
+      throw err;
+    }
+    if (committed.command !== "COMMIT") {
+      throw new Error(
+        `transaction rolled back (${committed.command}): a statement of it failed and the error was caught`,
+      );
+    }
     return value;
   } finally {
-    conn.release();
+    if (!lost) conn.release();
   }
+}
+
+/** Whether `err` says the connection is gone (postgres.js's codes). */
+function connectionLost(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "CONNECTION_CLOSED" || code === "CONNECTION_DESTROYED" ||
+    code === "CONNECTION_ENDED";
 }
 
 /**
