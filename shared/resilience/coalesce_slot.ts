@@ -70,6 +70,12 @@ export interface SharedOptions<T> {
   failureTtlMs?: number;
   /** Stops this caller's wait (the shared work goes on for the others). */
   signal?: AbortSignal;
+  /**
+   * Called right before the first begin script is issued, in its tick, when Redis is asked at
+   * all (not for a value this isolate kept): what it issues synchronously shares the begin's
+   * HTTP request (recall-resolve: the breakers' peek).
+   */
+  alongBegin?: () => void;
 }
 
 /** A shared computation's value, and whether this caller computed it. */
@@ -198,6 +204,7 @@ export class SharedResults {
       const watchedAt = watched ? keys.push(resultKey(watched)) : 0;
       const now = Math.floor(this.#clock());
       const args = [token, Math.ceil(o.lockTtlMs), now, o.slot.ttlMs, o.slot.limit, slotId];
+      if (!watched) o.alongBegin?.();
       const begin = await this.#begin(keys, [...args, storedAt, watchedAt], o.slot.decisionMs);
       if (!begin) break;
       switch (begin[0]) {

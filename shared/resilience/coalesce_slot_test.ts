@@ -249,20 +249,31 @@ test("the leader's failure reaches its follower as it was; nothing kept, the slo
   assertEquals(await f.t.redis.zcard(f.slotKey("u1")), 0);
 });
 
-test("what the leader sends with the finish shares its HTTP request: a cold run is 2", async (f) => {
+test("what is sent with begin and finish shares their HTTP requests: a cold run is 2", async (f) => {
   const a = f.make();
   await a.run("warm", () => Promise.resolve(0), f.options("u0", { stored: "answer:warm" }));
   const before = f.t.bridge.stats.requests;
-  const counted = `${f.t.prefix}along`;
+  const counted = (step: string) => `${f.t.prefix}along:${step}`;
   const redis = isolateClient(f.t);
   const shared = f.make({ redis });
+  const options = {
+    ...f.options<number>("u1", { stored: "answer:q" }),
+    alongBegin: () => void redis.incr(counted("begin")),
+  };
   const value = await shared.run("q", (leader) => {
-    leader.alongFinish(() => redis.incr(counted));
+    leader.alongFinish(() => redis.incr(counted("finish")));
     return Promise.resolve(42);
-  }, f.options("u1", { stored: "answer:q" }));
+  }, options);
   assertEquals(value, { value: 42, computed: true });
-  assertEquals(f.t.bridge.stats.requests - before, 2, "begin, then finish with the INCR");
-  assertEquals(await f.t.redis.get(counted), 1);
+  assertEquals(f.t.bridge.stats.requests - before, 2, "begin with one INCR, finish with the other");
+  assertEquals([await f.t.redis.get(counted("begin")), await f.t.redis.get(counted("finish"))], [
+    1,
+    1,
+  ]);
+  // A value this isolate kept asks Redis nothing: nothing goes out along either.
+  const kept = await shared.run("q", () => Promise.resolve(0), options);
+  assertEquals(kept, { value: 42, computed: false });
+  assertEquals(await f.t.redis.get(counted("begin")), 1);
 });
 
 test("Redis unreachable: a fail-closed slot is a 503, a fail-open one computes without", async (f) => {
