@@ -13,18 +13,25 @@
  * (5 per user); the question and the answer persisted in one statement; the `recall`
  * function's caches for the thread invalidated; answer. 55 s budget for all of it.
  *
+ * Upstash round trips of a resolve nobody asked before (no Idempotency-Key): the rate limit
+ * (both windows, one request); the shared answer's begin (stored answer, coalescing lock and
+ * concurrency slot in one script, with the breakers' peek where due); its finish (answer
+ * kept, result published, lock and slot released, the providers' successes recorded for
+ * their breakers); the recall caches' invalidation. Four HTTP requests, fewer when the answer
+ * is kept (in this isolate: none for it) or when concurrent resolves share a pipeline.
+ *
  * @module
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import type { AuthUser } from "../../shared/auth/auth.ts";
-import { runInBackground } from "../../shared/http/background.ts";
 import { Budget } from "../../shared/http/budget.ts";
 import type { Deps } from "../../shared/deps.ts";
 import { invalidateRecallThread } from "../../shared/domain/recall_cache.ts";
 import { type App, bearerAuth, createFunctionApp } from "../../shared/http/app.ts";
-import { withSlot } from "../../shared/resilience/lease.ts";
+import { DeferredOutcomes } from "../../shared/resilience/breaker.ts";
+import { SharedResults } from "../../shared/resilience/coalesce_slot.ts";
 import { metrics } from "../../shared/http/metrics.ts";
-import { notFound, ProblemError } from "../../shared/http/problem.ts";
+import { notFound } from "../../shared/http/problem.ts";
 import { rateLimit } from "../../shared/resilience/ratelimit.ts";
 import { type RecallResolveConfig, recallResolveConfig } from "./config.ts";
 import { Idempotency } from "./idempotency.ts";
@@ -81,6 +88,8 @@ interface Resolver {
   deps: Deps;
   settings: RecallResolveConfig;
   providers: Providers;
+  /** The providers' answers, shared by identical questions. */
+  answers: SharedResults;
 }
 
 /**
@@ -89,7 +98,15 @@ interface Resolver {
  */
 export function createApp(deps: Deps): App {
   const settings = recallResolveConfig(deps.env);
-  const resolver: Resolver = { deps, settings, providers: new Providers(deps, settings) };
+  const resolver: Resolver = {
+    deps,
+    settings,
+    providers: new Providers(deps, settings),
+    answers: new SharedResults(deps.redis, {
+      prefix: deps.redisKey("coalesce") + ":",
+      slotPrefix: deps.redisKey("lease") + ":", // the isolate's lease store's slots
+    }),
+  };
   const idempotency = new Idempotency(deps);
   const limiter = deps.rateLimiter({
     name: "recall",
@@ -213,7 +230,8 @@ async function resolveInThread(
   if (!saved) throw notFound("thread"); // deleted while we were resolving
 
   // The recall reads are cached; this thread and the caller's list just changed.
-  await invalidateRecallThread(cache, user.id, saved.thread_id).catch((err) =>
+  const created = !request.threadId;
+  await invalidateRecallThread(cache, user.id, saved.thread_id, { created }).catch((err) =>
     console.warn(JSON.stringify({ msg: "recall cache invalidation failed", error: String(err) }))
   );
 
@@ -227,66 +245,55 @@ async function resolveInThread(
 }
 
 /**
- * The providers' answer for `input`: from the answer cache (a few minutes; degraded answers
- * are not kept), else from whoever is already computing it (in this isolate or another),
- * else computed here.
+ * The providers' answer for `input`: kept a few minutes (degraded answers are not kept), else
+ * from whoever is already computing it (in this isolate or another), else computed here, in
+ * two round trips (shared/resilience/coalesce_slot.ts).
  *
- * The concurrency slot is taken inside the computation, not as route middleware: only the
- * caller that actually calls providers holds one, and a follower waiting for somebody
- * else's computation (or reading the cache) holds none, so a trending query cannot use up
- * its askers' slots. When the computing caller is refused a slot (its own 5 are busy), its
- * followers did not lose theirs: they try again, and one of them computes.
+ * The concurrency slot is taken by the computation, not as route middleware: only the caller
+ * that actually calls providers holds one, and a follower waiting for somebody else's
+ * computation (or reading the kept answer) holds none, so a trending query cannot use up its
+ * askers' slots. A caller refused a slot (its own 5 are busy) takes no lock either, so nobody
+ * waits for it; callers of this isolate that were sharing its attempt try again.
  */
 async function sharedResolution(
-  { deps, settings, providers }: Resolver,
+  { deps, settings, providers, answers }: Resolver,
   userId: string,
   input: ResolveInput,
   budget: Budget,
 ): Promise<Resolution> {
-  const cacheKey = `recall:answer:${input.key}`;
-  for (let attempt = 1;; attempt++) {
-    let computed = false;
-    try {
-      const resolution = await deps.cache.get(
-        cacheKey,
-        { ttlS: settings.answerTtlS },
-        () =>
-          deps.coalescer.run(`recall:resolve:${input.key}`, () => {
-            computed = true;
-            // No signal: the work is shared with followers, so one asker going away must
-            // not free the slot (or abort the work) early; its own budget, same deadline.
-            return withSlot(
-              deps.leases,
-              {
-                name: slotPolicy,
-                limit: settings.limits.concurrency,
-                ttlMs: leaseTtlMs,
-                failOpen: false, // every resolve may cost money: 503 rather than unlimited
-                decisionMs: deps.config.limits.decisionMs,
-              },
-              userId,
-              undefined,
-              () => {
-                budget.aborted.throwIfAborted();
-                return resolve(providers, input, new Budget(budget.remaining()));
-              },
-            );
-          }, {
-            lockTtlMs: budget.remaining() + 5_000,
-            waitMs: budget.remaining(),
-            resultTtlMs: 10_000,
-            signal: budget.aborted,
-          }),
-      );
-      if (computed && resolution.degraded) {
-        runInBackground("recall: drop degraded answer", deps.cache.invalidate(cacheKey));
-      }
-      metrics.inc("recall_resolutions_total", { path: computed ? "computed" : "shared" });
-      return resolution;
-    } catch (err) {
-      const othersRefusal = !computed && err instanceof ProblemError && err.status === 429 &&
-        err.options.extensions?.policy === slotPolicy;
-      if (!othersRefusal || attempt >= 3) throw err;
-    }
-  }
+  const { value, computed } = await answers.run(
+    `recall:resolve:${input.key}`,
+    (leader) => {
+      budget.aborted.throwIfAborted();
+      // The providers' successes reach their breakers with the finish, in its HTTP request.
+      const deferred = new DeferredOutcomes();
+      leader.alongFinish(() => deferred.flush());
+      // No signal: the work is shared with followers, so one asker going away must not
+      // abort it; its own budget, same deadline.
+      return resolve(providers, input, new Budget(budget.remaining()), deferred);
+    },
+    {
+      store: deps.config.cacheDisabled ? undefined : {
+        key: deps.redisKey("recall", "answer", input.key),
+        ttlMs: settings.answerTtlS * 1000,
+        keep: (resolution) => !resolution.degraded,
+      },
+      slot: {
+        name: slotPolicy,
+        key: userId,
+        limit: settings.limits.concurrency,
+        ttlMs: leaseTtlMs,
+        failOpen: false, // every resolve may cost money: 503 rather than unlimited
+        decisionMs: deps.config.limits.decisionMs,
+      },
+      lockTtlMs: budget.remaining() + 5_000,
+      waitMs: budget.remaining(),
+      resultTtlMs: 10_000,
+      signal: budget.aborted,
+      // The breakers' state, where this isolate's is stale, rides in the begin's HTTP request.
+      alongBegin: () => providers.peek(input.audio !== undefined),
+    },
+  );
+  metrics.inc("recall_resolutions_total", { path: computed ? "computed" : "shared" });
+  return value;
 }

@@ -12,6 +12,11 @@
  * Each call returns proposals or throws; `resolve.ts` turns outcomes into statuses. The
  * {@link Providers} of an app are built once, in `createApp`, from its deps and settings.
  *
+ * Breakers cost no round trip of their own on the usual path: a "closed" heard within
+ * {@link breakerTrustMs} is trusted ({@link Providers.peek} refreshes it in the tick of the
+ * resolve's first Redis command), and a call's success is held in the resolution's
+ * `DeferredOutcomes`, sent with its last Redis command (shared/resilience/breaker.ts).
+ *
  * @module
  */
 import type { Budget } from "../../shared/http/budget.ts";
@@ -22,10 +27,18 @@ import { type ACRCloudConfig, acrcloudIdentify } from "../../shared/providers/ac
 import type { RecognizedSong } from "../../shared/providers/recognition.ts";
 import { type ShazamConfig, shazamDetect } from "../../shared/providers/shazam.ts";
 import type { Search } from "../../shared/data/search.ts";
+import type { DeferredOutcomes } from "../../shared/resilience/breaker.ts";
 import { callUpstream, type Upstream, upstream } from "../../shared/resilience/upstream.ts";
 import type { RecallResolveConfig } from "./config.ts";
 import type { Proposal } from "./merge.ts";
 import * as q from "./queries.ts";
+
+/**
+ * How long a breaker's "closed", as this isolate last heard it, lets a call through without
+ * asking Redis: another isolate opening it meanwhile is noticed this much later at most (or at
+ * this isolate's first failure, whose record answers "open").
+ */
+export const breakerTrustMs = 2000;
 
 /** An uploaded recording. */
 export interface Audio {
@@ -132,29 +145,50 @@ export class Providers {
       transcribe: upstream("openai-transcribe", {
         timeoutMs: timeouts.transcribeMs,
         breaker: breakers.get("openai-transcribe"),
+        trustClosedMs: breakerTrustMs,
         retry: { attempts: 2, baseMs: 250 },
       }),
       intent: upstream("openai-chat", {
         timeoutMs: timeouts.intentMs,
         breaker: breakers.get("openai-chat"),
+        trustClosedMs: breakerTrustMs,
         retry: { attempts: 2, baseMs: 250 },
       }),
       candidates: upstream("openai-chat", {
         timeoutMs: timeouts.candidatesMs,
         breaker: breakers.get("openai-chat"),
+        trustClosedMs: breakerTrustMs,
         retry: false,
       }),
       acrcloud: upstream("acrcloud", {
         timeoutMs: timeouts.recognitionMs,
         breaker: breakers.get("acrcloud"),
+        trustClosedMs: breakerTrustMs,
         retry: false,
       }),
       shazam: upstream("shazam", {
         timeoutMs: timeouts.recognitionMs,
         breaker: breakers.get("shazam"),
+        trustClosedMs: breakerTrustMs,
         retry: false,
       }),
     };
+  }
+
+  /**
+   * Refreshes the breakers a resolution of this input will ask (`audio`: transcription and
+   * fingerprints too), where this isolate's "closed" is older than {@link breakerTrustMs}.
+   * Call it in the tick of another Redis command: it shares that command's HTTP request.
+   */
+  peek(audio: boolean): void {
+    const { openai, acrcloud, shazam } = this.configured;
+    const apis = [
+      openai && this.#apis.intent, // intent and candidates: one breaker, openai-chat
+      audio && openai && this.#apis.transcribe,
+      audio && acrcloud && this.#apis.acrcloud,
+      audio && shazam && this.#apis.shazam,
+    ];
+    for (const api of apis) if (api) api.breaker.peek(api.trustClosedMs);
   }
 
   /**
@@ -195,7 +229,7 @@ export class Providers {
   }
 
   /** The transcript of `audio` ("" when the model heard no words). */
-  async transcribe(audio: Audio, budget: Budget): Promise<string> {
+  async transcribe(audio: Audio, budget: Budget, deferred?: DeferredOutcomes): Promise<string> {
     const result = await callUpstream(
       this.#apis.transcribe,
       withClient(this.#openai, (client, signal) =>
@@ -205,13 +239,13 @@ export class Providers {
           }),
           model: this.#openai.models!.transcribe,
         }, { signal })),
-      { budget, idempotent: true },
+      { budget, idempotent: true, deferred },
     );
     return (result.text ?? "").trim();
   }
 
   /** Intent analysis with the small model (structured output). */
-  async analyzeIntent(text: string, budget: Budget): Promise<Intent> {
+  async analyzeIntent(text: string, budget: Budget, deferred?: DeferredOutcomes): Promise<Intent> {
     const { value } = await callUpstream(
       this.#apis.intent,
       withClient(this.#openai, (client, signal) =>
@@ -226,7 +260,7 @@ export class Providers {
           schema: intentSchema,
           maxTokens: 300,
         }, signal)),
-      { budget, idempotent: true },
+      { budget, idempotent: true, deferred },
     );
     return value;
   }
@@ -236,6 +270,7 @@ export class Providers {
     text: string,
     intent: Intent | null,
     budget: Budget,
+    deferred?: DeferredOutcomes,
   ): Promise<Proposal[]> {
     const { value } = await callUpstream(
       this.#apis.candidates,
@@ -254,7 +289,7 @@ export class Providers {
             maxTokens: 800,
           }, signal),
       ),
-      { budget },
+      { budget, deferred },
     );
     return (value.candidates ?? []).slice(0, 5).map((c) => ({
       title: String(c.title ?? ""),
@@ -268,21 +303,29 @@ export class Providers {
   }
 
   /** ACRCloud's fingerprint match. */
-  async identifyACRCloud(audio: Audio, budget: Budget): Promise<Proposal[]> {
+  async identifyACRCloud(
+    audio: Audio,
+    budget: Budget,
+    deferred?: DeferredOutcomes,
+  ): Promise<Proposal[]> {
     const songs = await callUpstream(
       this.#apis.acrcloud,
       (signal) => acrcloudIdentify(this.#acrcloud!, audio.bytes, signal),
-      { budget },
+      { budget, deferred },
     );
     return recognized("acrcloud", songs);
   }
 
   /** Shazam's fingerprint match. */
-  async detectShazam(audio: Audio, budget: Budget): Promise<Proposal[]> {
+  async detectShazam(
+    audio: Audio,
+    budget: Budget,
+    deferred?: DeferredOutcomes,
+  ): Promise<Proposal[]> {
     const songs = await callUpstream(
       this.#apis.shazam,
       (signal) => shazamDetect(this.#shazam!, audio.bytes, signal),
-      { budget },
+      { budget, deferred },
     );
     return recognized("shazam", songs);
   }

@@ -12,6 +12,7 @@
  */
 import { Buffer } from "node:buffer";
 import type { Budget } from "../../shared/http/budget.ts";
+import type { DeferredOutcomes } from "../../shared/resilience/breaker.ts";
 import { metrics } from "../../shared/http/metrics.ts";
 import { upstreamFailure } from "../../shared/resilience/upstream.ts";
 import { type Candidate, mergeCandidates, type Proposal, songKey } from "./merge.ts";
@@ -108,11 +109,15 @@ class Outcomes {
 
 const found = (p: Proposal[]) => p.length > 0;
 
-/** Asks `providers` about `input` within `budget` and merges their answers. */
+/**
+ * Asks `providers` about `input` within `budget` and merges their answers. With `deferred`, the
+ * providers' successes are held there for their breakers (the caller flushes it).
+ */
 export async function resolve(
   providers: Providers,
   input: ResolveInput,
   budget: Budget,
+  deferred?: DeferredOutcomes,
 ): Promise<Resolution> {
   const { configured } = providers;
   const outcomes = new Outcomes();
@@ -125,10 +130,10 @@ export async function resolve(
   const fingerprints = input.audio
     ? [
       outcomes.run("acrcloud", configured.acrcloud, () =>
-        providers.identifyACRCloud(input.audio!, budget), found)
+        providers.identifyACRCloud(input.audio!, budget, deferred), found)
         .then(add),
       outcomes.run("shazam", configured.shazam, () =>
-        providers.detectShazam(input.audio!, budget), found)
+        providers.detectShazam(input.audio!, budget, deferred), found)
         .then(add),
     ]
     : [];
@@ -138,7 +143,7 @@ export async function resolve(
       const heard = await outcomes.run(
         "transcription",
         configured.openai,
-        () => providers.transcribe(input.audio!, budget),
+        () => providers.transcribe(input.audio!, budget, deferred),
         (t) => t.length > 0,
       );
       if (heard) {
@@ -152,7 +157,7 @@ export async function resolve(
       outcomes.run(
         "intent",
         configured.openai,
-        () => providers.analyzeIntent(text, budget),
+        () => providers.analyzeIntent(text, budget, deferred),
         (i) => Object.values(i).some((v) => v),
       ),
     ]);
@@ -180,7 +185,7 @@ export async function resolve(
       await outcomes.run(
         "candidates",
         configured.openai,
-        () => providers.generateCandidates(text, intent, budget),
+        () => providers.generateCandidates(text, intent, budget, deferred),
         found,
       ),
     );

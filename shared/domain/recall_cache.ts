@@ -19,16 +19,18 @@ export function recallThreadsTag(userId: string): string {
 
 /**
  * Drops what the recall reads cached about `threadId` and `userId`'s thread list: call it
- * the moment a thread changes. Rejects when the invalidation fails; the caller decides
- * whether that fails its request.
+ * the moment a thread changes. One round trip. A thread just created (`created`) has nothing
+ * cached under its own tag yet (its id is new), so only the list is dropped. Rejects when the
+ * invalidation fails; the caller decides whether that fails its request.
  */
 export async function invalidateRecallThread(
-  cache: Pick<TwoTierCache, "invalidateTag">,
+  cache: Pick<TwoTierCache, "invalidateTags">,
   userId: string,
   threadId: string,
+  options: { created?: boolean } = {},
 ): Promise<void> {
-  await Promise.all([
-    cache.invalidateTag(recallThreadTag(threadId)),
-    cache.invalidateTag(recallThreadsTag(userId)),
+  await cache.invalidateTags([
+    ...(options.created ? [] : [recallThreadTag(threadId)]),
+    recallThreadsTag(userId),
   ]);
 }

@@ -83,7 +83,9 @@ return {0, state, gen, earliest, 0, 0, from}
 /**
  * Record. KEYS[1] = breaker hash. ARGV = now, failed (1|0), generation, probe, token,
  * failureThreshold, failureRate, minimumCalls, windowMs, windowBuckets, openMs,
- * successesToClose, ttlMs.
+ * successesToClose, ttlMs, and (optional, default 1) how many calls of this outcome: ordinary
+ * successes held and recorded together (breaker.ts, DeferredOutcomes) count as that many
+ * calls in one step.
  * Returns {applied 0|1, state, gen, until, consecutive failures, from ('' = no transition)}.
  */
 const RECORD_LUA = `#!lua flags=allow-key-locking
@@ -102,6 +104,7 @@ local buckets = tonumber(ARGV[10])
 local openMs = tonumber(ARGV[11])
 local toClose = tonumber(ARGV[12])
 local ttl = tonumber(ARGV[13])
+local count = tonumber(ARGV[14]) or 1
 local h = redis.call('HMGET', key, 'state', 'gen', 'until', 'consec', 'hseq')
 local state = h[1] or 'closed'
 local gen = tonumber(h[2]) or 0
@@ -128,15 +131,15 @@ if state == 'closed' then
     local f = tonumber(w[3 * i + 3]) or 0
     if i == mine then
       if t ~= b then c, f = 0, 0 end
-      c = c + 1
-      if failed then f = f + 1 end
+      c = c + count
+      if failed then f = f + count end
       redis.call('HSET', key, 't' .. i, b, 'c' .. i, c, 'f' .. i, f)
       calls, fails = calls + c, fails + f
     elseif t and t > b - buckets and t < b then
       calls, fails = calls + c, fails + f
     end
   end
-  if failed then consec = consec + 1 else consec = 0 end
+  if failed then consec = consec + count else consec = 0 end
   if consec >= threshold or (calls >= minCalls and fails >= rate * calls) then
     return move('open', now + openMs)
   end
@@ -161,7 +164,20 @@ end
 return {0, state, gen, tonumber(h[3]) or 0, consec, ''}
 `;
 
+/**
+ * Peek. KEYS[1] = breaker hash. Returns {state, gen, until}, changing nothing: what a closed
+ * acquire reads, without taking a probe slot when the breaker is (or is due to be) half-open.
+ * A script rather than an HMGET so that it shares the write pipeline (one HTTP request) with
+ * the scripts issued beside it.
+ */
+const PEEK_LUA = `#!lua flags=allow-key-locking
+local h = redis.call('HMGET', KEYS[1], 'state', 'gen', 'until')
+return {h[1] or 'closed', tonumber(h[2]) or 0, tonumber(h[3]) or 0}
+`;
+
 /** Acquire's reply: allowed, state, gen, until, probe, token, from. */
 export const acquireScript = lua<(string | number)[]>("breaker.acquire", ACQUIRE_LUA);
 /** Record's reply: applied, state, gen, until, consecutive failures, from. */
 export const recordScript = lua<(string | number)[]>("breaker.record", RECORD_LUA);
+/** Peek's reply: state, gen, until. */
+export const peekScript = lua<(string | number)[]>("breaker.peek", PEEK_LUA);

@@ -20,6 +20,19 @@
  * `record()` ignores outcomes from an older one (a slow call that started before the breaker
  * opened says nothing about the API now).
  *
+ * Fewer round trips, for callers that ask (recall-resolve; the defaults keep one round trip per
+ * acquire and per record):
+ * - `trustClosedMs`: an acquire while this isolate heard "closed" (from any acquire, record or
+ *   {@link CircuitBreaker.peek} reply) less than that long ago is granted without asking, under
+ *   the generation heard. What it can miss is another isolate opening the breaker meanwhile:
+ *   this isolate then calls the API at most `trustClosedMs` longer, or until its first record
+ *   reply (ignored, as of an older generation, and saying "open", which is cached at once).
+ *   Open, half-open and probes always go to the store.
+ * - {@link DeferredOutcomes}: an ordinary call's success is held and sent with the caller's
+ *   next round trip, in one pipeline. Failures and probe outcomes are recorded at once, so the
+ *   breaker opens, closes and reopens exactly when it did; a held success only resets the
+ *   consecutive count and fills the window that much later (at most the caller's request).
+ *
  * The state lives in {@link RedisBreakerStore} (shared/resilience/breaker_store.ts: one hash per
  * API, each step atomic in one Lua script of shared/resilience/breaker.lua.ts, the one
  * implementation of the machine). Settings, permits and outcome classification:
@@ -88,6 +101,10 @@ export class CircuitBreaker {
   readonly #failOpen: boolean;
   /** Open-until as last heard from the store: until then we refuse without asking it. */
   #openUntil = 0;
+  /** "Closed" as last heard from the store: under which generation, and when (clock ms). */
+  #closed: { generation: number; at: number } | null = null;
+  /** A peek in flight (one at a time). */
+  #peeking: Promise<void> | null = null;
 
   constructor(init: CircuitBreakerInit) {
     this.name = init.name;
@@ -108,12 +125,17 @@ export class CircuitBreaker {
    *
    * The store command is issued synchronously (nothing is awaited before it), so the client's
    * auto-pipelining can send it in one HTTP request with commands issued in the same tick.
+   * With `trustClosedMs`, a "closed" heard less than that long ago grants without a round trip.
    */
-  async acquire(): Promise<Permit> {
+  async acquire(options: { trustClosedMs?: number } = {}): Promise<Permit> {
     const now = this.#clock();
     if (now < this.#openUntil) {
       bump(breakerStats.rejected, this.name);
       throw new CircuitOpenError(this.name, this.#openUntil - now, "open");
+    }
+    const closed = this.#closed;
+    if (closed && now - closed.at < (options.trustClosedMs ?? 0)) {
+      return { generation: closed.generation, probe: 0, token: 0, expiresAt: 0, degraded: false };
     }
     let res: AcquireResult;
     try {
@@ -149,9 +171,10 @@ export class CircuitBreaker {
   /**
    * Reports a call's outcome. Never throws: a store failure is counted and logged, since the
    * call's own result matters more than the bookkeeping. Outcomes under an older generation
-   * (or an expired probe permit) are ignored by the store.
+   * (or an expired probe permit) are ignored by the store. `count` calls of this outcome under
+   * this (ordinary) permit are recorded in one step.
    */
-  async record(outcome: Outcome, permit: Permit): Promise<RecordResult | null> {
+  async record(outcome: Outcome, permit: Permit, count = 1): Promise<RecordResult | null> {
     if (permit.degraded) return null;
     try {
       const res = await this.store.record(
@@ -160,6 +183,7 @@ export class CircuitBreaker {
         outcome,
         permit,
         this.settings,
+        count,
       );
       this.#observe(res.state, res.until, res.from, res.generation);
       return res;
@@ -175,15 +199,36 @@ export class CircuitBreaker {
   }
 
   /**
+   * Refreshes what this isolate knows of the state, changing nothing in the store, unless it
+   * knows enough already (open, or closed heard less than `trustClosedMs` ago). Issued in the
+   * caller's tick, so it shares an HTTP request with the caller's other commands: a later
+   * {@link acquire} with the same `trustClosedMs` then needs no round trip of its own. Never
+   * throws (a failed peek just leaves the next acquire to ask).
+   */
+  peek(trustClosedMs: number): Promise<void> {
+    const now = this.#clock();
+    const closed = this.#closed;
+    if (!this.store.peek || now < this.#openUntil) return Promise.resolve();
+    if (closed && now - closed.at < trustClosedMs) return Promise.resolve();
+    return this.#peeking ??= this.store.peek(this.name).then(
+      (r) => this.#observe(r.state, r.until, null, r.generation),
+      () => bump(breakerStats.storeErrors, this.name),
+    ).finally(() => this.#peeking = null);
+  }
+
+  /**
    * acquire → `fn` → record → the result; `fn`'s error is rethrown as is, a refusal throws
    * {@link CircuitOpenError} without calling `fn`. A probe's `fn` gets a signal that aborts
    * when its permit expires (past that, another probe holds the slot); ordinary calls get none.
+   * `trustClosedMs` is the acquire's; with `deferred`, an ordinary call's success is held there
+   * instead of recorded now (failures and probe outcomes are recorded at once).
    */
   async run<T>(
     fn: (signal?: AbortSignal) => Promise<T>,
     classify: Classifier = defaultClassifier,
+    options: { trustClosedMs?: number; deferred?: DeferredOutcomes } = {},
   ): Promise<T> {
-    const permit = await this.acquire();
+    const permit = await this.acquire(options);
     let timer: ReturnType<typeof setTimeout> | undefined;
     let signal: AbortSignal | undefined;
     if (permit.probe) {
@@ -203,7 +248,12 @@ export class CircuitBreaker {
       throw err;
     }
     clearTimeout(timer);
-    await this.record(classify(value, false), permit);
+    const outcome = classify(value, false);
+    if (outcome === "success" && !permit.probe && !permit.degraded && options.deferred) {
+      options.deferred.hold(this, permit);
+    } else {
+      await this.record(outcome, permit);
+    }
     return value;
   }
 
@@ -212,9 +262,10 @@ export class CircuitBreaker {
     return this.store.read(this.name, this.#clock(), this.settings);
   }
 
-  /** Caches open-until, and logs and counts a transition this call caused. */
+  /** Caches open-until or closed, and logs and counts a transition this call caused. */
   #observe(state: BreakerState, until: number, from: BreakerState | null, generation: number) {
     this.#openUntil = state === "open" ? until : 0;
+    this.#closed = state === "closed" ? { generation, at: this.#clock() } : null;
     if (from && from !== state) {
       bump(breakerStats.transitions, `${this.name}:${from}->${state}`);
       console.log(JSON.stringify({
@@ -225,6 +276,39 @@ export class CircuitBreaker {
         generation,
       }));
     }
+  }
+}
+
+/**
+ * Successes of ordinary calls held to be recorded later, all at once: {@link flush} issues
+ * their records in one tick, so they share an HTTP request with whatever the caller issues
+ * beside them (recall-resolve: its finish), and the successes of one breaker under one
+ * generation are one record step. One per piece of work; flush it on every path.
+ */
+export class DeferredOutcomes {
+  #held: { breaker: CircuitBreaker; permit: Permit; count: number }[] = [];
+
+  /** Holds one success of `breaker` under `permit` (an ordinary one: no probe). */
+  hold(breaker: CircuitBreaker, permit: Permit): void {
+    const same = this.#held.find((h) =>
+      h.breaker === breaker && h.permit.generation === permit.generation
+    );
+    if (same) same.count++;
+    else this.#held.push({ breaker, permit, count: 1 });
+  }
+
+  /** Successes held now. */
+  get size(): number {
+    return this.#held.reduce((n, h) => n + h.count, 0);
+  }
+
+  /** Records every held success now (issued synchronously) and waits for them; never rejects. */
+  async flush(): Promise<void> {
+    const held = this.#held;
+    this.#held = [];
+    await Promise.all(
+      held.map(({ breaker, permit, count }) => breaker.record("success", permit, count)),
+    );
   }
 }
 

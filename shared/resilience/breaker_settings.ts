@@ -105,6 +105,14 @@ export interface RecordResult {
   from: BreakerState | null;
 }
 
+/** A store's answer to a peek: the state as stored, nothing changed. */
+export interface PeekResult {
+  state: BreakerState;
+  generation: number;
+  /** Open-until when open, else 0. */
+  until: number;
+}
+
 /** What `GET /health` shows per breaker. */
 export interface BreakerSnapshot {
   name: string;
@@ -122,14 +130,22 @@ export interface BreakerSnapshot {
 /** Where breaker state lives. Each method is one atomic step of the state machine. */
 export interface BreakerStore {
   acquire(name: string, now: number, s: BreakerSettings): Promise<AcquireResult>;
+  /** Records `count` (default 1) calls with `outcome` under `permit` in one step. */
   record(
     name: string,
     now: number,
     outcome: Outcome,
     permit: Permit,
     s: BreakerSettings,
+    count?: number,
   ): Promise<RecordResult>;
   read(name: string, now: number, s: BreakerSettings): Promise<BreakerSnapshot>;
+  /**
+   * The state, generation and open-until, changing nothing (no probe slot taken). Optional:
+   * without it {@link CircuitBreaker.peek} does nothing. Issued before anything is awaited, so
+   * it joins the caller's auto-pipeline.
+   */
+  peek?(name: string): Promise<PeekResult>;
 }
 
 /** Thrown instead of calling the API while the circuit is open (or half-open and full). */

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import { acquireScript, recordScript } from "./breaker.lua.ts";
+import { acquireScript, peekScript, recordScript } from "./breaker.lua.ts";
 import type {
   AcquireResult,
   BreakerSettings,
@@ -13,6 +13,7 @@ import type {
   BreakerState,
   BreakerStore,
   Outcome,
+  PeekResult,
   Permit,
   RecordResult,
 } from "./breaker_settings.ts";
@@ -62,6 +63,7 @@ export class RedisBreakerStore implements BreakerStore {
     outcome: Outcome,
     permit: Permit,
     s: BreakerSettings,
+    count = 1,
   ): Promise<RecordResult> {
     const args = [
       now,
@@ -77,6 +79,7 @@ export class RedisBreakerStore implements BreakerStore {
       s.openMs,
       s.successesToClose,
       keyTtlMs(s),
+      ...(count === 1 ? [] : [count]),
     ];
     return this.#run(recordScript, name, args).then((r) => ({
       applied: Number(r[0]) === 1,
@@ -85,6 +88,14 @@ export class RedisBreakerStore implements BreakerStore {
       until: Number(r[3]),
       failures: Number(r[4]),
       from: (String(r[5]) || null) as BreakerState | null,
+    }));
+  }
+
+  peek(name: string): Promise<PeekResult> {
+    return this.#run(peekScript, name, []).then((r) => ({
+      state: String(r[0]) as BreakerState,
+      generation: Number(r[1]),
+      until: Number(r[2]),
     }));
   }
 

@@ -14,7 +14,7 @@
 import type { Redis } from "@upstash/redis";
 import { runInBackground } from "../http/background.ts";
 import { type Clock, systemClock } from "./clock.ts";
-import { invalidateScript, logLength } from "./cache.lua.ts";
+import { invalidateScript, invalidateTagsScript, logLength } from "./cache.lua.ts";
 import { type Coalescer, RedisCoalescer, SingleFlight } from "./coalesce.ts";
 import type { Sample } from "../http/metrics.ts";
 import { runScript } from "../data/redis_script.ts";
@@ -293,6 +293,24 @@ export class TwoTierCache {
       invalidateScript,
       [...members.map((k) => this.#valueKey(k)), this.#tagKey(tag), this.#seqKey, this.#logKey],
       ["tag", tag],
+    );
+  }
+
+  /**
+   * Drops every entry stored with any of `tags`, in every tier of every isolate, in one round
+   * trip (the tags' members are read inside the script: no SMEMBERS request before it).
+   */
+  async invalidateTags(tags: readonly string[]): Promise<void> {
+    if (!tags.length) return;
+    for (const [key, entry] of this.#local) {
+      if (entry.env.t?.some((t) => tags.includes(t))) this.#drop(key);
+    }
+    this.stats.invalidations += tags.length;
+    await runScript(
+      this.#redis,
+      invalidateTagsScript,
+      [this.#seqKey, this.#logKey, ...tags.map((tag) => this.#tagKey(tag))],
+      [this.#valueKey(""), ...tags],
     );
   }
 

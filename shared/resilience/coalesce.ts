@@ -119,7 +119,7 @@ export interface Coalescer {
 }
 
 /** A leader's outcome as waiters read it (JSON in Redis). */
-type Envelope =
+export type Envelope =
   | { ok: true; v?: unknown }
   | { ok: false; error: string; problem?: ProblemShape };
 
@@ -136,7 +136,8 @@ export class CoalescedFailure extends Error {
   }
 }
 
-function failureEnvelope(err: unknown): Envelope {
+/** A leader's failure as its waiters read it (a ProblemError keeps its status and headers). */
+export function failureEnvelope(err: unknown): Envelope {
   if (err instanceof ProblemError) {
     const { status, code, detail, options } = err;
     return {
@@ -148,7 +149,8 @@ function failureEnvelope(err: unknown): Envelope {
   return { ok: false, error: err instanceof Error ? err.message : String(err) };
 }
 
-function settle<T>(raw: unknown): T {
+/** A leader's published envelope (raw or as the client parsed it): its value, or its failure thrown. */
+export function settleEnvelope<T>(raw: unknown): T {
   // The client JSON-parses script replies by itself unless automatic deserialization is off.
   const envelope = (typeof raw === "string" ? JSON.parse(raw) : raw) as Envelope;
   if (envelope.ok) return envelope.v as T;
@@ -218,7 +220,7 @@ export class RedisCoalescer implements Coalescer {
       if (!claim) break;
       if (claim[0] === "done") {
         this.stats.followers++;
-        return settle<T>(claim[1]);
+        return settleEnvelope<T>(claim[1]);
       }
       if (claim[0] === "lead") {
         if (watched) this.stats.takeovers++;

@@ -212,6 +212,42 @@ export interface SlotPolicy {
 const unavailableRetryS = 5;
 
 /**
+ * The store could not decide for `p` in time: returns when `p` fails open (the caller runs
+ * unlimited), else throws the 503. Counted either way.
+ */
+export function undecided(p: Pick<SlotPolicy, "name" | "failOpen">): void {
+  if (p.failOpen) {
+    leaseStats.failOpen++;
+    console.warn(JSON.stringify({ msg: "concurrency limit failed open", policy: p.name }));
+    return;
+  }
+  leaseStats.failClosed++;
+  throw new ProblemError(
+    503,
+    "unavailable",
+    `concurrency limit "${p.name}" cannot be checked`,
+    { headers: { "retry-after": String(unavailableRetryS) } },
+  );
+}
+
+/** The 429 of a key whose `p.limit` slots are all taken (counted as a rejection). */
+export function slotsTaken(
+  p: Pick<SlotPolicy, "name" | "limit">,
+  retryAfterMs: number,
+): ProblemError {
+  leaseStats.rejected++;
+  return new ProblemError(
+    429,
+    "rate_limited",
+    `concurrency limit "${p.name}" reached: ${p.limit} requests in flight`,
+    {
+      headers: { "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
+      extensions: { policy: p.name },
+    },
+  );
+}
+
+/**
  * Holds one of `key`'s slots (under `p.name`) while `fn` runs: 429 problem naming the policy,
  * with Retry-After, when every slot is taken; run unlimited (failOpen) or 503 when the store
  * can't decide within `p.decisionMs`. The slot is released on every path: success, throw,
@@ -228,31 +264,10 @@ export async function withSlot<T>(
   signal?.throwIfAborted();
   const result = await acquireWithin(store, `${p.name}:${key}`, p, p.decisionMs);
   if (!result) {
-    if (p.failOpen) {
-      leaseStats.failOpen++;
-      console.warn(JSON.stringify({ msg: "concurrency limit failed open", policy: p.name }));
-      return await fn(signal ?? new AbortController().signal);
-    }
-    leaseStats.failClosed++;
-    throw new ProblemError(
-      503,
-      "unavailable",
-      `concurrency limit "${p.name}" cannot be checked`,
-      { headers: { "retry-after": String(unavailableRetryS) } },
-    );
+    undecided(p);
+    return await fn(signal ?? new AbortController().signal);
   }
-  if (!result.ok) {
-    leaseStats.rejected++;
-    throw new ProblemError(
-      429,
-      "rate_limited",
-      `concurrency limit "${p.name}" reached: ${p.limit} requests in flight`,
-      {
-        headers: { "retry-after": String(Math.max(1, Math.ceil(result.retryAfterMs / 1000))) },
-        extensions: { policy: p.name },
-      },
-    );
-  }
+  if (!result.ok) throw slotsTaken(p, result.retryAfterMs);
   leaseStats.granted++;
   return await holding(result.lease, p.ttlMs, signal, fn);
 }

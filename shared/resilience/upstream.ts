@@ -7,7 +7,12 @@
  *
  * @module
  */
-import { CircuitBreaker, CircuitOpenError, isBreakerFailure } from "./breaker.ts";
+import {
+  CircuitBreaker,
+  CircuitOpenError,
+  type DeferredOutcomes,
+  isBreakerFailure,
+} from "./breaker.ts";
 import type { Budget } from "../http/budget.ts";
 import { metrics } from "../http/metrics.ts";
 import { delay } from "./abort.ts";
@@ -23,6 +28,11 @@ export interface Upstream {
   /** Backoff for retryable calls; false never retries. */
   retry: BackoffOptions | false;
   retryBudget: RetryBudget;
+  /**
+   * A "closed" this isolate heard less than this long ago lets a call through without asking
+   * the breaker's store (breaker.ts); 0 (default) asks every time.
+   */
+  trustClosedMs: number;
 }
 
 /**
@@ -35,6 +45,7 @@ export function upstream(
     timeoutMs: number;
     retry?: BackoffOptions | false;
     breaker: CircuitBreaker;
+    trustClosedMs?: number;
   },
 ): Upstream {
   return {
@@ -43,6 +54,7 @@ export function upstream(
     retry: options.retry ?? {},
     retryBudget: new RetryBudget(),
     breaker: options.breaker,
+    trustClosedMs: options.trustClosedMs ?? 0,
   };
 }
 
@@ -76,12 +88,18 @@ const minAttemptMs = 50;
 
 /**
  * Calls `fn` with an AbortSignal for one attempt. Throws CircuitOpenError when the circuit is
- * open, else the last attempt's error.
+ * open, else the last attempt's error. With `deferred`, an attempt's success is held there for
+ * the breaker (sent when the caller flushes it) instead of recorded before this returns.
  */
 export async function callUpstream<T>(
   api: Upstream,
   fn: (signal: AbortSignal) => Promise<T>,
-  options: { budget?: Budget; idempotent?: boolean; idempotencyKey?: string } = {},
+  options: {
+    budget?: Budget;
+    idempotent?: boolean;
+    idempotencyKey?: string;
+    deferred?: DeferredOutcomes;
+  } = {},
 ): Promise<T> {
   const { budget } = options;
   const retryable = api.retry !== false &&
@@ -93,10 +111,14 @@ export async function callUpstream<T>(
     try {
       const value = await timed(
         "upstream",
-        api.breaker.run((probe) => {
-          const own = budget ? budget.signal(api.timeoutMs) : AbortSignal.timeout(api.timeoutMs);
-          return fn(probe ? AbortSignal.any([own, probe]) : own);
-        }),
+        api.breaker.run(
+          (probe) => {
+            const own = budget ? budget.signal(api.timeoutMs) : AbortSignal.timeout(api.timeoutMs);
+            return fn(probe ? AbortSignal.any([own, probe]) : own);
+          },
+          undefined,
+          { trustClosedMs: api.trustClosedMs, deferred: options.deferred },
+        ),
       );
       observe(api, "ok", start);
       return value;
