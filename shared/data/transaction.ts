@@ -228,7 +228,7 @@ function transaction<T>(
     }
   };
   signal?.addEventListener("abort", onAbort, { once: true });
-  return pipelined(db, async (tx) => {
+  return pipelined(db, signal, async (tx) => {
     if (expired()) throw reason();
     const setup = tx`/* as-user */ select set_config('role', ${role}, true),
       set_config('request.jwt.claims', ${claims}, true),
@@ -266,7 +266,11 @@ function transaction<T>(
  * - a statement error that `run` caught: Postgres answers the COMMIT of a failed transaction
  *   with ROLLBACK, and that is an error here, as it was with `begin`, never a success.
  */
-async function pipelined<T>(db: PoolHandle, run: (tx: Tx) => Promise<T>): Promise<T> {
+async function pipelined<T>(
+  db: PoolHandle,
+  signal: AbortSignal | undefined,
+  run: (tx: Tx) => Promise<T>,
+): Promise<T> {
   const conn = await db.sql.reserve();
   const tx = conn as unknown as Tx;
   let lost = false;
@@ -274,13 +278,14 @@ async function pipelined<T>(db: PoolHandle, run: (tx: Tx) => Promise<T>): Promis
     const begin = tx`begin`.execute();
     let value: T;
     try {
-      value = await run(tx);
+      value = await settledOrLost(run(tx), signal);
       await begin;
     } catch (err) {
       const beginError = await begin.then(() => null, (e) => e);
-      lost = connectionLost(err) || connectionLost(beginError);
-      if (!lost) await tx`rollback`.execute().catch(() => {});
-      throw err;
+      lost = err === lostConnection || connectionLost(err) || connectionLost(beginError);
+      // Bounded: a connection that dies as ROLLBACK is queued never answers it.
+      if (!lost) lost = !(await landed(tx`rollback`.execute()));
+      throw err === lostConnection ? new Error("database connection lost") : err;
     }
     let committed: postgres.RowList<postgres.Row[]>;
     try {
@@ -300,11 +305,51 @@ async function pipelined<T>(db: PoolHandle, run: (tx: Tx) => Promise<T>): Promis
   }
 }
 
-/** Whether `err` says the connection is gone (postgres.js's codes). */
+/** What {@link settledOrLost} throws when the work never settles. */
+const lostConnection = Symbol("lost connection");
+
+/**
+ * `work`, or {@link lostConnection} when it is still pending {@link cancelLandMs} after
+ * `signal` aborted. The abort cancels the running statements, which then settle; what doesn't
+ * is a statement postgres.js queued on a connection that died meanwhile (it never rejects
+ * those), and the slot must not wait for it forever.
+ */
+function settledOrLost<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
+  const stuck = new Promise<never>((_, reject) => {
+    onAbort = () => (timer = setTimeout(() => reject(lostConnection), cancelLandMs));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([work, stuck]).finally(() => {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", onAbort!);
+  });
+}
+
+/** Whether `q` settled within {@link cancelLandMs}. */
+async function landed(q: Promise<unknown>): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<boolean>((
+    resolve,
+  ) => (timer = setTimeout(resolve, cancelLandMs, false)));
+  try {
+    return await Promise.race([q.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Whether `err` says the connection is gone: postgres.js's own codes, or a FATAL error from
+ * the server (pg_terminate_backend, a shutdown), after which it closes the connection.
+ */
 function connectionLost(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === "CONNECTION_CLOSED" || code === "CONNECTION_DESTROYED" ||
-    code === "CONNECTION_ENDED";
+  const e = err as { code?: unknown; severity?: unknown } | null;
+  return e?.code === "CONNECTION_CLOSED" || e?.code === "CONNECTION_DESTROYED" ||
+    e?.code === "CONNECTION_ENDED" || e?.severity === "FATAL" || e?.severity === "PANIC";
 }
 
 /**
