@@ -2,7 +2,8 @@
  * `mixed`: the everyday app at once — feeds, notifications, analytics events (202) and
  * thread summaries — at VUS (50) users with think time.
  *
- * Env: VUS (50), DURATION_S (120), USERS (= VUS), THINK_MS ("1000,5000").
+ * Env: VUS (50), DURATION_S (120), USERS (= VUS), THINK_MS ("1000,5000"), RAMP_S (0: all VUS
+ * start at once; else they arrive evenly over RAMP_S seconds first, as a crowd does).
  *
  * @module
  */
@@ -16,6 +17,7 @@ interface Data {
 }
 
 const vus = envNumber("VUS", 50);
+const rampS = envNumber("RAMP_S", 0);
 const [thinkMin, thinkMax] = (Deno.env.get("THINK_MS") ?? "1000,5000").split(",").map(Number);
 
 export const scenario: Scenario<Data> = {
@@ -34,8 +36,11 @@ export const scenario: Scenario<Data> = {
     users: {
       schedule: {
         executor: "ramping-vus",
-        startVUs: vus,
-        stages: [{ durationS: envNumber("DURATION_S", 120), target: vus }],
+        startVUs: rampS > 0 ? 0 : vus,
+        stages: [
+          ...(rampS > 0 ? [{ durationS: rampS, target: vus }] : []),
+          { durationS: envNumber("DURATION_S", 120), target: vus },
+        ],
         thinkTimeMs: [thinkMin, thinkMax],
       },
       exec: async ({ client, data, vu, iteration }) => {
