@@ -333,11 +333,13 @@ Deno.test("redis gone: every caller computes for itself, quickly", async () => {
   try {
     await co.run("warm", () => Promise.resolve(0));
     await server.stop();
+    // Counted from here: under the suite's load the warm-up's claim can itself miss its window.
+    const fallbacksBefore = stats.fallbacks;
     const start = performance.now();
     assertEquals(await co.run("k", () => Promise.resolve("computed")), "computed");
     const ms = performance.now() - start;
     assert(ms < 250, `fell back in ${ms.toFixed(0)} ms`);
-    assertEquals(stats.fallbacks, 1);
+    assertEquals(stats.fallbacks - fallbacksBefore, 1);
   } finally {
     await co.idle();
     await fixture.close();
