@@ -11,6 +11,7 @@ import { freePort, startRedisServer } from "../../scripts/dev/local_services.ts"
 import { type TestRedis, testRedis } from "../../scripts/testing/test_redis.ts";
 import {
   CoalescedFailure,
+  type CoalesceOptions,
   type Coalescer,
   type CoalescerOptions,
   newCoalesceStats,
@@ -70,7 +71,7 @@ const kinds: Record<string, () => Promise<Harness & { close(): Promise<void> }>>
     return {
       fixture,
       make(options = {}) {
-        const c = new RedisCoalescer(isolateClient(fixture), `${fixture.prefix}co:`, {
+        const c = new PatientCoalescer(isolateClient(fixture), `${fixture.prefix}co:`, {
           stats: newCoalesceStats(),
           ...options,
         });
@@ -84,6 +85,19 @@ const kinds: Record<string, () => Promise<Harness & { close(): Promise<void> }>>
     };
   },
 };
+
+/**
+ * Waits for Redis's decision (5 s, not 100 ms) unless a test says otherwise: these contracts
+ * are about who leads and who follows, which Redis decides; under the full suite's load a
+ * 100 ms window can pass first, and the caller then computes alone (a fallback: "redis gone"
+ * tests that with a coalescer of its own), which a test waiting for a follower's poll would
+ * wait for forever.
+ */
+class PatientCoalescer extends RedisCoalescer {
+  override run<T>(key: string, compute: () => Promise<T>, options: CoalesceOptions = {}) {
+    return super.run(key, compute, { decisionMs: 5000, ...options });
+  }
+}
 
 /** A separate client on the same bridge: no auto-pipelining across "isolates". */
 function isolateClient(fixture: TestRedis): Redis {
