@@ -60,6 +60,28 @@ function withDefaults(options: CoalesceOptions): typeof defaults {
 const firstPollMs = 20;
 const maxPollMs = 250;
 
+/**
+ * A follower's waits between polls of a lock, with the backoff above, never past `waitMs`
+ * from now: each call sleeps and resolves true (one more poll counted in `stats`), or
+ * resolves false once the time is up.
+ */
+export function followerPolls(
+  waitMs: number,
+  sleep: (ms: number) => Promise<void>,
+  stats: Pick<CoalesceStats, "polls">,
+): () => Promise<boolean> {
+  const deadline = performance.now() + waitMs;
+  let delay = firstPollMs;
+  return async () => {
+    const left = deadline - performance.now();
+    if (left <= 0) return false;
+    await sleep(Math.min(delay, left));
+    delay = Math.min(delay * 2, maxPollMs);
+    stats.polls++;
+    return true;
+  };
+}
+
 /** Counters of one coalescer. */
 export interface CoalesceStats {
   /** Computed while holding the lock. */
@@ -211,9 +233,8 @@ export class RedisCoalescer implements Coalescer {
     const lockKey = `${this.#prefix}${key}:lock`;
     const resultKey = (token: string) => `${this.#prefix}${key}:result:${token}`;
     const token = crypto.randomUUID();
-    const deadline = performance.now() + o.waitMs;
+    const nextPoll = followerPolls(o.waitMs, this.#sleep, this.stats);
     let watched: string | null = null;
-    let delay = firstPollMs;
     for (;;) {
       const keys = watched ? [lockKey, resultKey(watched)] : [lockKey];
       const claim = await this.#tryClaim(keys, token, o);
@@ -229,11 +250,7 @@ export class RedisCoalescer implements Coalescer {
       }
       // Follow whoever holds the lock now: after an expiry that may be a new leader.
       watched = claim[1];
-      const left = deadline - performance.now();
-      if (left <= 0) break;
-      await this.#sleep(Math.min(delay, left));
-      delay = Math.min(delay * 2, maxPollMs);
-      this.stats.polls++;
+      if (!(await nextPoll())) break;
     }
     this.stats.fallbacks++;
     return await compute();

@@ -29,6 +29,7 @@ import {
   type CoalesceStats,
   coalesceStats,
   failureEnvelope,
+  followerPolls,
   settleEnvelope,
   SingleFlight,
 } from "./coalesce.ts";
@@ -105,9 +106,6 @@ interface StoredValue {
   e: number;
 }
 
-/** Followers poll with this backoff: 20, 40, 80… ms, capped. */
-const firstPollMs = 20;
-const maxPollMs = 250;
 /** A shared caller refused because another caller's slots were taken tries this often. */
 const maxAttempts = 3;
 
@@ -195,9 +193,8 @@ export class SharedResults {
     const slotKey = `${this.#slotPrefix}${o.slot.name}:${o.slot.key}`;
     const token = crypto.randomUUID();
     const slotId = crypto.randomUUID();
-    const deadline = performance.now() + o.waitMs;
+    const nextPoll = followerPolls(o.waitMs, this.#sleep, this.stats);
     let watched: string | null = null;
-    let delay = firstPollMs;
     for (;;) {
       const keys = [lockKey, slotKey];
       const storedAt = o.store ? keys.push(o.store.key) : 0;
@@ -226,11 +223,7 @@ export class SharedResults {
       }
       // Follow whoever holds the lock now: after an expiry that may be a new leader.
       watched = begin[1];
-      const left = deadline - performance.now();
-      if (left <= 0) break;
-      await this.#sleep(Math.min(delay, left));
-      delay = Math.min(delay * 2, maxPollMs);
-      this.stats.polls++;
+      if (!(await nextPoll())) break;
     }
     this.stats.fallbacks++;
     if (watched === null) {
