@@ -12,46 +12,13 @@ import { type TestRedis, testRedis } from "../../scripts/testing/test_redis.ts";
 import { newCoalesceStats } from "./coalesce.ts";
 import { type SharedOptions, SharedResults } from "./coalesce_slot.ts";
 import { ProblemError } from "../http/problem.ts";
+import { gated, observedSleep } from "../../scripts/testing/gates.ts";
 
 /** The ProblemError `p` rejects with (fails when it resolves or rejects with anything else). */
 async function problem(p: Promise<unknown>): Promise<ProblemError> {
   const err = await p.then(() => null, (e) => e);
   assert(err instanceof ProblemError, `expected a ProblemError, got ${err}`);
   return err;
-}
-
-/** A promise resolved from outside: the tests' only synchronisation. */
-const latch = <T = void>() => Promise.withResolvers<T>();
-
-/** A compute that counts its runs, signals when it starts, and finishes when told. */
-function gated<T>() {
-  const started = latch();
-  const finish = latch<T>();
-  const fn = {
-    runs: 0,
-    started: started.promise,
-    resolve: finish.resolve,
-    reject: finish.reject,
-    compute: () => {
-      fn.runs++;
-      started.resolve();
-      return finish.promise;
-    },
-  };
-  return fn;
-}
-
-/** A follower's wait that tells the test it is waiting, then waits for real. */
-function observedSleep() {
-  let waiting = latch();
-  return {
-    waiting: () => waiting.promise,
-    sleep(ms: number) {
-      waiting.resolve();
-      waiting = latch();
-      return new Promise<void>((resolve) => setTimeout(resolve, ms));
-    },
-  };
 }
 
 /** An isolate's client: its own auto-pipeline, on the shared bridge. */

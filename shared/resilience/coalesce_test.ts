@@ -19,44 +19,7 @@ import {
   SingleFlight,
 } from "./coalesce.ts";
 import { ProblemError } from "../http/problem.ts";
-
-/** A promise resolved from outside: the tests' only synchronisation. */
-const latch = <T = void>() => Promise.withResolvers<T>();
-
-/** A compute that counts its runs, signals when it starts, and finishes when told. */
-function gated<T>() {
-  const started = latch();
-  const finish = latch<T>();
-  const fn = {
-    runs: 0,
-    started: started.promise,
-    resolve: finish.resolve,
-    reject: finish.reject,
-    compute: () => {
-      fn.runs++;
-      started.resolve();
-      return finish.promise;
-    },
-  };
-  return fn;
-}
-
-/**
- * A follower's wait between polls that tells the test it is waiting (so the test releases
- * the leader only once the follower has really claimed and lost), then waits for real.
- */
-function observedSleep() {
-  let waiting = latch();
-  return {
-    /** Resolves when the follower starts its next wait. */
-    waiting: () => waiting.promise,
-    sleep(ms: number) {
-      waiting.resolve();
-      waiting = latch();
-      return new Promise<void>((resolve) => setTimeout(resolve, ms));
-    },
-  };
-}
+import { gated, observedSleep } from "../../scripts/testing/gates.ts";
 
 interface Harness {
   /** A coalescer as one isolate sees it (with Redis: its own client, like a real isolate). */
