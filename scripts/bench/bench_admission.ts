@@ -24,6 +24,7 @@ import { freePort } from "../dev/local_services.ts";
 import { spawnServer } from "../dev/stack.ts";
 import { functionTestEnv } from "../testing/test_env.ts";
 import { deleteKeys, testRedisUrl } from "../testing/test_redis.ts";
+import { definedOnly, runVegeta, vegetaBin } from "./vegeta.ts";
 
 const overloadS = Number(Deno.env.get("BENCH_OVERLOAD_S") ?? 10);
 const env = await functionTestEnv({
@@ -59,12 +60,6 @@ const tokens = await Promise.all(
 );
 
 /** `env` without its unset variables (a child process's environment holds strings only). */
-function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined),
-  );
-}
-
 function p(sorted: number[], q: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] : NaN;
 }
@@ -238,12 +233,7 @@ async function overloadVegeta(bin: string, rate: number, seconds = overloadS) {
       header: { authorization: [`Bearer ${t}`] },
     })
   ).join("\n");
-  const run = (args: string[], input: Uint8Array) => {
-    const child = new Deno.Command(bin, { args, stdin: "piped", stdout: "piped" }).spawn();
-    const writer = child.stdin.getWriter();
-    writer.write(input).then(() => writer.close());
-    return child.output().then((o) => o.stdout);
-  };
+  const run = (args: string[], input: Uint8Array) => runVegeta(bin, args, input);
   const results = await run([
     "attack",
     "-format=json",
@@ -290,21 +280,6 @@ async function capacityVegeta(bin: string) {
     best = { rps: rate, p95_ms: r.admitted_p95_ms };
   }
   return { generator: "vegeta", ...best, stopped_at: stoppedAt };
-}
-
-/** The vegeta binary, when there is one. */
-function vegetaBin(): string | null {
-  for (const candidate of [Deno.env.get("VEGETA_BIN"), "vegeta"]) {
-    if (!candidate) continue;
-    try {
-      new Deno.Command(candidate, { args: ["-version"], stdout: "null", stderr: "null" })
-        .outputSync();
-      return candidate;
-    } catch {
-      // not installed
-    }
-  }
-  return null;
 }
 
 const report: Record<string, unknown> = {

@@ -26,6 +26,7 @@ import { spawnServer } from "../dev/stack.ts";
 import { functionTestEnv } from "../testing/test_env.ts";
 import { testRedisUrl } from "../testing/test_redis.ts";
 import { cpuMs } from "./costs.ts";
+import { definedOnly, runVegeta, vegetaBin } from "./vegeta.ts";
 
 const num = (name: string, fallback: number) => Number(Deno.env.get(name) ?? fallback);
 const users = num("CAPACITY_USERS", 2000);
@@ -187,12 +188,7 @@ interface Attack {
 
 /** vegeta at `rate`/s for `seconds` over `targets` (JSON lines, taken round robin). */
 async function attack(targets: Uint8Array, rate: number, seconds: number): Promise<Attack> {
-  const run = (args: string[], input: Uint8Array) => {
-    const child = new Deno.Command(vegeta!, { args, stdin: "piped", stdout: "piped" }).spawn();
-    const writer = child.stdin.getWriter();
-    writer.write(input).then(() => writer.close());
-    return child.output().then((o) => o.stdout);
-  };
+  const run = (args: string[], input: Uint8Array) => runVegeta(vegeta!, args, input);
   const results = await run([
     "attack",
     "-format=json",
@@ -220,27 +216,4 @@ async function attack(targets: Uint8Array, rate: number, seconds: number): Promi
     p95: round(report.latencies["95th"] / 1e6),
     codes,
   };
-}
-
-/** The vegeta binary: `VEGETA_BIN`, `vegeta` on PATH, or Go's bin folder. */
-function vegetaBin(): string | null {
-  const home = Deno.env.get("HOME");
-  for (const candidate of [Deno.env.get("VEGETA_BIN"), "vegeta", home && `${home}/go/bin/vegeta`]) {
-    if (!candidate) continue;
-    try {
-      new Deno.Command(candidate, { args: ["-version"], stdout: "null", stderr: "null" })
-        .outputSync();
-      return candidate;
-    } catch {
-      // not installed
-    }
-  }
-  return null;
-}
-
-function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
-  return Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<
-    string,
-    string
-  >;
 }
