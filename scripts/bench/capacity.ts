@@ -163,7 +163,9 @@ try {
     "| --- | ---: | ---: | --- | ---: | --- |",
     ...rows.map((r) =>
       `| ${r.case} | ${r.held_rps}/s | ${
-        floorRow ? round(Number(r.held_rps) / Number(floorRow.held_rps)) + "×" : "—"
+        floorRow && Number(floorRow.held_rps) > 0
+          ? round(Number(r.held_rps) / Number(floorRow.held_rps)) + "×"
+          : "—"
       } | ${r.common_p50_ms} / ${r.common_p95_ms} ms | ${r.cpu_ms_per_req} | ${r.stopped_at} |`
     ),
   ].join("\n");
